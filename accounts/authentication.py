@@ -1,0 +1,26 @@
+"""DRF authentication: `Authorization: Bearer <JWT or API key>`."""
+
+from rest_framework import authentication, exceptions
+
+from accounts.principal import InvalidToken, authenticate_token
+
+
+class BearerAuthentication(authentication.BaseAuthentication):
+    """Sets request.user to the user and request.auth to their Principal."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].decode().lower() != self.keyword.lower():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
+        try:
+            return authenticate_token(header[1].decode())
+        except (InvalidToken, UnicodeDecodeError) as error:
+            raise exceptions.AuthenticationFailed(str(error)) from None
+
+    def authenticate_header(self, request) -> str:
+        # Makes DRF answer 401 (with WWW-Authenticate) rather than 403.
+        return self.keyword

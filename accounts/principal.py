@@ -1,0 +1,80 @@
+"""Who is calling: one user in one tenant, resolved from a JWT or an API key."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.utils import timezone
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import AccessToken
+
+from accounts.models import API_KEY_PREFIX, ApiKey, Membership, Role, hash_api_key
+
+# Recording every use would turn each authenticated read into a write.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class InvalidToken(Exception):
+    """The token is malformed, expired, forged or revoked, or its user may not log in."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: int
+    user_name: str
+    tenant_id: int
+    tenant_slug: str
+    role: str
+    api_key_id: int | None = None
+
+    @property
+    def is_guest(self) -> bool:
+        return self.role == Role.GUEST
+
+    @classmethod
+    def from_membership(cls, membership: Membership, *, api_key_id: int | None = None) -> "Principal":
+        user = membership.user
+        return cls(
+            user_id=user.pk,
+            user_name=user.get_full_name() or user.get_username(),
+            tenant_id=membership.tenant_id,
+            tenant_slug=membership.tenant.slug,
+            role=membership.role,
+            api_key_id=api_key_id,
+        )
+
+
+def _active_membership(user_id: int) -> Membership:
+    membership = (
+        Membership.objects.select_related("user", "tenant").filter(user_id=user_id, user__is_active=True).first()
+    )
+    if membership is None:
+        raise InvalidToken("User is inactive or belongs to no tenant.")
+    return membership
+
+
+def authenticate_token(token: str) -> tuple[AbstractBaseUser, Principal]:
+    """Resolve a bearer token (API key or JWT access token) to its user and principal, or raise InvalidToken."""
+    if token.startswith(API_KEY_PREFIX):
+        key = ApiKey.objects.filter(key_hash=hash_api_key(token), revoked_at__isnull=True).first()
+        if key is None:
+            raise InvalidToken("Unknown or revoked API key.")
+        membership = _active_membership(key.user_id)
+        now = timezone.now()
+        if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        return membership.user, Principal.from_membership(membership, api_key_id=key.pk)
+    try:
+        access = AccessToken(token)
+    except TokenError:
+        raise InvalidToken("Invalid or expired token.") from None
+    membership = _active_membership(access.get("user_id"))
+    # A token minted for another tenant (the user has since moved) is void.
+    if access.get("tenant") != membership.tenant.slug:
+        raise InvalidToken("Token does not belong to the user's tenant.")
+    return membership.user, Principal.from_membership(membership)
+
+
+def principal_from_token(token: str) -> Principal:
+    """Resolve a bearer token to a principal, or raise InvalidToken."""
+    return authenticate_token(token)[1]

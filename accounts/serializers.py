@@ -1,0 +1,32 @@
+from rest_framework import exceptions, serializers
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+
+from accounts.models import ApiKey, Membership
+
+
+class TenantTokenObtainPairSerializer(TokenObtainPairSerializer):
+    """Issues JWTs that carry the user's tenant; a user without a tenant cannot log in."""
+
+    @classmethod
+    def get_token(cls, user):
+        membership = Membership.objects.select_related("tenant").filter(user=user).first()
+        if membership is None:
+            raise exceptions.AuthenticationFailed("This user belongs to no tenant.")
+        token = super().get_token(user)
+        token["tenant"] = membership.tenant.slug
+        return token
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ApiKey
+        fields = ["id", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+        read_only_fields = ["id", "prefix", "created_at", "last_used_at", "revoked_at"]
+
+
+class ApiKeyCreatedSerializer(serializers.ModelSerializer):
+    key = serializers.CharField(read_only=True, help_text="The full key. Shown in this response only.")
+
+    class Meta:
+        model = ApiKey
+        fields = ["id", "name", "prefix", "created_at", "key"]

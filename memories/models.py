@@ -1,0 +1,85 @@
+"""The Memory: a note with a title, content, tags and a visibility, owned by one user in one tenant."""
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+from accounts.models import Tenant
+
+# Limits on what a client may write; documented in the README.
+TITLE_MAX_LENGTH = 200
+CONTENT_MAX_LENGTH = 100_000
+TAGS_MAX_COUNT = 20
+TAG_MAX_LENGTH = 50
+
+# The fields clients see change; `memory.updated` reports only these.
+CLIENT_FIELDS = ("title", "content", "tags", "visibility")
+
+
+class Visibility(models.TextChoices):
+    PRIVATE = "private", "Private"
+    TEAM = "team", "Team"
+    PUBLIC = "public", "Public"
+
+
+class EmbeddingStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class Memory(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memories")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memories")
+    title = models.CharField(max_length=TITLE_MAX_LENGTH, blank=True)
+    content = models.TextField(max_length=CONTENT_MAX_LENGTH, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.TEAM)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # Filled in the background by the embeddings worker.
+    embedding = models.BinaryField(null=True, blank=True, editable=False)
+    embedding_model = models.CharField(max_length=100, blank=True, editable=False)
+    embedding_status = models.CharField(
+        max_length=10, choices=EmbeddingStatus.choices, default=EmbeddingStatus.PENDING, editable=False
+    )
+    embedded_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    # Who makes the change being saved or deleted (anything with user_id and
+    # user_name); set by services and admin, read by the real-time signals.
+    actor = None
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"]),
+            models.Index(fields=["tenant", "visibility", "-created_at"]),
+            models.Index(fields=["tenant", "updated_at"]),
+            models.Index(fields=["tenant", "owner"]),
+        ]
+        verbose_name_plural = "memories"
+
+    def __str__(self) -> str:
+        return self.title or self.content[:50] or str(self.id)
+
+    def save(self, *args, **kwargs) -> None:
+        super().save(*args, **kwargs)
+        # post_save has seen the changes by now; the next save compares with this one.
+        self._loaded = {field: getattr(self, field) for field in CLIENT_FIELDS}
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._loaded = {f: v for f, v in zip(field_names, values, strict=True) if f in CLIENT_FIELDS}
+        return instance
+
+    def client_changes(self) -> dict[str, Any]:
+        """The client-visible fields that differ from what was loaded, with their new values."""
+        loaded = getattr(self, "_loaded", None)
+        if loaded is None:
+            return {field: getattr(self, field) for field in CLIENT_FIELDS}
+        return {f: getattr(self, f) for f in CLIENT_FIELDS if f in loaded and loaded[f] != getattr(self, f)}

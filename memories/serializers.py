@@ -1,0 +1,66 @@
+from rest_framework import serializers
+
+from memories.models import (
+    CONTENT_MAX_LENGTH,
+    TAG_MAX_LENGTH,
+    TAGS_MAX_COUNT,
+    TITLE_MAX_LENGTH,
+    Memory,
+    Visibility,
+)
+
+
+class MemoryOutputSerializer(serializers.ModelSerializer):
+    owner = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Memory
+        fields = [
+            "id",
+            "title",
+            "content",
+            "tags",
+            "visibility",
+            "owner",
+            "embedding_status",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_owner(self, memory: Memory) -> dict:
+        return {"id": memory.owner_id, "username": memory.owner.get_username()}
+
+
+class MemoryInputSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=TITLE_MAX_LENGTH, allow_blank=True, required=False, default="")
+    content = serializers.CharField(
+        max_length=CONTENT_MAX_LENGTH, allow_blank=True, required=False, default="", trim_whitespace=False
+    )
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=TAG_MAX_LENGTH),
+        max_length=TAGS_MAX_COUNT,
+        required=False,
+        default=list,
+    )
+    visibility = serializers.ChoiceField(choices=Visibility.choices, required=False, default=Visibility.TEAM)
+
+    def validate_tags(self, tags: list[str]) -> list[str]:
+        # Tags are case-insensitive: stored stripped and in lower case, once each, in order.
+        cleaned = [tag.strip().lower() for tag in tags]
+        if not all(cleaned):
+            raise serializers.ValidationError("Tags may not be blank.")
+        return list(dict.fromkeys(cleaned))
+
+    def validate(self, attrs: dict) -> dict:
+        title = attrs.get("title", getattr(self.instance, "title", ""))
+        content = attrs.get("content", getattr(self.instance, "content", ""))
+        if not title.strip() and not content.strip():
+            raise serializers.ValidationError({"content": ["A memory needs a title or content."]})
+        return attrs
+
+
+class MemoryFilterSerializer(serializers.Serializer):
+    tag = serializers.CharField(max_length=TAG_MAX_LENGTH, required=False)
+    visibility = serializers.ChoiceField(choices=Visibility.choices, required=False)
+    q = serializers.CharField(max_length=200, required=False)
+    updated_since = serializers.DateTimeField(required=False)

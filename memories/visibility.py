@@ -1,0 +1,42 @@
+"""The one visibility rule: who may see and who may change which memory, for REST and real-time alike."""
+
+from django.db.models import Q, QuerySet
+
+from accounts.models import Role
+from accounts.principal import Principal
+from memories.models import Memory, Visibility
+
+
+def can_view(viewer: Principal, *, tenant_id: int, owner_id: int, visibility: str) -> bool:
+    """Whether the viewer may see a memory with these attributes (an in-memory check, no query)."""
+    if tenant_id != viewer.tenant_id:
+        return False
+    if visibility == Visibility.PUBLIC:
+        return True
+    if visibility == Visibility.TEAM:
+        return viewer.role in (Role.ADMIN, Role.MEMBER)
+    return owner_id == viewer.user_id
+
+
+def visible_memories(viewer: Principal) -> QuerySet[Memory]:
+    """The memories the viewer may see, as a queryset; the database form of can_view."""
+    rule = Q(visibility=Visibility.PUBLIC) | Q(visibility=Visibility.PRIVATE, owner_id=viewer.user_id)
+    if viewer.role in (Role.ADMIN, Role.MEMBER):
+        rule |= Q(visibility=Visibility.TEAM)
+    return Memory.objects.filter(rule, tenant_id=viewer.tenant_id)
+
+
+def can_create(viewer: Principal) -> bool:
+    """Guests are read-only."""
+    return viewer.role != Role.GUEST
+
+
+def can_change(viewer: Principal, memory: Memory) -> bool:
+    """Owners change their own; admins also change others' non-private memories; guests change nothing."""
+    if viewer.role == Role.GUEST:
+        return False
+    if not can_view(viewer, tenant_id=memory.tenant_id, owner_id=memory.owner_id, visibility=memory.visibility):
+        return False
+    if memory.owner_id == viewer.user_id:
+        return True
+    return viewer.role == Role.ADMIN and memory.visibility != Visibility.PRIVATE

@@ -1,0 +1,16 @@
+"""ASGI entry point: HTTP through Django, /ws through the real-time layer."""
+
+import os
+
+from channels.routing import ProtocolTypeRouter
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "puomemo.settings")
+django_asgi_app = get_asgi_application()
+
+from realtime import daphne  # noqa: E402  (needs Django set up first)
+from realtime.routing import websocket_application  # noqa: E402
+
+daphne.install()
+
+application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application()})

@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework_simplejwt.views import TokenRefreshView
+
+from accounts.api import ApiKeyDetailApi, ApiKeyListApi, TokenObtainView
+from memories.api import MemoryDetailApi, MemoryListApi
+from realtime.api import WebSocketStatusApi
+
+api_v4 = [
+    path("auth/token/", TokenObtainView.as_view(), name="token-obtain"),
+    path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("api-keys/", ApiKeyListApi.as_view(), name="api-key-list"),
+    path("api-keys/<int:pk>/", ApiKeyDetailApi.as_view(), name="api-key-detail"),
+    path("memories/", MemoryListApi.as_view(), name="memory-list"),
+    path("memories/<uuid:pk>/", MemoryDetailApi.as_view(), name="memory-detail"),
+    path("ws/status", WebSocketStatusApi.as_view(), name="ws-status"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v4/", include(api_v4)),
+    path("", include("django_prometheus.urls")),
+]

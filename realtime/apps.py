@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class RealtimeConfig(AppConfig):
+    name = "realtime"
+    verbose_name = "Real-time sync"
+
+    def ready(self) -> None:
+        from realtime import signals  # noqa: F401  (connects the Memory signal receivers)

@@ -1,0 +1,184 @@
+"""The /ws consumer: translates frames to actions and events to frames, and enforces the connection's limits."""
+
+import asyncio
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from accounts.principal import InvalidToken, Principal, principal_from_token
+from memories.visibility import can_view
+from realtime import frames, metrics
+from realtime.events import CHANNELS, TENANT_UPDATES, apublish
+from realtime.fanout import hub
+from realtime.limits import SlidingWindow, connection_registry
+
+# Close codes (README, "Close codes").
+AUTH_FAILED = 4001
+RATE_LIMITED = 4002
+INVALID_FORMAT = 4003
+IDLE_TIMEOUT = 4008
+TOO_MANY_CONNECTIONS = 4029
+MESSAGE_TOO_BIG = 1009
+SLOW_CONSUMER = 1013
+
+
+class MemoryConsumer(AsyncWebsocketConsumer):
+    # Events reach consumers through the process's fan-out hub rather than a
+    # channel per consumer, so no channel layer here: that also spares each
+    # event the thread hop Channels makes before every layer-dispatched handler.
+    channel_layer_alias = "__fanout_hub__"
+
+    principal: Principal | None = None
+    joined = False
+    close_code: int | None = None
+
+    @property
+    def user_id(self) -> int:
+        return self.principal.user_id
+
+    @property
+    def tenant_id(self) -> int:
+        return self.principal.tenant_id
+
+    async def connect(self) -> None:
+        # Accept first: daphne turns a close before accept into HTTP 403, and the client would never see 4001.
+        await self.accept()
+        token = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
+        try:
+            self.principal = await database_sync_to_async(principal_from_token)(token)
+        except InvalidToken:
+            await self.close(AUTH_FAILED)
+            return
+        self.connection_id = str(uuid.uuid4())
+        if await connection_registry().acquire(self.connection_id, self.user_id, self.tenant_id):
+            self.principal = None
+            await self.close(TOO_MANY_CONNECTIONS)
+            return
+        self.subscriptions: set[str] = set()
+        self.rate = SlidingWindow()
+        self.invalid = SlidingWindow()
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.PUOMEMO_WS_OUTBOUND_QUEUE)
+        self.writer = asyncio.get_running_loop().create_task(self._write())
+        self.idle_timer = None
+        self._touch()
+        self.joined = True
+        metrics.connections.inc()
+        await hub().join(self)
+        await self._presence("tenant.user_joined")
+
+    async def disconnect(self, code: int) -> None:
+        metrics.closes.labels(code=str(self.close_code or code)).inc()
+        if not self.joined:
+            return
+        self.joined = False
+        metrics.connections.dec()
+        self.writer.cancel()
+        self.idle_timer.cancel()
+        await hub().leave(self)
+        await connection_registry().release(self.connection_id, self.user_id, self.tenant_id)
+        await self._presence("tenant.user_left")
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            await super().close(code, reason)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.joined or self.close_code:
+            return
+        metrics.messages_received.inc()
+        self._touch()
+        size = len(bytes_data) if bytes_data is not None else len(text_data.encode())
+        if size > settings.PUOMEMO_WS_MAX_MESSAGE_BYTES:
+            await self.close(MESSAGE_TOO_BIG)
+            return
+        limit = settings.PUOMEMO_WS_RATE_LIMIT_PER_MINUTE
+        sent = self.rate.hit()
+        if sent > 2 * limit:
+            await self.close(RATE_LIMITED)
+            return
+        if sent > limit:
+            retry = round(self.rate.retry_after(), 1)
+            self.emit("error", {"message": f"Rate limit exceeded; retry after {retry} s", "retry_after": retry})
+            return
+        try:
+            if bytes_data is not None:
+                raise frames.InvalidFrame("Invalid message format")
+            message_type, data = frames.decode(text_data)
+            await self.handle(message_type, data)
+        except frames.InvalidFrame as error:
+            if self.invalid.hit() >= settings.PUOMEMO_WS_INVALID_LIMIT_PER_MINUTE:
+                await self.close(INVALID_FORMAT)
+            else:
+                self.emit("error", {"message": str(error)})
+
+    async def handle(self, message_type: str, data: Any) -> None:
+        """Answer one client message."""
+        if message_type == "ping":
+            self.emit("pong", {"timestamp": frames.now_iso()})
+        elif message_type in ("subscribe", "unsubscribe"):
+            channels = data.get("channels") if isinstance(data, dict) else None
+            if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+                raise frames.InvalidFrame(f"Invalid message format: {message_type} needs data.channels, a list")
+            unknown = sorted(set(channels) - set(CHANNELS))
+            if unknown:
+                known = ", ".join(CHANNELS)
+                self.emit("error", {"message": f"Unknown channel(s): {', '.join(unknown)}. Known: {known}"})
+            elif message_type == "subscribe":
+                self.subscriptions.update(channels)
+                self.emit("subscribed", {"channels": sorted(self.subscriptions)})
+            else:
+                self.subscriptions.difference_update(channels)
+                self.emit("unsubscribed", {"channels": sorted(self.subscriptions)})
+        else:
+            self.emit("error", {"message": f"Unknown message type: {message_type[:100]}"})
+
+    def deliver(self, event: dict[str, Any], text: str) -> None:
+        """Queue an event's frame if this connection subscribed to its channel and may see it."""
+        if event["channel"] not in self.subscriptions or not self.joined:
+            return
+        audience = event["audience"]
+        if audience is not None and not can_view(self.principal, **audience):
+            return
+        self._enqueue(text)
+
+    def emit(self, message_type: str, data: Any) -> None:
+        """Queue a reply frame behind the events already queued."""
+        self._enqueue(frames.encode(message_type, data))
+
+    def _enqueue(self, text: str) -> None:
+        try:
+            self.outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            # A client that does not read must not grow server memory: drop it.
+            self._close_soon(SLOW_CONSUMER)
+
+    async def _write(self) -> None:
+        while True:
+            text = await self.outbox.get()
+            await self.send(text_data=text)
+            metrics.messages_sent.inc()
+
+    def _touch(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.idle_timer = loop.call_later(settings.PUOMEMO_WS_IDLE_TIMEOUT_SECONDS, self._close_soon, IDLE_TIMEOUT)
+
+    def _close_soon(self, code: int) -> None:
+        if self.close_code is None:
+            self._closing = asyncio.get_running_loop().create_task(self.close(code))
+
+    async def _presence(self, event_type: str) -> None:
+        data = {
+            "user_id": str(self.user_id),
+            "user_name": self.principal.user_name,
+            "connection_id": self.connection_id,
+        }
+        await apublish(
+            tenant_id=self.tenant_id, event_type=event_type, channel=TENANT_UPDATES, data=data, audience=None
+        )

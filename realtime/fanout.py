@@ -1,0 +1,115 @@
+"""Per-process fan-out: one channel-layer membership per tenant, each event rendered once for all local connections."""
+
+import asyncio
+import logging
+import weakref
+from typing import Any, Protocol
+
+from channels.layers import get_channel_layer
+
+from realtime import frames
+from realtime.events import tenant_group
+from realtime.limits import REFRESH_SECONDS, connection_registry
+
+logger = logging.getLogger(__name__)
+
+
+class Connection(Protocol):
+    connection_id: str
+    user_id: int
+    tenant_id: int
+
+    def deliver(self, event: dict[str, Any], text: str) -> None: ...
+
+
+class TenantFeed:
+    """This process's subscription to one tenant's group, and the local connections it feeds."""
+
+    def __init__(self, tenant_id: int) -> None:
+        self.tenant_id = tenant_id
+        self.connections: set[Connection] = set()
+        self.layer = get_channel_layer()
+        self.channel = ""
+        self.ready = asyncio.get_running_loop().create_task(self._subscribe())
+        self.reader: asyncio.Task | None = None
+
+    async def _subscribe(self) -> None:
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(tenant_group(self.tenant_id), self.channel)
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                event = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A broken Redis connection must not end the feed; the layer reconnects.
+                logger.exception("Receiving events for tenant %s failed; retrying", self.tenant_id)
+                await asyncio.sleep(1)
+                continue
+            self.fan_out(event)
+
+    def fan_out(self, event: dict[str, Any]) -> None:
+        """Render the frame once and offer it to each local connection, which applies the visibility rule."""
+        text = frames.encode(event["event"], event["data"], message_id=event["id"], timestamp=event["timestamp"])
+        for connection in tuple(self.connections):
+            connection.deliver(event, text)
+
+    async def close(self) -> None:
+        await asyncio.shield(self.ready)
+        if self.reader is not None:
+            self.reader.cancel()
+        await self.layer.group_discard(tenant_group(self.tenant_id), self.channel)
+
+
+class Hub:
+    """All the tenant feeds of one event loop, and the refresh of its connections' registry entries."""
+
+    def __init__(self) -> None:
+        self.feeds: dict[int, TenantFeed] = {}
+        self.refresher: asyncio.Task | None = None
+
+    async def join(self, connection: Connection) -> None:
+        """Start feeding events of the connection's tenant to it; returns once the subscription is live."""
+        feed = self.feeds.get(connection.tenant_id)
+        if feed is None:
+            feed = self.feeds[connection.tenant_id] = TenantFeed(connection.tenant_id)
+        feed.connections.add(connection)
+        if self.refresher is None:
+            self.refresher = asyncio.get_running_loop().create_task(self._refresh())
+        await asyncio.shield(feed.ready)
+
+    async def leave(self, connection: Connection) -> None:
+        feed = self.feeds.get(connection.tenant_id)
+        if feed is None:
+            return
+        feed.connections.discard(connection)
+        if not feed.connections:
+            del self.feeds[connection.tenant_id]
+            await feed.close()
+
+    def connections(self) -> list[Connection]:
+        return [connection for feed in self.feeds.values() for connection in feed.connections]
+
+    async def _refresh(self) -> None:
+        registry = connection_registry()
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            try:
+                entries = [(c.connection_id, c.user_id, c.tenant_id) for c in self.connections()]
+                await registry.refresh(entries)
+            except Exception:
+                logger.exception("Refreshing connection counts failed; retrying")
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def hub() -> Hub:
+    """The hub of the running event loop (daphne runs one per process)."""
+    loop = asyncio.get_running_loop()
+    if loop not in _hubs:
+        _hubs[loop] = Hub()
+    return _hubs[loop]

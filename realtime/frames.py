@@ -1,0 +1,36 @@
+"""The wire envelope `{id, type, timestamp, data}` in both directions."""
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+
+class InvalidFrame(ValueError):
+    """A client frame that is not a JSON object with a string `type`."""
+
+
+def now_iso() -> str:
+    """The current time as ISO 8601 UTC with a Z."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def encode(message_type: str, data: Any = None, *, message_id: str | None = None, timestamp: str | None = None) -> str:
+    """Render a server frame as JSON text."""
+    frame = {"id": message_id or new_id(), "type": message_type, "timestamp": timestamp or now_iso(), "data": data}
+    return json.dumps(frame, separators=(",", ":"), default=str)
+
+
+def decode(text: str) -> tuple[str, Any]:
+    """Parse a client frame into (type, data); `id` and `timestamp` are optional."""
+    try:
+        frame = json.loads(text)
+    except (ValueError, TypeError):
+        raise InvalidFrame("Invalid message format") from None
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        raise InvalidFrame("Invalid message format")
+    return frame["type"], frame.get("data")

@@ -1,0 +1,34 @@
+"""Serve the ASGI app with daphne, its WebSocket limits derived from the settings."""
+
+from daphne.cli import CommandLineInterface
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+# daphne must accept a frame a little over our limit, so the application can
+# refuse it with 1009 instead of daphne dropping the connection (DESIGN.md).
+DAPHNE_HEADROOM_BYTES = 64 * 1024
+
+
+class Command(BaseCommand):
+    help = "Serve PUO Memo (HTTP and /ws) with daphne."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--proxy-headers", action="store_true", help="Trust X-Forwarded-For (behind nginx).")
+
+    def handle(self, *args, host: str, port: int, proxy_headers: bool, **options):
+        daphne_max = settings.PUOMEMO_WS_MAX_MESSAGE_BYTES + DAPHNE_HEADROOM_BYTES
+        heartbeat = settings.PUOMEMO_WS_HEARTBEAT_SECONDS
+        argv = [
+            "-b", host,
+            "-p", str(port),
+            "--websocket-max-message-size", str(daphne_max),
+            "--websocket-max-frame-size", str(daphne_max),
+            "--ping-interval", str(heartbeat),
+            "--ping-timeout", str(heartbeat),
+            *(["--proxy-headers"] if proxy_headers else []),
+            "puomemo.asgi:application",
+        ]  # fmt: skip
+        self.stdout.write(f"Serving PUO Memo on http://{host}:{port} (WebSocket at ws://{host}:{port}/ws)")
+        CommandLineInterface().run(argv)
