@@ -1,0 +1,67 @@
+import pytest
+from channels.layers import channel_layers
+from django.conf import settings
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
+
+from accounts.models import Role
+from realtime import limits
+from tests.factories import TenantFactory, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def fresh_realtime_state():
+    """Each test gets new channel layers and empty connection counts (in Redis too, when used)."""
+    channel_layers.backends.clear()
+    limits._registry = None
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        for key in client.scan_iter("puomemo:ws:*"):
+            client.delete(key)
+    yield
+    channel_layers.backends.clear()
+    limits._registry = None
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def tenant(db):
+    return TenantFactory()
+
+
+@pytest.fixture
+def other_tenant(db):
+    return TenantFactory()
+
+
+@pytest.fixture
+def make_user(tenant):
+    def make(role: str = Role.MEMBER, *, in_tenant=None, **kwargs):
+        return UserFactory(membership__tenant=in_tenant or tenant, membership__role=role, **kwargs)
+
+    return make
+
+
+def jwt_for(user) -> str:
+    """An access token as the token endpoint issues it."""
+    token = AccessToken.for_user(user)
+    token["tenant"] = user.membership.tenant.slug
+    return str(token)
+
+
+@pytest.fixture
+def client_for():
+    """An API client authenticated as the user with a JWT."""
+
+    def make(user) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt_for(user)}")
+        return client
+
+    return make
