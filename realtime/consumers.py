@@ -142,7 +142,10 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         if event["channel"] not in self.subscriptions or not self.joined:
             return
         audience = event["audience"]
-        if audience is not None and not can_view(self.principal, **audience):
+        if audience is None:  # presence: everyone in the tenant, but not news to the connection itself
+            if event["data"].get("connection_id") == self.connection_id:
+                return
+        elif not can_view(self.principal, **audience):
             return
         self._enqueue(text)
 
