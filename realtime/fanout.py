@@ -21,6 +21,8 @@ class Connection(Protocol):
 
     def deliver(self, event: dict[str, Any], text: str) -> None: ...
 
+    async def close(self, code: int) -> None: ...
+
 
 class TenantFeed:
     """This process's subscription to one tenant's group, and the local connections it feeds."""
@@ -92,6 +94,10 @@ class Hub:
 
     def connections(self) -> list[Connection]:
         return [connection for feed in self.feeds.values() for connection in feed.connections]
+
+    async def close_all(self, code: int) -> None:
+        """Close every local connection, e.g. with 1001 when the server shuts down."""
+        await asyncio.gather(*(connection.close(code) for connection in self.connections()))
 
     async def _refresh(self) -> None:
         registry = connection_registry()

@@ -1,12 +1,36 @@
 """Serve the ASGI app with daphne, its WebSocket limits derived from the settings."""
 
+import asyncio
+
 from daphne.cli import CommandLineInterface
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from realtime.consumers import SERVER_SHUTTING_DOWN
+from realtime.fanout import hub
+
 # daphne must accept a frame a little over our limit, so the application can
 # refuse it with 1009 instead of daphne dropping the connection (DESIGN.md).
 DAPHNE_HEADROOM_BYTES = 64 * 1024
+
+
+# How long the reactor waits after the 1001 closes so the frames leave the sockets.
+SHUTDOWN_FLUSH_SECONDS = 0.5
+
+
+def _close_connections_on_shutdown() -> None:
+    """Tell clients the server is going away (1001) instead of dropping their TCP connections."""
+    import daphne.server  # noqa: F401  (installs the asyncio reactor before twisted's default)
+    from twisted.internet import defer, reactor
+
+    async def close_all() -> None:
+        await hub().close_all(SERVER_SHUTTING_DOWN)
+        await asyncio.sleep(SHUTDOWN_FLUSH_SECONDS)
+
+    def before_shutdown():
+        return defer.Deferred.fromFuture(asyncio.ensure_future(close_all()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
 
 
 class Command(BaseCommand):
@@ -30,5 +54,6 @@ class Command(BaseCommand):
             *(["--proxy-headers"] if proxy_headers else []),
             "puomemo.asgi:application",
         ]  # fmt: skip
+        _close_connections_on_shutdown()
         self.stdout.write(f"Serving PUO Memo on http://{host}:{port} (WebSocket at ws://{host}:{port}/ws)")
         CommandLineInterface().run(argv)

@@ -1,0 +1,237 @@
+"""Against real daphne processes sharing real Redis: close codes, limits across processes, cross-instance events."""
+
+import asyncio
+import json
+import os
+import urllib.error
+import urllib.request
+
+import pytest
+import redis
+import websockets
+
+from clients.python.puomemo_ws import PuoMemoWebSocket
+from tests.live import LiveDatabase, live_redis_url, manage, start_server
+
+MAX_BYTES = 1_048_576  # the production default, so daphne's own 1 MiB cap is exercised too
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Two server processes (A and B) on one database and one Redis, with a tenant of three roles."""
+    tmp = tmp_path_factory.mktemp("live")
+    database = LiveDatabase(tmp)
+    redis_url = live_redis_url()
+    redis.Redis.from_url(redis_url).flushdb()
+    env = {
+        **os.environ,
+        "DEBUG": "1",
+        "DATABASE_URL": database.url,
+        "REDIS_URL": redis_url,
+        "PUOMEMO_WS_MAX_CONNECTIONS_PER_USER": "2",
+        "PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT": "4",
+        "PUOMEMO_WS_RATE_LIMIT_PER_MINUTE": "20",
+        "PUOMEMO_WS_IDLE_TIMEOUT_SECONDS": "3",
+        "PUOMEMO_WS_MAX_MESSAGE_BYTES": str(MAX_BYTES),
+    }
+    manage(env, "migrate", "--noinput")
+    manage(env, "create_tenant", "live")
+    manage(env, "create_tenant", "elsewhere")
+    for username, role, tenant in [
+        ("alice", "admin", "live"),
+        ("bob", "member", "live"),
+        ("carol", "guest", "live"),
+        ("dave", "admin", "elsewhere"),
+    ]:
+        manage(env, "create_user", username, "--tenant", tenant, "--role", role, "--password", "pw-live-123")
+    keys = {
+        name: manage(env, "create_api_key", name).strip().splitlines()[-1] for name in ("alice", "bob", "carol", "dave")
+    }
+    servers = [start_server(env, tmp / f"server-{name}.log") for name in "ab"]
+    yield {"a": servers[0], "b": servers[1], "keys": keys, "env": env, "tmp": tmp}
+    for server in servers:
+        server.stop()
+    database.drop()
+
+
+def api(server, method: str, path: str, token: str, body: dict | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"{server.http}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else {}
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+async def close_code(ws) -> int:
+    """Read until the server closes; return its close code (1006 when the TCP connection just dropped)."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 10)
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else 1006
+
+
+async def subscribed(url: str, token: str):
+    ws = await websockets.connect(f"{url}?token={token}", max_size=None)
+    await ws.send(json.dumps({"type": "subscribe", "data": {"channels": ["memories"]}}))
+    assert json.loads(await ws.recv())["type"] == "subscribed"
+    return ws
+
+
+async def next_of_type(ws, message_type: str) -> dict:
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if frame["type"] == message_type:
+            return frame
+
+
+async def test_bad_token_gets_4001_not_http_403(cluster):
+    async with websockets.connect(f"{cluster['a'].ws}?token=pm_wrong") as ws:
+        assert await close_code(ws) == 4001
+
+
+async def test_message_size_limit_at_exactly_the_limit_and_one_byte_over(cluster):
+    async with websockets.connect(f"{cluster['a'].ws}?token={cluster['keys']['bob']}", max_size=None) as ws:
+        exact = json.dumps({"type": "ping", "data": ""})
+        exact = exact[:-2] + "x" * (MAX_BYTES - len(exact)) + '"}'
+        assert len(exact.encode()) == MAX_BYTES
+        await ws.send(exact)
+        assert json.loads(await ws.recv())["type"] == "pong"
+        await ws.send(exact[:-2] + 'xx"}')
+        assert await close_code(ws) == 1009
+
+
+async def test_rate_limit_closes_with_4002(cluster):
+    async with websockets.connect(f"{cluster['a'].ws}?token={cluster['keys']['bob']}") as ws:
+        replies = []
+        for _ in range(40):
+            await ws.send('{"type": "ping"}')
+            replies.append(json.loads(await ws.recv())["type"])
+        assert replies == ["pong"] * 20 + ["error"] * 20
+        await ws.send('{"type": "ping"}')
+        assert await close_code(ws) == 4002
+
+
+async def test_invalid_frames_close_with_4003(cluster):
+    async with websockets.connect(f"{cluster['a'].ws}?token={cluster['keys']['bob']}") as ws:
+        for _ in range(4):
+            await ws.send("{nope")
+            assert json.loads(await ws.recv())["data"]["message"] == "Invalid message format"
+        await ws.send(b"\x01\x02")
+        assert await close_code(ws) == 4003
+
+
+async def test_idle_timeout_closes_with_4008(cluster):
+    async with websockets.connect(f"{cluster['b'].ws}?token={cluster['keys']['bob']}") as ws:
+        assert await close_code(ws) == 4008
+
+
+async def test_connection_caps_hold_across_two_processes(cluster):
+    a, b, keys = cluster["a"], cluster["b"], cluster["keys"]
+    first = await websockets.connect(f"{a.ws}?token={keys['bob']}")
+    second = await websockets.connect(f"{b.ws}?token={keys['bob']}")
+    third = await websockets.connect(f"{a.ws}?token={keys['bob']}")
+    assert await close_code(third) == 4029  # the user's cap of 2, counted over A and B
+    carol = await websockets.connect(f"{b.ws}?token={keys['carol']}")
+    alice = await websockets.connect(f"{a.ws}?token={keys['alice']}")
+    status, body = await asyncio.to_thread(api, b, "GET", "/api/v4/ws/status", keys["bob"])
+    assert (status, body["user_connections"], body["tenant_connections"]) == (200, 2, 4)
+    over = await websockets.connect(f"{b.ws}?token={keys['alice']}")
+    assert await close_code(over) == 4029  # the tenant's cap of 4
+    others = await websockets.connect(f"{b.ws}?token={keys['dave']}")  # other tenants are unaffected
+    await others.send('{"type": "ping"}')
+    assert json.loads(await others.recv())["type"] == "pong"
+    for ws in (first, second, carol, alice, others):
+        await ws.close()
+
+
+async def test_a_rest_write_on_a_reaches_clients_on_b_by_visibility(cluster):
+    a, b, keys = cluster["a"], cluster["b"], cluster["keys"]
+    bob_on_b = await subscribed(b.ws, keys["bob"])
+    carol_on_b = await subscribed(b.ws, keys["carol"])
+    dave_on_b = await subscribed(b.ws, keys["dave"])
+    status, team = await asyncio.to_thread(api, a, "POST", "/api/v4/memories/", keys["alice"], {"title": "Team only"})
+    assert status == 201
+    status, public = await asyncio.to_thread(
+        api, a, "POST", "/api/v4/memories/", keys["alice"], {"title": "Everyone", "visibility": "public"}
+    )
+    assert status == 201
+    assert (await next_of_type(bob_on_b, "memory.created"))["data"]["memory"]["id"] == team["id"]
+    assert (await next_of_type(bob_on_b, "memory.created"))["data"]["memory"]["id"] == public["id"]
+    # The guest's first event is the public one: the team memory never reached it.
+    assert (await next_of_type(carol_on_b, "memory.created"))["data"]["memory"]["id"] == public["id"]
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(dave_on_b.recv(), 0.5)
+    for ws in (bob_on_b, carol_on_b, dave_on_b):
+        await ws.close()
+
+
+async def test_a_management_command_write_reaches_clients(cluster):
+    bob = await subscribed(cluster["a"].ws, cluster["keys"]["bob"])
+    await asyncio.to_thread(manage, cluster["env"], "demo")  # writes memories in another process
+    event = await next_of_type(bob, "memory.created")
+    assert event["data"]["user_name"] in {"alice", "bob"}
+    await bob.close()
+
+
+async def test_the_spec_python_client_receives_memory_created(cluster):
+    a, keys = cluster["a"], cluster["keys"]
+    client = PuoMemoWebSocket(token=keys["bob"], url=a.ws)
+    received = asyncio.get_running_loop().create_future()
+    client.on("memory.created", lambda data: received.done() or received.set_result(data))
+    runner = asyncio.create_task(client.connect())
+    for _ in range(50):  # wait until the client is connected and subscribed
+        if client.ws is not None:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(api, a, "POST", "/api/v4/memories/", keys["alice"], {"title": "For the spec client"})
+    data = await asyncio.wait_for(received, 10)
+    assert data["memory"]["title"] == "For the spec client"
+    await client.disconnect()
+    await asyncio.wait_for(runner, 5)
+
+
+async def test_browser_origin_is_checked(cluster):
+    url = f"{cluster['a'].ws}?token={cluster['keys']['bob']}"
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(url, origin="http://evil.example")
+    assert refused.value.response.status_code == 403
+    async with websockets.connect(url, origin="http://localhost:8000") as ws:
+        await ws.send('{"type": "ping"}')
+        assert json.loads(await ws.recv())["type"] == "pong"
+
+
+def test_tokens_never_reach_the_logs(cluster):
+    jwt_status, tokens = api(
+        cluster["a"], "POST", "/api/v4/auth/token/", "", {"username": "bob", "password": "pw-live-123"}
+    )
+    assert jwt_status == 200
+
+    async def use_everywhere():
+        async with websockets.connect(f"{cluster['a'].ws}?token={tokens['access']}") as ws:
+            await ws.send('{"type": "ping"}')
+            assert json.loads(await ws.recv())["type"] == "pong"
+        async with websockets.connect(f"{cluster['a'].ws}?token=pm_not-a-real-key-but-secret") as ws:
+            assert await close_code(ws) == 4001  # the error path logs nothing of the token either
+
+    asyncio.run(use_everywhere())
+    api(cluster["a"], "GET", "/api/v4/memories/", tokens["access"])
+    logs = "".join(server.log.read_text() for server in (cluster["a"], cluster["b"]))
+    assert "WSCONNECT /ws" in logs  # the access log is on, and it is what we read
+    for secret in [*cluster["keys"].values(), tokens["access"], "pm_not-a-real-key-but-secret"]:
+        assert secret not in logs
+
+
+async def test_shutdown_closes_connections_with_1001(cluster):
+    server = await asyncio.to_thread(start_server, cluster["env"], cluster["tmp"] / "server-c.log")
+    ws = await websockets.connect(f"{server.ws}?token={cluster['keys']['bob']}")
+    await asyncio.to_thread(server.stop)
+    assert await close_code(ws) == 1001
