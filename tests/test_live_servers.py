@@ -62,7 +62,7 @@ def api(server, method: str, path: str, token: str, body: dict | None = None) ->
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:
             raw = response.read()
             return response.status, json.loads(raw) if raw else {}
     except urllib.error.HTTPError as error:
@@ -233,5 +233,7 @@ def test_tokens_never_reach_the_logs(cluster):
 async def test_shutdown_closes_connections_with_1001(cluster):
     server = await asyncio.to_thread(start_server, cluster["env"], cluster["tmp"] / "server-c.log")
     ws = await websockets.connect(f"{server.ws}?token={cluster['keys']['bob']}")
+    await ws.send('{"type": "ping"}')
+    assert json.loads(await ws.recv())["type"] == "pong"  # fully set up, not mid-handshake
     await asyncio.to_thread(server.stop)
     assert await close_code(ws) == 1001
