@@ -78,8 +78,16 @@ async def close_code(ws) -> int:
         return closed.rcvd.code if closed.rcvd else 1006
 
 
-async def subscribed(url: str, token: str):
+async def ready(url: str, token: str):
+    """Connect and wait until the server has set the connection up (it authenticates after the handshake)."""
     ws = await websockets.connect(f"{url}?token={token}", max_size=None)
+    await ws.send('{"type": "ping"}')
+    assert json.loads(await ws.recv())["type"] == "pong"
+    return ws
+
+
+async def subscribed(url: str, token: str):
+    ws = await ready(url, token)
     await ws.send(json.dumps({"type": "subscribe", "data": {"channels": ["memories"]}}))
     assert json.loads(await ws.recv())["type"] == "subscribed"
     return ws
@@ -135,19 +143,17 @@ async def test_idle_timeout_closes_with_4008(cluster):
 
 async def test_connection_caps_hold_across_two_processes(cluster):
     a, b, keys = cluster["a"], cluster["b"], cluster["keys"]
-    first = await websockets.connect(f"{a.ws}?token={keys['bob']}")
-    second = await websockets.connect(f"{b.ws}?token={keys['bob']}")
+    first = await ready(a.ws, keys["bob"])
+    second = await ready(b.ws, keys["bob"])
     third = await websockets.connect(f"{a.ws}?token={keys['bob']}")
     assert await close_code(third) == 4029  # the user's cap of 2, counted over A and B
-    carol = await websockets.connect(f"{b.ws}?token={keys['carol']}")
-    alice = await websockets.connect(f"{a.ws}?token={keys['alice']}")
+    carol = await ready(b.ws, keys["carol"])
+    alice = await ready(a.ws, keys["alice"])
     status, body = await asyncio.to_thread(api, b, "GET", "/api/v4/ws/status", keys["bob"])
     assert (status, body["user_connections"], body["tenant_connections"]) == (200, 2, 4)
     over = await websockets.connect(f"{b.ws}?token={keys['alice']}")
     assert await close_code(over) == 4029  # the tenant's cap of 4
-    others = await websockets.connect(f"{b.ws}?token={keys['dave']}")  # other tenants are unaffected
-    await others.send('{"type": "ping"}')
-    assert json.loads(await others.recv())["type"] == "pong"
+    others = await ready(b.ws, keys["dave"])  # other tenants are unaffected
     for ws in (first, second, carol, alice, others):
         await ws.close()
 
@@ -232,8 +238,6 @@ def test_tokens_never_reach_the_logs(cluster):
 
 async def test_shutdown_closes_connections_with_1001(cluster):
     server = await asyncio.to_thread(start_server, cluster["env"], cluster["tmp"] / "server-c.log")
-    ws = await websockets.connect(f"{server.ws}?token={cluster['keys']['bob']}")
-    await ws.send('{"type": "ping"}')
-    assert json.loads(await ws.recv())["type"] == "pong"  # fully set up, not mid-handshake
+    ws = await ready(server.ws, cluster["keys"]["bob"])
     await asyncio.to_thread(server.stop)
     assert await close_code(ws) == 1001
