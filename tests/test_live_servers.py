@@ -241,3 +241,27 @@ async def test_shutdown_closes_connections_with_1001(cluster):
     ws = await ready(server.ws, cluster["keys"]["bob"])
     await asyncio.to_thread(server.stop)
     assert await close_code(ws) == 1001
+
+
+def rss_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_oversize_messages_leave_no_memory_behind(cluster):
+    server, key = cluster["a"], cluster["keys"]["bob"]
+    oversize = "x" * (MAX_BYTES + 1)
+
+    async def reject_one():
+        async with websockets.connect(f"{server.ws}?token={key}", max_size=None) as ws:
+            await ws.send(oversize)
+            assert await close_code(ws) == 1009
+
+    await reject_one()  # warm up the allocator
+    baseline = rss_bytes(server.process.pid)
+    for _ in range(10):
+        await reject_one()
+    grown = rss_bytes(server.process.pid) - baseline
+    assert grown < 5 * MAX_BYTES, f"RSS grew by {grown / MAX_BYTES:.1f} MiB over 10 rejected 1 MiB messages"

@@ -189,3 +189,42 @@ async def test_a_client_that_stops_reading_is_dropped(token, settings, monkeypat
     for _ in range(4):
         await comm.send_json_to({"type": "ping"})
     assert await close_code(comm) == 1013
+
+
+def _metric(client, name: str) -> float:
+    for line in client.get("/metrics").content.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_count_connections_frames_and_closes(token, client):
+    def read():
+        return {
+            name: _metric(client, name)
+            for name in (
+                "puomemo_websocket_connections",
+                "puomemo_websocket_messages_sent_total",
+                "puomemo_websocket_messages_received_total",
+                'puomemo_websocket_closes_total{code="4003"}',
+            )
+        }
+
+    before = await database_sync_to_async(read)()
+    comm = await connect(token, subscribe=None)
+    during = await database_sync_to_async(read)()
+    assert during["puomemo_websocket_connections"] == before["puomemo_websocket_connections"] + 1
+    assert (
+        during["puomemo_websocket_messages_received_total"] == before["puomemo_websocket_messages_received_total"] + 1
+    )
+    assert during["puomemo_websocket_messages_sent_total"] == before["puomemo_websocket_messages_sent_total"] + 1
+    for _ in range(5):
+        await comm.send_to(text_data="nope")
+    assert await close_code(comm) == 4003
+    await comm.disconnect()
+    after = await database_sync_to_async(read)()
+    assert after["puomemo_websocket_connections"] == before["puomemo_websocket_connections"]
+    assert (
+        after['puomemo_websocket_closes_total{code="4003"}']
+        == before['puomemo_websocket_closes_total{code="4003"}'] + 1
+    )
