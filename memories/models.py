@@ -16,6 +16,14 @@ TAG_MAX_LENGTH = 50
 
 # The fields clients see change; `memory.updated` reports only these.
 CLIENT_FIELDS = ("title", "content", "tags", "visibility")
+# What save() resets when the text changes.
+EMBEDDING_STATE_FIELDS = (
+    "text_version",
+    "embedding_status",
+    "embedding_attempts",
+    "embedding_retry_at",
+    "embedding_error",
+)
 
 
 class Visibility(models.TextChoices):
@@ -48,10 +56,18 @@ class Memory(models.Model):
         max_length=10, choices=EmbeddingStatus.choices, default=EmbeddingStatus.PENDING, editable=False
     )
     embedded_at = models.DateTimeField(null=True, blank=True, editable=False)
+    embedding_error = models.CharField(max_length=500, blank=True, editable=False)
+    embedding_attempts = models.PositiveSmallIntegerField(default=0, editable=False)
+    embedding_retry_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Bumped whenever title or content change, so a worker never stores the
+    # embedding of text that was edited while it was computing.
+    text_version = models.PositiveIntegerField(default=1, editable=False)
 
     # Who makes the change being saved or deleted (anything with user_id and
     # user_name); set by services and admin, read by the real-time signals.
     actor = None
+    # Set by save(): whether title or content changed, so the embedding must be recomputed.
+    needs_embedding = False
 
     class Meta:
         ordering = ["-created_at"]
@@ -60,6 +76,7 @@ class Memory(models.Model):
             models.Index(fields=["tenant", "visibility", "-created_at"]),
             models.Index(fields=["tenant", "updated_at"]),
             models.Index(fields=["tenant", "owner"]),
+            models.Index(fields=["embedding_status", "updated_at"]),
         ]
         verbose_name_plural = "memories"
 
@@ -67,6 +84,16 @@ class Memory(models.Model):
         return self.title or self.content[:50] or str(self.id)
 
     def save(self, *args, **kwargs) -> None:
+        self.needs_embedding = self._state.adding or bool({"title", "content"} & set(self.client_changes()))
+        if self.needs_embedding:
+            if not self._state.adding:
+                self.text_version += 1
+            self.embedding_status = EmbeddingStatus.PENDING
+            self.embedding_attempts = 0
+            self.embedding_retry_at = None
+            self.embedding_error = ""
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], *EMBEDDING_STATE_FIELDS}
         super().save(*args, **kwargs)
         # post_save has seen the changes by now; the next save compares with this one.
         self._loaded = {field: getattr(self, field) for field in CLIENT_FIELDS}

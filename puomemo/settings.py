@@ -57,6 +57,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_prometheus",
     "channels",
+    "django_tasks",
+    "django_tasks_db",
     "accounts",
     "memories",
     "realtime",
@@ -102,6 +104,10 @@ DATABASES = {
     )
 }
 
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The server and its embedding worker thread write at the same time.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -144,6 +150,11 @@ PUOMEMO_WS_INVALID_LIMIT_PER_MINUTE = env_int("PUOMEMO_WS_INVALID_LIMIT_PER_MINU
 PUOMEMO_WS_OUTBOUND_QUEUE = env_int("PUOMEMO_WS_OUTBOUND_QUEUE", 1000)
 # Browser origins allowed to open /ws; defaults to the allowed hosts.
 PUOMEMO_WS_ALLOWED_ORIGINS = env_list("PUOMEMO_WS_ALLOWED_ORIGINS", ",".join(ALLOWED_HOSTS))
+
+# --- Embeddings --------------------------------------------------------------
+
+# A durable queue in the database itself: no extra server (README, "Embeddings").
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 # --- REST API --------------------------------------------------------------
 

@@ -6,7 +6,9 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from memories.embeddings import MODEL_NAME
 from memories.models import Memory
+from memories.signals import embedding_ready
 from realtime.events import MEMORIES, memory_audience, memory_payload, publish
 
 
@@ -50,3 +52,16 @@ def memory_saved(sender, instance: Memory, created: bool, raw: bool = False, **k
 def memory_deleted(sender, instance: Memory, **kwargs) -> None:
     data = {"memory_id": str(instance.id), "title": instance.title, **_actor(instance)}
     _publish_on_commit(instance, "memory.deleted", data)
+
+
+@receiver(embedding_ready, dispatch_uid="realtime.embedding_ready")
+def memory_embedded(sender, memory_id, tenant_id: int, owner_id: int, visibility: str, **kwargs) -> None:
+    event = partial(
+        publish,
+        tenant_id=tenant_id,
+        event_type="memory.embedding_complete",
+        channel=MEMORIES,
+        data={"memory_id": str(memory_id), "embedding_model": MODEL_NAME},
+        audience={"tenant_id": tenant_id, "owner_id": owner_id, "visibility": visibility},
+    )
+    transaction.on_commit(event, robust=True)

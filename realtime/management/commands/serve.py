@@ -2,10 +2,12 @@
 
 import asyncio
 
+from asgiref.sync import sync_to_async
 from daphne.cli import CommandLineInterface
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from memories.tasks import embedding_worker, run_worker
 from realtime.consumers import SERVER_SHUTTING_DOWN
 from realtime.fanout import hub
 
@@ -33,15 +35,40 @@ def _close_connections_on_shutdown() -> None:
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
 
 
+_background: set[asyncio.Future] = set()
+
+
+def _run_embeddings_worker() -> None:
+    """Run the embeddings worker on a thread of this process once the server runs.
+
+    Started through sync_to_async, its events reach the server's event loop, which
+    the in-process channel layer of the embedded default needs.
+    """
+    from twisted.internet import reactor
+
+    worker = embedding_worker()
+
+    def start() -> None:
+        reactor.addSystemEventTrigger("before", "shutdown", setattr, worker, "running", False)
+        _background.add(asyncio.ensure_future(sync_to_async(run_worker, thread_sensitive=False)(worker)))
+
+    reactor.callWhenRunning(start)
+
+
 class Command(BaseCommand):
     help = "Serve PUO Memo (HTTP and /ws) with daphne."
 
     def add_arguments(self, parser):
+        parser.add_argument(
+            "--no-worker",
+            action="store_true",
+            help="Do not run the embeddings worker in this process (run `manage.py embed_worker` instead).",
+        )
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--proxy-headers", action="store_true", help="Trust X-Forwarded-For (behind nginx).")
 
-    def handle(self, *args, host: str, port: int, proxy_headers: bool, **options):
+    def handle(self, *args, host: str, port: int, proxy_headers: bool, no_worker: bool, **options):
         daphne_max = settings.PUOMEMO_WS_MAX_MESSAGE_BYTES + DAPHNE_HEADROOM_BYTES
         heartbeat = settings.PUOMEMO_WS_HEARTBEAT_SECONDS
         argv = [
@@ -55,5 +82,7 @@ class Command(BaseCommand):
             "puomemo.asgi:application",
         ]  # fmt: skip
         _close_connections_on_shutdown()
+        if not no_worker:
+            _run_embeddings_worker()
         self.stdout.write(f"Serving PUO Memo on http://{host}:{port} (WebSocket at ws://{host}:{port}/ws)")
         CommandLineInterface().run(argv)
