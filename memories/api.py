@@ -8,8 +8,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from memories.models import Memory
-from memories.selectors import memory_list
-from memories.serializers import MemoryFilterSerializer, MemoryInputSerializer, MemoryOutputSerializer
+from memories.selectors import memory_list, memory_search
+from memories.serializers import (
+    MemoryFilterSerializer,
+    MemoryInputSerializer,
+    MemoryOutputSerializer,
+    MemorySearchResultSerializer,
+    MemorySearchSerializer,
+)
 from memories.services import memory_create, memory_delete, memory_update
 from memories.visibility import visible_memories
 
@@ -32,6 +38,16 @@ class MemoryListApi(APIView):
         serializer.is_valid(raise_exception=True)
         memory = memory_create(author=request.auth, **serializer.validated_data)
         return Response(MemoryOutputSerializer(memory).data, status=status.HTTP_201_CREATED)
+
+
+class MemorySearchApi(APIView):
+    @extend_schema(parameters=[MemorySearchSerializer], responses=MemorySearchResultSerializer(many=True))
+    def get(self, request):
+        """Visible memories ranked by meaning; memories not yet embedded appear only as marked text matches."""
+        params = MemorySearchSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        results = memory_search(viewer=request.auth, **params.validated_data)
+        return Response({"results": MemorySearchResultSerializer(results, many=True).data})
 
 
 class MemoryDetailApi(APIView):

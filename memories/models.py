@@ -77,6 +77,7 @@ class Memory(models.Model):
             models.Index(fields=["tenant", "updated_at"]),
             models.Index(fields=["tenant", "owner"]),
             models.Index(fields=["embedding_status", "updated_at"]),
+            models.Index(fields=["tenant", "embedded_at"]),
         ]
         verbose_name_plural = "memories"
 

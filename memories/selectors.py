@@ -6,8 +6,10 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 
 from accounts.principal import Principal
-from memories.models import Memory
-from memories.visibility import visible_memories
+from memories import embeddings
+from memories.models import EmbeddingStatus, Memory
+from memories.vector_index import tenant_vectors
+from memories.visibility import can_view, visible_memories
 
 
 def memory_list(*, viewer: Principal, filters: dict) -> QuerySet[Memory]:
@@ -30,3 +32,33 @@ def _has_tag(tag: str) -> Q:
     # SQLite has no JSON containment lookup; match the quoted element in the stored
     # JSON text (Django writes it with json.dumps, so the quoting is the same).
     return Q(tags__icontains=json.dumps(tag))
+
+
+def memory_search(*, viewer: Principal, q: str, limit: int) -> list[dict]:
+    """Visible memories ranked by cosine similarity to the query; pending ones by a marked plain-text fallback."""
+    visible = visible_memories(viewer)
+    ids, scores, order = tenant_vectors(viewer.tenant_id).ranked(embeddings.encode([q])[0])
+    results = []
+    # The cache may hold rows the viewer may not see or that changed since: each
+    # candidate is re-read by primary key and checked with the visibility rule.
+    start, window = 0, max(4 * limit, 100)
+    while len(results) < limit and start < len(order):
+        rows = order[start : start + window]
+        found = Memory.objects.defer("embedding").select_related("owner").in_bulk([ids[i] for i in rows])
+        for i in rows:
+            memory = found.get(ids[i])
+            if (
+                memory
+                and memory.embedding_status == EmbeddingStatus.READY
+                and can_view(viewer, tenant_id=memory.tenant_id, owner_id=memory.owner_id, visibility=memory.visibility)
+            ):
+                results.append({"memory": memory, "score": float(scores[i]), "match": "semantic"})
+        start, window = start + window, window * 4
+    results = results[:limit]
+    if len(results) < limit:
+        pending = visible.exclude(embedding_status=EmbeddingStatus.READY).filter(
+            Q(title__icontains=q) | Q(content__icontains=q)
+        )
+        for memory in pending.select_related("owner").order_by("-updated_at")[: limit - len(results)]:
+            results.append({"memory": memory, "score": None, "match": "text"})
+    return results

@@ -64,3 +64,16 @@ class MemoryFilterSerializer(serializers.Serializer):
     visibility = serializers.ChoiceField(choices=Visibility.choices, required=False)
     q = serializers.CharField(max_length=200, required=False)
     updated_since = serializers.DateTimeField(required=False)
+
+
+class MemorySearchSerializer(serializers.Serializer):
+    q = serializers.CharField(max_length=1000)
+    limit = serializers.IntegerField(min_value=1, max_value=100, default=10)
+
+
+class MemorySearchResultSerializer(serializers.Serializer):
+    memory = MemoryOutputSerializer()
+    score = serializers.FloatField(allow_null=True, help_text="Cosine similarity; null for text matches.")
+    match = serializers.ChoiceField(
+        choices=["semantic", "text"], help_text="text: the memory is not embedded yet and matched as plain text."
+    )

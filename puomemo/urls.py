@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenRefreshView
 
 from accounts.api import ApiKeyDetailApi, ApiKeyListApi, TokenObtainView
-from memories.api import MemoryDetailApi, MemoryListApi
+from memories.api import MemoryDetailApi, MemoryListApi, MemorySearchApi
 from realtime.api import WebSocketStatusApi
 
 api_v4 = [
@@ -13,6 +13,7 @@ api_v4 = [
     path("api-keys/", ApiKeyListApi.as_view(), name="api-key-list"),
     path("api-keys/<int:pk>/", ApiKeyDetailApi.as_view(), name="api-key-detail"),
     path("memories/", MemoryListApi.as_view(), name="memory-list"),
+    path("memories/search", MemorySearchApi.as_view(), name="memory-search"),
     path("memories/<uuid:pk>/", MemoryDetailApi.as_view(), name="memory-detail"),
     path("ws/status", WebSocketStatusApi.as_view(), name="ws-status"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

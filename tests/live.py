@@ -110,3 +110,13 @@ def start_server(env: dict, log: Path) -> Server:
             time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"server did not start:\n{log.read_text()}")
+
+
+def shared_test_database_url() -> str:
+    """DATABASE_URL of the test database, for a process started by a test (transactional tests commit)."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"

@@ -94,8 +94,13 @@ async def subscribed(url: str, token: str):
 
 
 async def next_of_type(ws, message_type: str) -> dict:
+    """The next frame of a type, pinging every second so the idle timeout (3 s here) does not close us."""
     while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        try:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 1))
+        except TimeoutError:
+            await ws.send('{"type": "ping"}')
+            continue
         if frame["type"] == message_type:
             return frame
 
@@ -265,3 +270,23 @@ async def test_oversize_messages_leave_no_memory_behind(cluster):
         await reject_one()
     grown = rss_bytes(server.process.pid) - baseline
     assert grown < 5 * MAX_BYTES, f"RSS grew by {grown / MAX_BYTES:.1f} MiB over 10 rejected 1 MiB messages"
+
+
+async def test_embedding_complete_follows_a_rest_create_across_instances(cluster):
+    a, b, keys = cluster["a"], cluster["b"], cluster["keys"]
+    bob_on_b = await subscribed(b.ws, keys["bob"])
+    status, memory = await asyncio.to_thread(
+        api, a, "POST", "/api/v4/memories/", keys["alice"], {"title": "Embed me", "content": "a sentence"}
+    )
+    assert (status, memory["embedding_status"]) == (201, "pending")
+
+    async def completion_of(memory_id: str) -> dict:  # earlier tests' memories may complete first
+        while (done := await next_of_type(bob_on_b, "memory.embedding_complete"))["data"]["memory_id"] != memory_id:
+            pass
+        return done
+
+    done = await asyncio.wait_for(completion_of(memory["id"]), 60)
+    assert done["data"] == {"memory_id": memory["id"], "embedding_model": "all-MiniLM-L6-v2"}
+    status, fresh = await asyncio.to_thread(api, a, "GET", f"/api/v4/memories/{memory['id']}/", keys["alice"])
+    assert fresh["embedding_status"] == "ready"
+    await bob_on_b.close()

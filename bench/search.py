@@ -1,0 +1,101 @@
+"""Benchmark: embeddings per second, and search latency at 10k and 100k memories in a tenant.
+
+Run: DEBUG=1 .venv/bin/python bench/search.py [--sizes 10000 100000]
+Uses DATABASE_URL (a throwaway SQLite file by default). Reports ratios against a
+baseline measured in the same run: the query's own embedding, which every
+search pays whatever the index.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "puomemo.settings")
+os.environ.setdefault("DATABASE_URL", f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite3")
+
+import django
+
+django.setup()
+
+import numpy as np  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from accounts.models import Role  # noqa: E402
+from accounts.principal import Principal  # noqa: E402
+from accounts.services import tenant_create, user_create  # noqa: E402
+from memories import embeddings  # noqa: E402
+from memories.models import EmbeddingStatus, Memory  # noqa: E402
+from memories.selectors import memory_search  # noqa: E402
+
+
+def timed(fn, repeat: int) -> float:
+    """Median seconds of `repeat` calls."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def fill(tenant, owner, count: int) -> None:
+    """Add ready memories with random unit vectors until the tenant holds `count`."""
+    rng = np.random.default_rng(0)
+    have = Memory.objects.filter(tenant=tenant).count()
+    stamped = timezone.now() - timedelta(hours=1)  # embedded a while ago, as a settled tenant's are
+    while have < count:
+        n = min(5000, count - have)
+        vectors = rng.standard_normal((n, embeddings.DIMENSIONS)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        Memory.objects.bulk_create(
+            Memory(
+                tenant=tenant,
+                owner=owner,
+                title=f"memory {have + i}",
+                content="synthetic",
+                visibility="team",
+                embedding=embeddings.to_bytes(vector),
+                embedding_model=embeddings.MODEL_NAME,
+                embedding_status=EmbeddingStatus.READY,
+                embedded_at=stamped,
+            )
+            for i, vector in enumerate(vectors)
+        )
+        have += n
+        print(f"  filled {have}/{count}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    args = parser.parse_args()
+    call_command("migrate", verbosity=0)
+    tenant = tenant_create(slug=f"bench-{int(time.time())}")
+    owner = user_create(username=f"bench-{tenant.pk}", tenant=tenant, role=Role.MEMBER)
+    viewer = Principal.from_membership(owner.membership)
+
+    texts = [f"A note about topic {i}: the team met and decided things." for i in range(256)]
+    embeddings.encode(texts[:8])  # load the model
+    encode_seconds = timed(lambda: embeddings.encode(texts), repeat=3)
+    print(f"embeddings: {len(texts) / encode_seconds:,.0f} texts/s (batches of 32, CPU)")
+
+    query_seconds = timed(lambda: embeddings.encode(["dogs"]), repeat=20)
+    print(f"baseline, embedding one query: {query_seconds * 1000:.1f} ms")
+    for size in args.sizes:
+        fill(tenant, owner, size)
+        search_seconds = timed(lambda: memory_search(viewer=viewer, q="dogs", limit=10), repeat=5)
+        print(
+            f"search over {size:,} memories: {search_seconds * 1000:.0f} ms "
+            f"= {search_seconds / query_seconds:.1f}x the query embedding"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Embeddings with the real all-MiniLM-L6-v2: search by meaning, the background queue and its failure cases."""
+
+import numpy as np
+import pytest
+from django.db import transaction
+from django_tasks_db.models import DBTaskResult
+
+from accounts.models import Role
+from memories import embeddings
+from memories.models import EmbeddingStatus, Memory
+from memories.tasks import embed_due_memories
+from tests.factories import MemoryFactory
+
+pytestmark = pytest.mark.django_db
+
+SEARCH = "/api/v4/memories/search"
+
+
+def test_vectors_are_384_wide_and_unit_length():
+    vectors = embeddings.encode(["I adopted a puppy", "quarterly tax filing"])
+    assert vectors.shape == (2, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_search_finds_by_meaning(make_user, client_for):
+    owner = make_user()
+    puppy = MemoryFactory(owner=owner, title="I adopted a puppy", content="")
+    taxes = MemoryFactory(owner=owner, title="quarterly tax filing", content="")
+    embed_due_memories()
+    response = client_for(owner).get(SEARCH, {"q": "dogs"})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["memory"]["id"] for r in results] == [str(puppy.id), str(taxes.id)]
+    assert results[0]["score"] > results[1]["score"]
+    assert {r["match"] for r in results} == {"semantic"}
+    assert "embedding" not in results[0]["memory"]
+    assert results[0]["memory"]["embedding_status"] == "ready"
+
+
+def test_pending_memories_appear_only_as_marked_text_matches(make_user, client_for):
+    owner = make_user()
+    MemoryFactory(owner=owner, title="Dogs of the neighbourhood", content="")
+    results = client_for(owner).get(SEARCH, {"q": "dogs"}).json()["results"]
+    assert [(r["match"], r["score"]) for r in results] == [("text", None)]
+    assert client_for(owner).get(SEARCH, {"q": "puppies"}).json()["results"] == []
+
+
+@pytest.mark.parametrize(
+    ("role", "sees"),
+    [(Role.ADMIN, {"team", "public"}), (Role.MEMBER, {"team", "public"}), (Role.GUEST, {"public"})],
+)
+def test_search_applies_the_visibility_rule(make_user, client_for, other_tenant, role, sees):
+    author = make_user(Role.MEMBER)
+    for visibility in ("private", "team", "public"):
+        MemoryFactory(owner=author, title=f"{visibility} note about dogs", visibility=visibility)
+    MemoryFactory(owner=make_user(Role.ADMIN, in_tenant=other_tenant), title="dogs", visibility="public")
+    embed_due_memories()
+    results = client_for(make_user(role)).get(SEARCH, {"q": "dogs", "limit": 50}).json()["results"]
+    assert {r["memory"]["visibility"] for r in results} == sees
+    assert len(results) == len(sees)
+
+
+def test_search_input_is_validated(make_user, client_for):
+    response = client_for(make_user()).get(SEARCH, {"limit": 0})
+    assert response.status_code == 400
+    assert set(response.json()) == {"q", "limit"}
+
+
+def test_empty_content_embeds_the_title_and_huge_content_is_truncated(make_user):
+    owner = make_user()
+    titled = MemoryFactory(owner=owner, title="Walking the dog", content="")
+    huge = MemoryFactory(owner=owner, title="", content="word " * 20_000)
+    assert embed_due_memories() == 2
+    titled.refresh_from_db()
+    assert np.allclose(embeddings.from_bytes(titled.embedding), embeddings.encode(["Walking the dog"])[0], atol=1e-5)
+    huge.refresh_from_db()
+    assert huge.embedding_status == EmbeddingStatus.READY
+    truncated = embeddings.encode(["word " * 1_000])[0]  # the model reads the first 256 word pieces only
+    assert np.allclose(embeddings.from_bytes(huge.embedding), truncated, atol=1e-5)
+
+
+def test_changing_text_marks_the_embedding_pending_and_other_edits_do_not(make_user):
+    memory = MemoryFactory(owner=make_user(), title="one")
+    embed_due_memories()
+    memory = Memory.objects.get(pk=memory.pk)
+    memory.tags = ["new"]
+    memory.save()
+    assert Memory.objects.get(pk=memory.pk).embedding_status == EmbeddingStatus.READY
+    memory.content = "changed"
+    memory.save()
+    assert Memory.objects.get(pk=memory.pk).embedding_status == EmbeddingStatus.PENDING
+
+
+def test_an_edit_during_encoding_keeps_the_latest_text(make_user, monkeypatch):
+    memory = MemoryFactory(owner=make_user(), title="first text", content="")
+    real_encode = embeddings.encode
+    edited = []
+
+    def encode_while_someone_edits(texts):
+        if not edited:
+            fresh = Memory.objects.get(pk=memory.pk)
+            fresh.title = "second text"
+            fresh.save()
+            edited.append(True)
+        return real_encode(texts)
+
+    monkeypatch.setattr(embeddings, "encode", encode_while_someone_edits)
+    embed_due_memories()
+    memory.refresh_from_db()
+    assert memory.embedding_status == EmbeddingStatus.READY
+    assert np.allclose(embeddings.from_bytes(memory.embedding), real_encode(["second text"])[0], atol=1e-5)
+
+
+def test_a_memory_deleted_during_encoding_is_skipped(make_user, monkeypatch):
+    doomed = MemoryFactory(owner=make_user(), title="gone soon")
+    real_encode = embeddings.encode
+
+    def encode_then_delete(texts):
+        Memory.objects.filter(pk=doomed.pk).delete()
+        return real_encode(texts)
+
+    monkeypatch.setattr(embeddings, "encode", encode_then_delete)
+    assert embed_due_memories() == 0
+    assert not Memory.objects.exists()
+
+
+def test_a_model_failure_marks_failed_with_the_reason_and_retries_with_backoff(make_user, monkeypatch):
+    owner = make_user()
+    bad = MemoryFactory(owner=owner, title="boom", content="")
+    good = MemoryFactory(owner=owner, title="fine", content="")
+    real_encode = embeddings.encode
+
+    def flaky(texts):
+        if any("boom" in text for text in texts):
+            raise RuntimeError("model exploded")
+        return real_encode(texts)
+
+    monkeypatch.setattr(embeddings, "encode", flaky)
+    with transaction.atomic():  # the retry is queued on commit
+        assert embed_due_memories() == 1
+    bad.refresh_from_db()
+    good.refresh_from_db()
+    assert good.embedding_status == EmbeddingStatus.READY
+    assert bad.embedding_status == EmbeddingStatus.FAILED
+    assert bad.embedding_error == "RuntimeError: model exploded"
+    assert bad.embedding_attempts == 1 and bad.embedding_retry_at is not None
+    assert embed_due_memories() == 0  # not due before its retry time
+    retry = DBTaskResult.objects.get(run_after__isnull=False)
+    assert retry.run_after == bad.embedding_retry_at
+
+    Memory.objects.filter(pk=bad.pk).update(embedding_retry_at=bad.created_at)
+    monkeypatch.setattr(embeddings, "encode", real_encode)
+    assert embed_due_memories() == 1
+    bad.refresh_from_db()
+    assert (bad.embedding_status, bad.embedding_error, bad.embedding_attempts) == (EmbeddingStatus.READY, "", 0)
