@@ -1,8 +1,11 @@
 """Against real daphne processes sharing real Redis: close codes, limits across processes, cross-instance events."""
 
 import asyncio
+import base64
 import json
 import os
+import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -290,3 +293,33 @@ async def test_embedding_complete_follows_a_rest_create_across_instances(cluster
     status, fresh = await asyncio.to_thread(api, a, "GET", f"/api/v4/memories/{memory['id']}/", keys["alice"])
     assert fresh["embedding_status"] == "ready"
     await bob_on_b.close()
+
+
+def test_heartbeat_pings_and_drops_a_dead_peer(cluster):
+    env = {**cluster["env"], "PUOMEMO_WS_HEARTBEAT_SECONDS": "1", "PUOMEMO_WS_IDLE_TIMEOUT_SECONDS": "60"}
+    server = start_server(env, cluster["tmp"] / "server-heartbeat.log")
+    try:
+        # A peer that completes the handshake and then never answers anything, like a vanished laptop.
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            f"GET /ws?token={cluster['keys']['carol']} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(4096)
+        assert received.startswith(b"HTTP/1.1 101")
+        frames, started = received.split(b"\r\n\r\n", 1)[1], time.monotonic()
+        try:
+            while chunk := sock.recv(4096):
+                frames += chunk
+        except ConnectionResetError:
+            pass  # dropped: what a dead peer gets
+        sock.close()
+        assert frames[:1] == b"\x89", "the first frame should be the server's WebSocket ping"
+        assert time.monotonic() - started < 10, "the dead peer was not dropped"
+        _, body = api(server, "GET", "/api/v4/ws/status", cluster["keys"]["carol"])
+        assert body["user_connections"] == 0
+    finally:
+        server.stop()
