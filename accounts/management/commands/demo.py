@@ -29,8 +29,10 @@ class Command(BaseCommand):
             if not User.objects.filter(username=username).exists():
                 user_create(username=username, tenant=tenant, role=role, password=DEMO_PASSWORD)
                 self.stdout.write(f"  created {role} {username}")
-        # The demo admin also runs Django admin, so the quick start can show it.
-        User.objects.filter(username="alice").update(is_staff=True, is_superuser=True)
+        # Django admin is for the service's operators, who see every tenant; no tenant user is staff.
+        if not User.objects.filter(username="operator").exists():
+            User.objects.create_superuser("operator", password=DEMO_PASSWORD)
+            self.stdout.write("  created operator (Django admin)")
         if not Memory.objects.filter(tenant=tenant).exists():
             for username, title, content, tags, visibility in MEMORIES:
                 author = Principal.from_membership(User.objects.get(username=username).membership)
@@ -42,4 +44,4 @@ class Command(BaseCommand):
             "  curl -s -X POST http://127.0.0.1:8000/api/v4/auth/token/ -H 'Content-Type: application/json' "
             f"""-d '{{"username": "alice", "password": "{DEMO_PASSWORD}"}}'"""
         )
-        self.stdout.write("Django admin: http://127.0.0.1:8000/admin/ (alice)")
+        self.stdout.write("Django admin: http://127.0.0.1:8000/admin/ (operator, same password)")
