@@ -108,6 +108,31 @@ async def next_of_type(ws, message_type: str) -> dict:
             return frame
 
 
+def raw_websocket(port: int, token: str, *, receive_buffer: int | None = None) -> tuple[socket.socket, bytes]:
+    """A hand-made WebSocket client socket (to control reading); returns it and any bytes after the handshake."""
+    sock = socket.socket()
+    if receive_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(4096)
+    assert received.startswith(b"HTTP/1.1 101"), received
+    return sock, received.split(b"\r\n\r\n", 1)[1]
+
+
+def masked_text_frame(text: str) -> bytes:
+    """A client text frame (clients must mask), for payloads under 126 bytes."""
+    payload, mask = text.encode(), os.urandom(4)
+    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 async def test_bad_token_gets_4001_not_http_403(cluster):
     async with websockets.connect(f"{cluster['a'].ws}?token=pm_wrong") as ws:
         assert await close_code(ws) == 4001
@@ -300,17 +325,8 @@ def test_heartbeat_pings_and_drops_a_dead_peer(cluster):
     server = start_server(env, cluster["tmp"] / "server-heartbeat.log")
     try:
         # A peer that completes the handshake and then never answers anything, like a vanished laptop.
-        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(
-            f"GET /ws?token={cluster['keys']['carol']} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        received = b""
-        while b"\r\n\r\n" not in received:
-            received += sock.recv(4096)
-        assert received.startswith(b"HTTP/1.1 101")
-        frames, started = received.split(b"\r\n\r\n", 1)[1], time.monotonic()
+        sock, frames = raw_websocket(server.port, cluster["keys"]["carol"])
+        started = time.monotonic()
         try:
             while chunk := sock.recv(4096):
                 frames += chunk
@@ -323,3 +339,51 @@ def test_heartbeat_pings_and_drops_a_dead_peer(cluster):
         assert body["user_connections"] == 0
     finally:
         server.stop()
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_others_keep_up(cluster):
+    env = {
+        **cluster["env"],
+        "PUOMEMO_WS_MAX_BUFFERED_BYTES": str(1_048_576),
+        "PUOMEMO_WS_IDLE_TIMEOUT_SECONDS": "120",
+        "PUOMEMO_WS_HEARTBEAT_SECONDS": "120",
+    }
+    server = await asyncio.to_thread(start_server, env, cluster["tmp"] / "server-slow.log")
+    keys = cluster["keys"]
+    try:
+        stalled, _ = raw_websocket(server.port, keys["carol"], receive_buffer=4096)
+        stalled.sendall(masked_text_frame('{"type":"subscribe","data":{"channels":["memories"]}}'))
+        reader = await subscribed(server.ws, keys["bob"])
+        seen: list[str] = []
+
+        async def keep_reading():
+            while True:
+                seen.append((await next_of_type(reader, "memory.created"))["data"]["memory"]["id"])
+
+        reading = asyncio.create_task(keep_reading())
+        big = "x" * 90_000
+        created = []
+        for i in range(120):  # about 11 MB of events that the stalled client never reads
+            status, memory = await asyncio.to_thread(
+                api, server, "POST", "/api/v4/memories/", keys["alice"],
+                {"title": f"big {i}", "content": big, "visibility": "public"},
+            )  # fmt: skip
+            assert status == 201
+            created.append(memory["id"])
+        for _ in range(100):
+            if len(seen) == len(created):
+                break
+            await asyncio.sleep(0.1)
+        reading.cancel()
+        assert seen == created  # the reading client got every event, in order
+        for _ in range(100):
+            _, body = await asyncio.to_thread(api, server, "GET", "/api/v4/ws/status", keys["carol"])
+            if body["user_connections"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert body["user_connections"] == 0, "the stalled client is still connected"
+        assert "stopped reading" in server.log.read_text()
+        stalled.close()
+        await reader.close()
+    finally:
+        await asyncio.to_thread(server.stop)
