@@ -60,7 +60,10 @@ class TenantFeed:
             connection.deliver(event, text)
 
     async def close(self) -> None:
-        await asyncio.shield(self.ready)
+        try:
+            await asyncio.shield(self.ready)
+        except Exception:
+            return  # it never subscribed
         if self.reader is not None:
             self.reader.cancel()
         await self.layer.group_discard(tenant_group(self.tenant_id), self.channel)
@@ -81,7 +84,13 @@ class Hub:
         feed.connections.add(connection)
         if self.refresher is None:
             self.refresher = asyncio.get_running_loop().create_task(self._refresh())
-        await asyncio.shield(feed.ready)
+        try:
+            await asyncio.shield(feed.ready)
+        except Exception:
+            # Let the next connection try to subscribe afresh (e.g. once Redis is back).
+            if self.feeds.get(connection.tenant_id) is feed:
+                del self.feeds[connection.tenant_id]
+            raise
 
     async def leave(self, connection: Connection) -> None:
         feed = self.feeds.get(connection.tenant_id)

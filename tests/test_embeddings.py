@@ -1,7 +1,10 @@
 """Embeddings with the real all-MiniLM-L6-v2: search by meaning, the background queue and its failure cases."""
 
+from io import StringIO
+
 import numpy as np
 import pytest
+from django.core.management import call_command
 from django.db import transaction
 from django_tasks_db.models import DBTaskResult
 
@@ -153,3 +156,18 @@ def test_a_model_failure_marks_failed_with_the_reason_and_retries_with_backoff(m
     assert embed_due_memories() == 1
     bad.refresh_from_db()
     assert (bad.embedding_status, bad.embedding_error, bad.embedding_attempts) == (EmbeddingStatus.READY, "", 0)
+
+
+def test_backfill_command_embeds_pending_failed_and_missing(make_user):
+    owner = make_user()
+    pending = MemoryFactory(owner=owner)
+    failed = MemoryFactory(owner=owner)
+    missing = MemoryFactory(owner=owner)
+    Memory.objects.filter(pk=failed.pk).update(embedding_status=EmbeddingStatus.FAILED, embedding_attempts=5)
+    Memory.objects.filter(pk=missing.pk).update(embedding_status=EmbeddingStatus.READY, embedding=None)
+    out = StringIO()
+    call_command("embed_backfill", stdout=out)
+    assert "3 memories to embed" in out.getvalue() and "Embedded 3 memories." in out.getvalue()
+    for memory in (pending, failed, missing):
+        memory.refresh_from_db()
+        assert memory.embedding_status == EmbeddingStatus.READY and len(memory.embedding) == 384 * 4

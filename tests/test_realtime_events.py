@@ -152,3 +152,24 @@ async def test_visibility_table_for_every_event_type(make_user, other_tenant, vi
         expected = ["memory.created", "memory.updated", "memory.deleted"] if visibility in RECEIVES[who] else []
         assert [f["type"] for f in await frames(comm)] == expected, who
         await comm.disconnect()
+
+
+async def test_embedding_complete_follows_the_visibility_rule(make_user):
+    from memories.tasks import embed_due_memories
+
+    owner, teammate = await sync(lambda: (make_user(), make_user()))
+    memory = await sync(MemoryFactory, owner=owner, visibility=Visibility.PRIVATE)
+    comms = {
+        who: await connect(jwt_for(user), subscribe=["memories"])
+        for who, user in [("owner", owner), ("teammate", teammate)]
+    }
+    await frames(comms["owner"])  # the created event, already tested
+    assert await sync(embed_due_memories) == 1
+    [event] = await frames(comms["owner"])
+    assert (event["type"], event["data"]) == (
+        "memory.embedding_complete",
+        {"memory_id": str(memory.id), "embedding_model": "all-MiniLM-L6-v2"},
+    )
+    assert await frames(comms["teammate"]) == []
+    for comm in comms.values():
+        await comm.disconnect()

@@ -7,6 +7,7 @@ from daphne.cli import CommandLineInterface
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from memories import embeddings
 from memories.tasks import embedding_worker, run_worker
 from realtime.consumers import SERVER_SHUTTING_DOWN
 from realtime.fanout import hub
@@ -55,6 +56,16 @@ def _run_embeddings_worker() -> None:
     reactor.callWhenRunning(start)
 
 
+def _load_embedding_model() -> None:
+    """Load the model for search queries on a thread at start, so that no request waits for it."""
+    from twisted.internet import reactor
+
+    def start() -> None:
+        _background.add(asyncio.ensure_future(sync_to_async(embeddings.model, thread_sensitive=False)()))
+
+    reactor.callWhenRunning(start)
+
+
 class Command(BaseCommand):
     help = "Serve PUO Memo (HTTP and /ws) with daphne."
 
@@ -82,7 +93,9 @@ class Command(BaseCommand):
             "puomemo.asgi:application",
         ]  # fmt: skip
         _close_connections_on_shutdown()
-        if not no_worker:
+        if no_worker:
+            _load_embedding_model()
+        else:
             _run_embeddings_worker()
         self.stdout.write(f"Serving PUO Memo on http://{host}:{port} (WebSocket at ws://{host}:{port}/ws)")
         CommandLineInterface().run(argv)
