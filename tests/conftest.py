@@ -1,6 +1,9 @@
 import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from django.conf import settings
+from django.db import connections
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -23,6 +26,14 @@ def fresh_realtime_state():
     yield
     channel_layers.backends.clear()
     limits._registry = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_connections_of_async_tests(django_db_setup, django_db_blocker):
+    """Close the database connection that async tests opened on asgiref's thread, before the test DB is dropped."""
+    yield
+    with django_db_blocker.unblock():
+        async_to_sync(database_sync_to_async(connections.close_all))()
 
 
 @pytest.fixture(autouse=True)
