@@ -6,7 +6,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from memories.models import Memory
-from realtime.frames import new_id, now_iso
+from realtime.frames import iso, new_id, now_iso
 
 MEMORIES = "memories"
 TENANT_UPDATES = "tenant.updates"
@@ -29,8 +29,8 @@ def memory_payload(memory: Memory) -> dict[str, Any]:
         "content": memory.content,
         "tags": list(memory.tags),
         "visibility": memory.visibility,
-        "created_at": memory.created_at.isoformat().replace("+00:00", "Z"),
-        "updated_at": memory.updated_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso(memory.created_at),
+        "updated_at": iso(memory.updated_at),
     }
 
 

@@ -10,9 +10,13 @@ class InvalidFrame(ValueError):
     """A client frame that is not a JSON object with a string `type`."""
 
 
+def iso(moment: datetime) -> str:
+    """A time as ISO 8601 UTC with a Z, as the REST API writes it."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def now_iso() -> str:
-    """The current time as ISO 8601 UTC with a Z."""
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return iso(datetime.now(UTC))
 
 
 def new_id() -> str:
