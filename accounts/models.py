@@ -56,10 +56,6 @@ class ApiKey(models.Model):
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name or 'unnamed'})"
 
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
-
     @staticmethod
     def generate() -> str:
         """Make a new full key; it is shown once and only its hash is stored."""

@@ -8,7 +8,7 @@ from django.utils import timezone
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
-from accounts.models import API_KEY_PREFIX, ApiKey, Membership, Role, hash_api_key
+from accounts.models import API_KEY_PREFIX, ApiKey, Membership, hash_api_key
 
 # Recording every use would turn each authenticated read into a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -26,10 +26,6 @@ class Principal:
     tenant_slug: str
     role: str
     api_key_id: int | None = None
-
-    @property
-    def is_guest(self) -> bool:
-        return self.role == Role.GUEST
 
     @classmethod
     def from_membership(cls, membership: Membership, *, api_key_id: int | None = None) -> "Principal":

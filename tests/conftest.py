@@ -66,13 +66,14 @@ def jwt_for(user) -> str:
     return str(token)
 
 
+def bearer(token: str) -> APIClient:
+    """An API client that sends `Authorization: Bearer <token>`."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
 @pytest.fixture
 def client_for():
     """An API client authenticated as the user with a JWT."""
-
-    def make(user) -> APIClient:
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt_for(user)}")
-        return client
-
-    return make
+    return lambda user: bearer(jwt_for(user))

@@ -7,18 +7,12 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import ApiKey, hash_api_key
-from tests.conftest import jwt_for
+from tests.conftest import bearer, jwt_for
 from tests.factories import PASSWORD, TenantFactory, api_key
 
 pytestmark = pytest.mark.django_db
 
 MEMORIES = "/api/v4/memories/"
-
-
-def bearer(token: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
 
 
 def test_login_returns_tokens_carrying_the_tenant(make_user, tenant):

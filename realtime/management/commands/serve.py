@@ -39,29 +39,16 @@ def _close_connections_on_shutdown() -> None:
 _background: set[asyncio.Future] = set()
 
 
-def _run_embeddings_worker() -> None:
-    """Run the embeddings worker on a thread of this process once the server runs.
+def _on_a_thread_once_running(function, *args) -> None:
+    """Run a blocking function on a thread once the server runs.
 
-    Started through sync_to_async, its events reach the server's event loop, which
-    the in-process channel layer of the embedded default needs.
+    Started through sync_to_async, whatever it publishes reaches the server's
+    event loop, which the in-process channel layer of the embedded default needs.
     """
     from twisted.internet import reactor
 
-    worker = embedding_worker()
-
     def start() -> None:
-        reactor.addSystemEventTrigger("before", "shutdown", setattr, worker, "running", False)
-        _background.add(asyncio.ensure_future(sync_to_async(run_worker, thread_sensitive=False)(worker)))
-
-    reactor.callWhenRunning(start)
-
-
-def _load_embedding_model() -> None:
-    """Load the model for search queries on a thread at start, so that no request waits for it."""
-    from twisted.internet import reactor
-
-    def start() -> None:
-        _background.add(asyncio.ensure_future(sync_to_async(embeddings.model, thread_sensitive=False)()))
+        _background.add(asyncio.ensure_future(sync_to_async(function, thread_sensitive=False)(*args)))
 
     reactor.callWhenRunning(start)
 
@@ -94,8 +81,12 @@ class Command(BaseCommand):
         ]  # fmt: skip
         _close_connections_on_shutdown()
         if no_worker:
-            _load_embedding_model()
+            _on_a_thread_once_running(embeddings.model)  # so that no search waits for the model
         else:
-            _run_embeddings_worker()
+            from twisted.internet import reactor
+
+            worker = embedding_worker()
+            reactor.addSystemEventTrigger("before", "shutdown", setattr, worker, "running", False)
+            _on_a_thread_once_running(run_worker, worker)
         self.stdout.write(f"Serving PUO Memo on http://{host}:{port} (WebSocket at ws://{host}:{port}/ws)")
         CommandLineInterface().run(argv)
