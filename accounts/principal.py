@@ -18,6 +18,23 @@ class InvalidToken(Exception):
     """The token is malformed, expired, forged or revoked, or its user may not log in."""
 
 
+def display_name(user: AbstractBaseUser) -> str:
+    """How events and pages name a user: the full name, else the username."""
+    return user.get_full_name() or user.get_username()
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change: REST and commands through a Principal, admin and bare ORM writes through a user."""
+
+    user_id: int
+    user_name: str
+
+    @classmethod
+    def of(cls, user: AbstractBaseUser) -> "Actor":
+        return cls(user_id=user.pk, user_name=display_name(user))
+
+
 @dataclass(frozen=True)
 class Principal:
     user_id: int
@@ -32,12 +49,16 @@ class Principal:
         user = membership.user
         return cls(
             user_id=user.pk,
-            user_name=user.get_full_name() or user.get_username(),
+            user_name=display_name(user),
             tenant_id=membership.tenant_id,
             tenant_slug=membership.tenant.slug,
             role=membership.role,
             api_key_id=api_key_id,
         )
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(user_id=self.user_id, user_name=self.user_name)
 
 
 def _active_membership(user_id: int) -> Membership:

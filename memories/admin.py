@@ -1,7 +1,6 @@
-from types import SimpleNamespace
-
 from django.contrib import admin
 
+from accounts.principal import Actor
 from memories.models import Memory
 
 
@@ -14,14 +13,9 @@ class MemoryAdmin(admin.ModelAdmin):
     raw_id_fields = ["owner"]
 
     def save_model(self, request, obj, form, change):
-        obj.actor = _actor(request)
+        obj.actor = Actor.of(request.user)
         super().save_model(request, obj, form, change)
 
     def delete_model(self, request, obj):
-        obj.actor = _actor(request)
+        obj.actor = Actor.of(request.user)
         super().delete_model(request, obj)
-
-
-def _actor(request) -> SimpleNamespace:
-    user = request.user
-    return SimpleNamespace(user_id=user.pk, user_name=user.get_full_name() or user.get_username())

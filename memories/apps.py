@@ -5,4 +5,4 @@ class MemoriesConfig(AppConfig):
     name = "memories"
 
     def ready(self) -> None:
-        from memories import tasks  # noqa: F401  (connects the embedding queue to Memory saves)
+        from memories import receivers  # noqa: F401  (connects the embedding queue to Memory saves)

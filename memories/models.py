@@ -63,8 +63,8 @@ class Memory(models.Model):
     # embedding of text that was edited while it was computing.
     text_version = models.PositiveIntegerField(default=1, editable=False)
 
-    # Who makes the change being saved or deleted (anything with user_id and
-    # user_name); set by services and admin, read by the real-time signals.
+    # Who makes the change being saved or deleted (an accounts.principal.Actor);
+    # set by services and admin, read by the real-time signals.
     actor = None
     # Set by save(): whether title or content changed, so the embedding must be recomputed.
     needs_embedding = False

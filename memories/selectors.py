@@ -9,7 +9,7 @@ from accounts.principal import Principal
 from memories import embeddings
 from memories.models import EmbeddingStatus, Memory
 from memories.vector_index import tenant_vectors
-from memories.visibility import can_view, visible_memories
+from memories.visibility import Audience, can_view, visible_memories
 
 
 def memory_list(*, viewer: Principal, filters: dict) -> QuerySet[Memory]:
@@ -50,7 +50,7 @@ def memory_search(*, viewer: Principal, q: str, limit: int) -> list[dict]:
             if (
                 memory
                 and memory.embedding_status == EmbeddingStatus.READY
-                and can_view(viewer, tenant_id=memory.tenant_id, owner_id=memory.owner_id, visibility=memory.visibility)
+                and can_view(viewer, **Audience.of(memory)._asdict())
             ):
                 results.append({"memory": memory, "score": float(scores[i]), "match": "semantic"})
         start, window = start + window, window * 4

@@ -2,8 +2,8 @@
 
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from rest_framework.exceptions import PermissionDenied
 
 from accounts.principal import Principal
 from memories.models import Memory
@@ -23,7 +23,7 @@ def memory_create(*, author: Principal, title: str = "", content: str = "", tags
         tags=list(tags),
         visibility=visibility,
     )
-    memory.actor = author
+    memory.actor = author.actor
     memory.save()
     return memory
 
@@ -35,7 +35,7 @@ def memory_update(*, editor: Principal, memory: Memory, data: dict[str, Any]) ->
         raise PermissionDenied("You may not change this memory.")
     for field, value in data.items():
         setattr(memory, field, value)
-    memory.actor = editor
+    memory.actor = editor.actor
     memory.save()
     return memory
 
@@ -45,5 +45,5 @@ def memory_delete(*, editor: Principal, memory: Memory) -> None:
     """Delete a memory the editor may change."""
     if not can_change(editor, memory):
         raise PermissionDenied("You may not delete this memory.")
-    memory.actor = editor
+    memory.actor = editor.actor
     memory.delete()

@@ -3,5 +3,5 @@
 from django.dispatch import Signal
 
 # Sent inside the transaction that stored a memory's embedding, with
-# memory_id, tenant_id, owner_id and visibility.
+# memory_id and audience (a memories.visibility.Audience).
 embedding_ready = Signal()

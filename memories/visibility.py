@@ -1,10 +1,24 @@
 """The one visibility rule: who may see and who may change which memory, for REST and real-time alike."""
 
+from typing import NamedTuple
+
 from django.db.models import Q, QuerySet
 
 from accounts.models import Role
 from accounts.principal import Principal
 from memories.models import Memory, Visibility
+
+
+class Audience(NamedTuple):
+    """What the visibility rule reads of a memory; events carry it so each connection decides without a query."""
+
+    tenant_id: int
+    owner_id: int
+    visibility: str
+
+    @classmethod
+    def of(cls, memory: Memory) -> "Audience":
+        return cls(tenant_id=memory.tenant_id, owner_id=memory.owner_id, visibility=memory.visibility)
 
 
 def can_view(viewer: Principal, *, tenant_id: int, owner_id: int, visibility: str) -> bool:
@@ -35,7 +49,7 @@ def can_change(viewer: Principal, memory: Memory) -> bool:
     """Owners change their own; admins also change others' non-private memories; guests change nothing."""
     if viewer.role == Role.GUEST:
         return False
-    if not can_view(viewer, tenant_id=memory.tenant_id, owner_id=memory.owner_id, visibility=memory.visibility):
+    if not can_view(viewer, **Audience.of(memory)._asdict()):
         return False
     if memory.owner_id == viewer.user_id:
         return True

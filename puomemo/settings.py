@@ -123,14 +123,23 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # --- Real-time layer -------------------------------------------------------
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Every Redis client's options. Pooled connections go stale when Redis restarts:
+# check them before use, and retry a command once reconnected instead of failing it.
+REDIS_OPTIONS = {
+    "health_check_interval": 5,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "socket_keepalive": True,
+    "retry_on_error": [OSError],
+}
 
 if REDIS_URL:
     # The pub/sub layer publishes once per group send and fans out inside each
-    # process; it has no 5-second BZPOPMIN loop (see DESIGN.md).
+    # process; it has no 5-second BZPOPMIN loop (docs/architecture.md).
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_OPTIONS}]},
         }
     }
 else:

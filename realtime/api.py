@@ -1,24 +1,37 @@
+import logging
+
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers
+from redis.exceptions import RedisError
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from realtime.limits import connection_registry
 
+logger = logging.getLogger(__name__)
+
 
 class WebSocketStatusApi(APIView):
     @extend_schema(
-        responses=inline_serializer(
-            "WebSocketStatus",
-            {
-                "user_connections": serializers.IntegerField(),
-                "tenant_connections": serializers.IntegerField(),
-                "total_connections": serializers.IntegerField(),
-                "websocket_url": serializers.CharField(),
-            },
-        )
+        responses={
+            200: inline_serializer(
+                "WebSocketStatus",
+                {
+                    "user_connections": serializers.IntegerField(),
+                    "tenant_connections": serializers.IntegerField(),
+                    "total_connections": serializers.IntegerField(),
+                    "websocket_url": serializers.CharField(),
+                },
+            ),
+            503: inline_serializer("WebSocketStatusUnavailable", {"detail": serializers.CharField()}),
+        }
     )
     def get(self, request):
         """Open WebSocket connections of the caller, their tenant and everyone, across all server processes."""
-        counts = connection_registry().counts(request.auth.user_id, request.auth.tenant_id)
+        try:
+            counts = connection_registry().counts(request.auth.user_id, request.auth.tenant_id)
+        except RedisError:
+            logger.exception("Reading connection counts from Redis failed")
+            detail = "Connection counts are unavailable: Redis cannot be reached. Try again shortly."
+            return Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response({**counts, "websocket_url": "/ws"})

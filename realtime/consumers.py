@@ -1,11 +1,13 @@
 """The /ws consumer: translates frames to actions and events to frames, and enforces the connection's limits."""
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -16,6 +18,8 @@ from realtime.events import CHANNELS, TENANT_UPDATES, apublish
 from realtime.fanout import hub
 from realtime.limits import SlidingWindow, connection_registry
 
+logger = logging.getLogger(__name__)
+
 # Close codes (README, "Close codes").
 AUTH_FAILED = 4001
 RATE_LIMITED = 4002
@@ -25,6 +29,7 @@ TOO_MANY_CONNECTIONS = 4029
 MESSAGE_TOO_BIG = 1009
 SERVER_SHUTTING_DOWN = 1001
 SLOW_CONSUMER = 1013
+SERVER_ERROR = 1011
 
 
 class MemoryConsumer(AsyncWebsocketConsumer):
@@ -34,7 +39,8 @@ class MemoryConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "__fanout_hub__"
 
     principal: Principal | None = None
-    joined = False
+    joined = False  # counted in the registry: disconnect() must undo what connect() set up
+    announced = False  # others were told it joined
     close_code: int | None = None
 
     @property
@@ -70,6 +76,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         metrics.connections.inc()
         await hub().join(self)
         await self._presence("tenant.user_joined")
+        self.announced = True
 
     async def disconnect(self, code: int) -> None:
         metrics.closes.labels(code=str(self.close_code or code)).inc()
@@ -79,9 +86,29 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         metrics.connections.dec()
         self.writer.cancel()
         self.idle_timer.cancel()
-        await hub().leave(self)
-        await connection_registry().release(self.connection_id, self.user_id, self.tenant_id)
-        await self._presence("tenant.user_left")
+        steps = [hub().leave(self), connection_registry().release(self.connection_id, self.user_id, self.tenant_id)]
+        if self.announced:
+            steps.append(self._presence("tenant.user_left"))
+        for step in steps:
+            # Each step runs even when one before it failed (Redis down or restarting).
+            try:
+                await step
+            except Exception:
+                logger.exception("Cleaning up WebSocket connection %s failed", self.connection_id)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # An exception escaping a handler would end the application without
+        # disconnect(): its count, feed membership and gauge would leak. Close
+        # with 1011 instead, and daphne's disconnect message cleans up.
+        try:
+            await super().dispatch(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            logger.exception("WebSocket handler for %s failed", message.get("type"))
+            if message.get("type") == "websocket.disconnect":
+                raise StopConsumer from None
+            await self.close(SERVER_ERROR)
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         if self.close_code is None:

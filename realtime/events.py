@@ -1,12 +1,19 @@
 """Real-time events: what they carry and the one function that publishes them."""
 
+import logging
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db import transaction
 
+from accounts.principal import Actor
 from memories.models import Memory
+from memories.visibility import Audience
+from realtime import metrics
 from realtime.frames import iso, new_id, now_iso
+
+logger = logging.getLogger(__name__)
 
 MEMORIES = "memories"
 TENANT_UPDATES = "tenant.updates"
@@ -34,15 +41,19 @@ def memory_payload(memory: Memory) -> dict[str, Any]:
     }
 
 
-def memory_audience(memory: Memory) -> dict[str, Any]:
-    """What the visibility rule needs to decide, per connection, who may see an event about this memory."""
-    return {"tenant_id": memory.tenant_id, "owner_id": memory.owner_id, "visibility": memory.visibility}
+def actor_data(actor: Actor) -> dict[str, str]:
+    """Who made a change, as memory events name them."""
+    return {"user_id": str(actor.user_id), "user_name": actor.user_name}
 
 
 async def apublish(
-    *, tenant_id: int, event_type: str, channel: str, data: dict[str, Any], audience: dict[str, Any] | None
-) -> None:
-    """Send an event to every server process holding connections of the tenant; audience None means everyone."""
+    *, tenant_id: int, event_type: str, channel: str, data: dict[str, Any], audience: Audience | None
+) -> bool:
+    """Send an event to every server process holding connections of the tenant; audience None means everyone.
+
+    Returns whether it was sent. A failure (Redis down) is logged and counted, never raised: the write that
+    caused the event has committed, and its caller must not report it as failed.
+    """
     message = {
         "type": LAYER_MESSAGE_TYPE,
         "id": new_id(),
@@ -50,12 +61,28 @@ async def apublish(
         "event": event_type,
         "channel": channel,
         "tenant_id": tenant_id,
-        "audience": audience,
+        "audience": audience._asdict() if audience is not None else None,
         "data": data,
     }
-    await get_channel_layer().group_send(tenant_group(tenant_id), message)
+    try:
+        await get_channel_layer().group_send(tenant_group(tenant_id), message)
+    except Exception:
+        logger.exception("Publishing %s for tenant %s failed", event_type, tenant_id)
+        metrics.publish_failures.labels(event=event_type).inc()
+        return False
+    return True
 
 
-def publish(**event: Any) -> None:
+def publish(**event: Any) -> bool:
     """Synchronous form of apublish, for signal handlers and other sync code."""
-    async_to_sync(apublish)(**event)
+    return async_to_sync(apublish)(**event)
+
+
+def publish_on_commit(**event: Any) -> None:
+    """Publish once the current transaction commits; a rolled-back transaction publishes nothing."""
+
+    # A plain function rather than a partial: on_commit(robust=True) logs the callback's __qualname__.
+    def send() -> None:
+        publish(**event)
+
+    transaction.on_commit(send, robust=True)

@@ -33,12 +33,23 @@ class TenantFeed:
         self.layer = get_channel_layer()
         self.channel = ""
         self.ready = asyncio.get_running_loop().create_task(self._subscribe())
-        self.reader: asyncio.Task | None = None
+        self.tasks: list[asyncio.Task] = []
 
     async def _subscribe(self) -> None:
         self.channel = await self.layer.new_channel()
         await self.layer.group_add(tenant_group(self.tenant_id), self.channel)
-        self.reader = asyncio.get_running_loop().create_task(self._read())
+        loop = asyncio.get_running_loop()
+        self.tasks.append(loop.create_task(self._read()))
+        # The in-memory layer drops a group member group_expiry seconds after it
+        # joined (a day by default), however long it stays: re-join well before.
+        expiry = getattr(self.layer, "group_expiry", None)
+        if expiry:
+            self.tasks.append(loop.create_task(self._renew(expiry / 3)))
+
+    async def _renew(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            await self.layer.group_add(tenant_group(self.tenant_id), self.channel)
 
     async def _read(self) -> None:
         while True:
@@ -64,8 +75,8 @@ class TenantFeed:
             await asyncio.shield(self.ready)
         except Exception:
             return  # it never subscribed
-        if self.reader is not None:
-            self.reader.cancel()
+        for task in self.tasks:
+            task.cancel()
         await self.layer.group_discard(tenant_group(self.tenant_id), self.channel)
 
 
@@ -113,8 +124,7 @@ class Hub:
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
             try:
-                entries = [(c.connection_id, c.user_id, c.tenant_id) for c in self.connections()]
-                await registry.refresh(entries)
+                await registry.refresh(lambda: [(c.connection_id, c.user_id, c.tenant_id) for c in self.connections()])
             except Exception:
                 logger.exception("Refreshing connection counts failed; retrying")
 

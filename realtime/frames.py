@@ -33,7 +33,7 @@ def decode(text: str) -> tuple[str, Any]:
     """Parse a client frame into (type, data); `id` and `timestamp` are optional."""
     try:
         frame = json.loads(text)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: JSON nested too deeply
         raise InvalidFrame("Invalid message format") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise InvalidFrame("Invalid message format")

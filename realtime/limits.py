@@ -4,6 +4,7 @@ import asyncio
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 
 import redis
 import redis.asyncio
@@ -37,6 +38,7 @@ class RedisConnectionRegistry:
     def __init__(self, url: str) -> None:
         self.url = url
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._sync = None
 
     @property
@@ -44,8 +46,15 @@ class RedisConnectionRegistry:
         # An asyncio client belongs to the event loop it was made in.
         loop = asyncio.get_running_loop()
         if loop not in self._clients:
-            self._clients[loop] = redis.asyncio.Redis.from_url(self.url)
+            self._clients[loop] = redis.asyncio.Redis.from_url(self.url, **settings.REDIS_OPTIONS)
+            self._locks[loop] = asyncio.Lock()
         return self._clients[loop]
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        # Orders a release after any refresh in flight, which could otherwise re-add the released entry.
+        self.client  # noqa: B018  (makes the loop's lock with its client)
+        return self._locks[asyncio.get_running_loop()]
 
     async def acquire(self, connection_id: str, user_id: int, tenant_id: int) -> str | None:
         """Count a new connection; return which cap ("user" or "tenant") refused it, or None."""
@@ -65,24 +74,33 @@ class RedisConnectionRegistry:
         return None if verdict == "ok" else verdict
 
     async def release(self, connection_id: str, user_id: int, tenant_id: int) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
+        async with self.lock, self.client.pipeline(transaction=False) as pipe:
             for key in _keys(user_id, tenant_id):
                 pipe.zrem(key, connection_id)
             await pipe.execute()
 
-    async def refresh(self, connections: list[tuple[str, int, int]]) -> None:
-        """Re-stamp this process's live connections so they keep counting."""
-        expires = time.time() + ENTRY_TTL
-        async with self.client.pipeline(transaction=False) as pipe:
-            for connection_id, user_id, tenant_id in connections:
-                for key in _keys(user_id, tenant_id):
-                    pipe.zadd(key, {connection_id: expires}, xx=True)
-            await pipe.execute()
+    async def refresh(self, connections: Callable[[], list[tuple[str, int, int]]]) -> None:
+        """Re-stamp this process's live connections, re-creating entries and keys a Redis restart lost."""
+        async with self.lock:
+            entries = connections()
+            if not entries:
+                return
+            expires = time.time() + ENTRY_TTL
+            keys = set()
+            async with self.client.pipeline(transaction=False) as pipe:
+                for connection_id, user_id, tenant_id in entries:
+                    for key in _keys(user_id, tenant_id):
+                        pipe.zadd(key, {connection_id: expires})
+                        keys.add(key)
+                for key in keys:
+                    # The key outlives its newest entry; without this it vanished 30 s after the last acquire.
+                    pipe.expire(key, ENTRY_TTL)
+                await pipe.execute()
 
     def counts(self, user_id: int, tenant_id: int) -> dict[str, int]:
         """Live connections of the user, the tenant and everyone (sync, for the status endpoint)."""
         if self._sync is None:
-            self._sync = redis.Redis.from_url(self.url)
+            self._sync = redis.Redis.from_url(self.url, **settings.REDIS_OPTIONS)
         now = time.time()
         with self._sync.pipeline(transaction=False) as pipe:
             for key in _keys(user_id, tenant_id):
@@ -111,7 +129,7 @@ class LocalConnectionRegistry:
         for key in _keys(user_id, tenant_id):
             self.members.get(key, set()).discard(connection_id)
 
-    async def refresh(self, connections: list[tuple[str, int, int]]) -> None:
+    async def refresh(self, connections: Callable[[], list[tuple[str, int, int]]]) -> None:
         """Nothing to do: a process that dies takes its counts with it."""
 
     def counts(self, user_id: int, tenant_id: int) -> dict[str, int]:

@@ -6,3 +6,6 @@ connections = Gauge("puomemo_websocket_connections", "Open WebSocket connections
 messages_sent = Counter("puomemo_websocket_messages_sent", "Frames sent to WebSocket clients")
 messages_received = Counter("puomemo_websocket_messages_received", "Frames received from WebSocket clients")
 closes = Counter("puomemo_websocket_closes", "WebSocket closes by close code", ["code"])
+publish_failures = Counter(
+    "puomemo_publish_failures", "Events that could not be published to the channel layer (Redis down)", ["event"]
+)

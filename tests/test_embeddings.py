@@ -10,8 +10,9 @@ from django_tasks_db.models import DBTaskResult
 
 from accounts.models import Role
 from memories import embeddings
+from memories.embedding_service import embed_due_memories
 from memories.models import EmbeddingStatus, Memory
-from memories.tasks import embed_due_memories
+from memories.tasks import embed_memories
 from tests.factories import MemoryFactory
 
 pytestmark = pytest.mark.django_db
@@ -140,7 +141,7 @@ def test_a_model_failure_marks_failed_with_the_reason_and_retries_with_backoff(m
 
     monkeypatch.setattr(embeddings, "encode", flaky)
     with transaction.atomic():  # the retry is queued on commit
-        assert embed_due_memories() == 1
+        assert embed_memories.call() == 1
     bad.refresh_from_db()
     good.refresh_from_db()
     assert good.embedding_status == EmbeddingStatus.READY

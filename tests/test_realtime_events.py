@@ -155,7 +155,7 @@ async def test_visibility_table_for_every_event_type(make_user, other_tenant, vi
 
 
 async def test_embedding_complete_follows_the_visibility_rule(make_user):
-    from memories.tasks import embed_due_memories
+    from memories.embedding_service import embed_due_memories
 
     owner, teammate = await sync(lambda: (make_user(), make_user()))
     memory = await sync(MemoryFactory, owner=owner, visibility=Visibility.PRIVATE)

@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand
 
+from memories.embedding_service import embed_due_memories
 from memories.models import EmbeddingStatus, Memory
-from memories.tasks import embed_due_memories
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from memories.tasks import embedding_worker, run_worker
+from memories.worker import embedding_worker, run_worker
 
 
 class Command(BaseCommand):

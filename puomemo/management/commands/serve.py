@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from memories import embeddings
-from memories.tasks import embedding_worker, run_worker
+from memories.worker import embedding_worker, run_worker
 from realtime.consumers import SERVER_SHUTTING_DOWN
 from realtime.fanout import hub
 
