@@ -8,9 +8,11 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "puomemo.settings")
 django_asgi_app = get_asgi_application()
 
+from puomemo import http_limits  # noqa: E402
 from realtime import daphne  # noqa: E402  (needs Django set up first)
 from realtime.routing import websocket_application  # noqa: E402
 
 daphne.install()
+http_limits.install()
 
 application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application()})

@@ -3,6 +3,7 @@
 import os
 import warnings
 from datetime import timedelta
+from ipaddress import ip_network
 from pathlib import Path
 
 import dj_database_url
@@ -55,6 +56,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets, served locally (no CDN)
     "django_prometheus",
     "channels",
     "django_tasks",
@@ -62,6 +64,8 @@ INSTALLED_APPS = [
     "accounts",
     "memories",
     "realtime",
+    # Last: the project package wires the apps together (serve, demo).
+    "puomemo",
 ]
 
 MIDDLEWARE = [
@@ -69,6 +73,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # Inside SecurityMiddleware, so its headers reach the JSON errors too.
+    "puomemo.errors.api_errors_as_json",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -159,7 +165,11 @@ PUOMEMO_WS_HEARTBEAT_SECONDS = env_int("PUOMEMO_WS_HEARTBEAT_SECONDS", 30)
 PUOMEMO_WS_IDLE_TIMEOUT_SECONDS = env_int("PUOMEMO_WS_IDLE_TIMEOUT_SECONDS", 300)
 PUOMEMO_WS_INVALID_LIMIT_PER_MINUTE = env_int("PUOMEMO_WS_INVALID_LIMIT_PER_MINUTE", 5)
 PUOMEMO_WS_OUTBOUND_QUEUE = env_int("PUOMEMO_WS_OUTBOUND_QUEUE", 1000)
-PUOMEMO_WS_MAX_BUFFERED_BYTES = env_int("PUOMEMO_WS_MAX_BUFFERED_BYTES", 4 * 1_048_576)
+PUOMEMO_WS_MAX_BUFFERED_BYTES = env_int("PUOMEMO_WS_MAX_BUFFERED_BYTES", 1_048_576)
+# The same summed over a process's connections; past it, the ones with most waiting are dropped first.
+PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL = env_int("PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL", 64 * 1_048_576)
+# Time a client has to send a request's line and headers (slowloris); nginx's client_header_timeout is in front.
+PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS = env_int("PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS", 10)
 # Browser origins allowed to open /ws; defaults to the allowed hosts.
 PUOMEMO_WS_ALLOWED_ORIGINS = env_list("PUOMEMO_WS_ALLOWED_ORIGINS", ",".join(ALLOWED_HOSTS))
 
@@ -179,6 +189,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "puomemo.errors.exception_handler",
 }
 
 SIMPLE_JWT = {
@@ -193,7 +204,20 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Multi-tenant memories with live sync over /ws.",
     "VERSION": "4.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
+
+# --- Metrics -----------------------------------------------------------------
+
+# Who may read /metrics: client addresses or CIDR networks, by REMOTE_ADDR; empty
+# lets anyone. Parsed here so that a typo stops the server from starting.
+try:
+    PUOMEMO_METRICS_ALLOWED_IPS = [
+        ip_network(item, strict=False) for item in env_list("PUOMEMO_METRICS_ALLOWED_IPS", "")
+    ]
+except ValueError as error:
+    raise ImproperlyConfigured(f"PUOMEMO_METRICS_ALLOWED_IPS: {error}") from None
 
 LOGGING = {
     "version": 1,

@@ -5,6 +5,7 @@ from rest_framework_simplejwt.views import TokenRefreshView
 
 from accounts.api import ApiKeyDetailApi, ApiKeyListApi, TokenObtainView
 from memories.api import MemoryDetailApi, MemoryListApi, MemorySearchApi
+from puomemo.metrics import metrics
 from realtime.api import WebSocketStatusApi
 
 api_v4 = [
@@ -23,5 +24,5 @@ api_v4 = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v4/", include(api_v4)),
-    path("", include("django_prometheus.urls")),
+    path("metrics", metrics, name="prometheus-django-metrics"),
 ]

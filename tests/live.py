@@ -1,6 +1,7 @@
 """Real server processes for the live tests: `manage.py serve` (daphne) on a fresh database and Redis."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -88,11 +89,11 @@ class Server:
                 self.process.wait()
 
 
-def start_server(env: dict, log: Path) -> Server:
-    """Start `manage.py serve` on a free port and wait until it answers HTTP."""
+def start_server(env: dict, log: Path, args: tuple[str, ...] = ()) -> Server:
+    """Start `manage.py serve` (with extra `args`) on a free port and wait until it answers HTTP."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        [sys.executable, "manage.py", "serve", "--port", str(port), *args],
         cwd=ROOT,
         env=env,
         stdout=log.open("w"),
@@ -120,3 +121,43 @@ def shared_test_database_url() -> str:
     if connection.vendor == "sqlite":
         return f"sqlite:///{s['NAME']}"
     return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class RedisServer:
+    """A redis-server of the test's own, on a free port, which the test may stop and restart."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("The fault tests need redis-server on PATH (Debian: apt-get install redis-server).")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            cwd=self.directory,
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)

@@ -1,0 +1,127 @@
+"""Two real daphne processes on a Redis of the test's own: caps held past every TTL, and Redis stopped and restarted."""
+
+import asyncio
+import json
+import os
+import time
+import urllib.request
+
+import pytest
+import websockets
+
+from tests.live import LiveDatabase, RedisServer, manage, start_server
+from tests.test_live_servers import api, close_code, next_of_type, ready
+
+DEEPLY_NESTED = '{"type":"ping","data":' + "[" * 100_000 + "]" * 100_000 + "}"
+# Longer than the registry's entry TTL (30 s) and a minute, the span the bypass needed.
+HOLD_SECONDS = 65
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    """Servers A and B sharing one database and one Redis that tests may stop."""
+    tmp = tmp_path_factory.mktemp("faults")
+    database = LiveDatabase(tmp)
+    redis_server = RedisServer(tmp)
+    redis_server.start()
+    env = {
+        **os.environ,
+        "DEBUG": "1",
+        "DATABASE_URL": database.url,
+        "REDIS_URL": redis_server.url,
+        "PUOMEMO_WS_MAX_CONNECTIONS_PER_USER": "2",
+        "PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT": "4",
+    }
+    manage(env, "migrate", "--noinput")
+    manage(env, "create_tenant", "live")
+    for username, role in [("alice", "admin"), ("bob", "member"), ("carol", "guest")]:
+        manage(env, "create_user", username, "--tenant", "live", "--role", role, "--password", "pw-live-123")
+    keys = {name: manage(env, "create_api_key", name).strip().splitlines()[-1] for name in ("alice", "bob", "carol")}
+    servers = [start_server(env, tmp / f"server-{name}.log", ("--no-worker",)) for name in "ab"]
+    yield {"a": servers[0], "b": servers[1], "keys": keys, "redis": redis_server}
+    for server in servers:
+        server.stop()
+    redis_server.stop()
+    database.drop()
+
+
+def status(server, key: str) -> tuple[int, dict]:
+    return api(server, "GET", "/api/v4/ws/status", key)
+
+
+def metric(server, name: str) -> float:
+    with urllib.request.urlopen(f"{server.http}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_caps_and_counts_hold_past_every_ttl_on_both_instances(faulty):
+    a, b, keys = faulty["a"], faulty["b"], faulty["keys"]
+    held = [await ready(a.ws, keys["bob"]), await ready(b.ws, keys["bob"])]
+    held += [await ready(a.ws, keys["carol"]), await ready(b.ws, keys["alice"])]
+    await asyncio.sleep(HOLD_SECONDS)
+    for ws in held:  # all still open
+        await ws.send('{"type": "ping"}')
+        assert json.loads(await ws.recv())["type"] == "pong"
+    code, body = await asyncio.to_thread(status, b, keys["bob"])
+    assert (code, body["user_connections"], body["tenant_connections"]) == (200, 2, 4)
+    for server, name in [(a, "bob"), (b, "bob"), (a, "carol"), (b, "alice")]:
+        over = await websockets.connect(f"{server.ws}?token={keys[name]}")
+        assert await close_code(over) == 4029, (server.port, name)
+    for ws in held:
+        await ws.close()
+
+
+async def test_redis_outage_and_restart(faulty):
+    a, b, keys, redis_server = faulty["a"], faulty["b"], faulty["keys"], faulty["redis"]
+    watcher = await ready(b.ws, keys["bob"])
+    await watcher.send(json.dumps({"type": "subscribe", "data": {"channels": ["memories", "tenant.updates"]}}))
+    await next_of_type(watcher, "subscribed")
+    leaver = await ready(a.ws, keys["carol"])
+    await next_of_type(watcher, "tenant.user_joined")
+
+    redis_server.stop()
+    failures = 'puomemo_publish_failures_total{event="memory.created"}'
+    before = await asyncio.to_thread(metric, a, failures)
+    # A committed write is reported as committed, once, even though its event cannot be sent.
+    code, created = await asyncio.to_thread(api, a, "POST", "/api/v4/memories/", keys["alice"], {"title": "in outage"})
+    assert code == 201 and created["title"] == "in outage"
+    assert await asyncio.to_thread(metric, a, failures) == before + 1
+    code, body = await asyncio.to_thread(status, a, keys["bob"])
+    assert code == 503 and "Redis" in body["detail"]
+
+    redis_server.start()  # empty: a restart without persistence loses every count
+    deadline = time.monotonic() + 25
+    while True:
+        code, body = await asyncio.to_thread(status, b, keys["bob"])
+        if code == 200 and body["tenant_connections"] == 2:
+            break  # both open sockets count again
+        assert time.monotonic() < deadline, (code, body)
+        await asyncio.sleep(1)
+
+    await leaver.close()
+    left = await asyncio.wait_for(next_of_type(watcher, "tenant.user_left"), 15)
+    assert left["data"]["user_name"] == "carol"
+    code, after = await asyncio.to_thread(api, a, "POST", "/api/v4/memories/", keys["alice"], {"title": "after"})
+    assert code == 201
+    event = await asyncio.wait_for(next_of_type(watcher, "memory.created"), 15)
+    assert event["data"]["memory"]["id"] == after["id"]
+    code, listing = await asyncio.to_thread(api, a, "GET", "/api/v4/memories/?q=in%20outage", keys["alice"])
+    assert [m["id"] for m in listing["results"]] == [created["id"]]
+    await watcher.close()
+
+
+async def test_deeply_nested_json_is_answered_and_locks_nobody_out(faulty):
+    a, keys = faulty["a"], faulty["keys"]
+    for _ in range(3):  # more connections than the user's cap of 2: each must be released
+        async with websockets.connect(f"{a.ws}?token={keys['bob']}", max_size=None) as ws:
+            for _ in range(4):
+                await ws.send(DEEPLY_NESTED)
+                assert json.loads(await ws.recv())["data"] == {"message": "Invalid message format"}
+            await ws.send(DEEPLY_NESTED)
+            assert await close_code(ws) == 4003
+    both = [await ready(a.ws, keys["bob"]) for _ in range(2)]
+    for ws in both:
+        await ws.close()
