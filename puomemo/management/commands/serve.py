@@ -13,7 +13,7 @@ from realtime.consumers import SERVER_SHUTTING_DOWN
 from realtime.fanout import hub
 
 # daphne must accept a frame a little over our limit, so the application can
-# refuse it with 1009 instead of daphne dropping the connection (DESIGN.md).
+# refuse it with 1009 instead of daphne dropping the connection (docs/architecture.md).
 DAPHNE_HEADROOM_BYTES = 64 * 1024
 
 
