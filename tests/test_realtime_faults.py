@@ -146,3 +146,13 @@ async def test_the_embedded_layer_keeps_a_feed_past_its_group_expiry(member, set
     await sync(MemoryFactory, owner=member)
     assert [f["type"] for f in await frames(watcher)] == ["memory.created"]
     await watcher.disconnect()
+
+
+def test_the_embedding_task_succeeds_when_publishing_fails(member, settings):
+    from memories.tasks import embed_memories
+
+    _unreachable_redis(settings)
+    memory = MemoryFactory(owner=member, title="still embedded")
+    assert embed_memories.call() == 1  # the task is not marked failed for an event it could not send
+    memory.refresh_from_db()
+    assert memory.embedding_status == "ready"
