@@ -1,7 +1,7 @@
 """Who is calling: one user in one tenant, resolved from a JWT or an API key."""
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils import timezone
@@ -43,9 +43,13 @@ class Principal:
     tenant_slug: str
     role: str
     api_key_id: int | None = None
+    # When the credential stops being valid (a JWT's exp); None for API keys.
+    expires_at: datetime | None = None
 
     @classmethod
-    def from_membership(cls, membership: Membership, *, api_key_id: int | None = None) -> "Principal":
+    def from_membership(
+        cls, membership: Membership, *, api_key_id: int | None = None, expires_at: datetime | None = None
+    ) -> "Principal":
         user = membership.user
         return cls(
             user_id=user.pk,
@@ -54,6 +58,7 @@ class Principal:
             tenant_slug=membership.tenant.slug,
             role=membership.role,
             api_key_id=api_key_id,
+            expires_at=expires_at,
         )
 
     @property
@@ -89,9 +94,19 @@ def authenticate_token(token: str) -> tuple[AbstractBaseUser, Principal]:
     # A token minted for another tenant (the user has since moved) is void.
     if access.get("tenant") != membership.tenant.slug:
         raise InvalidToken("Token does not belong to the user's tenant.")
-    return membership.user, Principal.from_membership(membership)
+    expires_at = datetime.fromtimestamp(access["exp"], tz=UTC)
+    return membership.user, Principal.from_membership(membership, expires_at=expires_at)
 
 
 def principal_from_token(token: str) -> Principal:
     """Resolve a bearer token to a principal, or raise InvalidToken."""
     return authenticate_token(token)[1]
+
+
+def principal_of_user(user_id: int, *, api_key_id: int | None = None) -> Principal:
+    """A user's principal as the database has it now, through one of their unrevoked API keys if given."""
+    if api_key_id is not None:
+        key = ApiKey.objects.filter(pk=api_key_id, user_id=user_id, revoked_at__isnull=True)
+        if not key.exists():
+            raise InvalidToken("Unknown or revoked API key.")
+    return Principal.from_membership(_active_membership(user_id), api_key_id=api_key_id)

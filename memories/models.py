@@ -16,6 +16,8 @@ TAG_MAX_LENGTH = 50
 
 # The fields clients see change; `memory.updated` reports only these.
 CLIENT_FIELDS = ("title", "content", "tags", "visibility")
+# What a save remembers of the row it loaded: the client fields, and who may see it.
+LOADED_FIELDS = (*CLIENT_FIELDS, "tenant_id", "owner_id")
 # What save() resets when the text changes.
 EMBEDDING_STATE_FIELDS = (
     "text_version",
@@ -97,13 +99,17 @@ class Memory(models.Model):
                 kwargs["update_fields"] = {*kwargs["update_fields"], *EMBEDDING_STATE_FIELDS}
         super().save(*args, **kwargs)
         # post_save has seen the changes by now; the next save compares with this one.
-        self._loaded = {field: getattr(self, field) for field in CLIENT_FIELDS}
+        self._loaded = {field: getattr(self, field) for field in LOADED_FIELDS}
 
     @classmethod
     def from_db(cls, db, field_names, values):
         instance = super().from_db(db, field_names, values)
-        instance._loaded = {f: v for f, v in zip(field_names, values, strict=True) if f in CLIENT_FIELDS}
+        instance._loaded = {f: v for f, v in zip(field_names, values, strict=True) if f in LOADED_FIELDS}
         return instance
+
+    def loaded(self, field: str) -> Any:
+        """The field's value when the row was loaded (or last saved); its current value if not known."""
+        return getattr(self, "_loaded", {}).get(field, getattr(self, field))
 
     def client_changes(self) -> dict[str, Any]:
         """The client-visible fields that differ from what was loaded, with their new values."""

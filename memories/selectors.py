@@ -1,6 +1,7 @@
 """Read paths for memories, always starting from the visibility rule."""
 
 import json
+import uuid
 
 from django.db import connection
 from django.db.models import Q, QuerySet
@@ -24,6 +25,16 @@ def memory_list(*, viewer: Principal, filters: dict) -> QuerySet[Memory]:
     if "updated_since" in filters:
         memories = memories.filter(updated_at__gte=filters["updated_since"])
     return memories
+
+
+def memory_audience(*, viewer: Principal, memory_id: str) -> Audience | None:
+    """Who may see a memory the viewer may see; None when the viewer may not see it (or it does not exist)."""
+    try:
+        uuid.UUID(memory_id)
+    except ValueError:
+        return None
+    memory = visible_memories(viewer).filter(pk=memory_id).only("tenant_id", "owner_id", "visibility").first()
+    return Audience.of(memory) if memory is not None else None
 
 
 def _has_tag(tag: str) -> Q:

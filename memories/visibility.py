@@ -32,6 +32,19 @@ def can_view(viewer: Principal, *, tenant_id: int, owner_id: int, visibility: st
     return owner_id == viewer.user_id
 
 
+def seen_as(viewer: Principal, *, before: Audience | None, after: Audience | None) -> str | None:
+    """How a change looks to a viewer: "updated", "deleted" (lost sight), "created" (gained sight) or None."""
+    saw = before is not None and can_view(viewer, **before._asdict())
+    sees = after is not None and can_view(viewer, **after._asdict())
+    if saw and sees:
+        return "updated"
+    if saw:
+        return "deleted"
+    if sees:
+        return "created"
+    return None
+
+
 def visible_memories(viewer: Principal) -> QuerySet[Memory]:
     """The memories the viewer may see, as a queryset; the database form of can_view."""
     rule = Q(visibility=Visibility.PUBLIC) | Q(visibility=Visibility.PRIVATE, owner_id=viewer.user_id)

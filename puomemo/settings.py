@@ -1,6 +1,7 @@
 """Settings for PUO Memo, read from the environment (see .env.example)."""
 
 import os
+import tempfile
 import warnings
 from datetime import timedelta
 from ipaddress import ip_network
@@ -113,8 +114,9 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The server and its embedding worker thread write at the same time.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
-    # A file, not memory, so that tests can run a worker process on the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+    # A file, not memory, so that tests can run a worker process on the test database;
+    # one per test run, so that two runs on one machine do not share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"puomemo_test_{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -164,7 +166,11 @@ PUOMEMO_WS_RATE_LIMIT_PER_MINUTE = env_int("PUOMEMO_WS_RATE_LIMIT_PER_MINUTE", 1
 PUOMEMO_WS_HEARTBEAT_SECONDS = env_int("PUOMEMO_WS_HEARTBEAT_SECONDS", 30)
 PUOMEMO_WS_IDLE_TIMEOUT_SECONDS = env_int("PUOMEMO_WS_IDLE_TIMEOUT_SECONDS", 300)
 PUOMEMO_WS_INVALID_LIMIT_PER_MINUTE = env_int("PUOMEMO_WS_INVALID_LIMIT_PER_MINUTE", 5)
+# How long a ticket from POST /api/v4/ws/ticket may wait before /ws?ticket= redeems it (once).
+PUOMEMO_WS_TICKET_TTL_SECONDS = env_int("PUOMEMO_WS_TICKET_TTL_SECONDS", 30)
 PUOMEMO_WS_OUTBOUND_QUEUE = env_int("PUOMEMO_WS_OUTBOUND_QUEUE", 1000)
+# Open connections follow access changes at once; this re-check catches a change whose event was lost.
+PUOMEMO_WS_REVALIDATE_SECONDS = env_int("PUOMEMO_WS_REVALIDATE_SECONDS", 30)
 PUOMEMO_WS_MAX_BUFFERED_BYTES = env_int("PUOMEMO_WS_MAX_BUFFERED_BYTES", 1_048_576)
 # The same summed over a process's connections; past it, the ones with most waiting are dropped first.
 PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL = env_int("PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL", 64 * 1_048_576)

@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from realtime.limits import connection_registry
+from realtime.tickets import ticket_issue
 
 logger = logging.getLogger(__name__)
 
@@ -35,3 +36,33 @@ class WebSocketStatusApi(APIView):
             detail = "Connection counts are unavailable: Redis cannot be reached. Try again shortly."
             return Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response({**counts, "websocket_url": "/ws"})
+
+
+class WebSocketTicketApi(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            201: inline_serializer(
+                "WebSocketTicket",
+                {
+                    "ticket": serializers.CharField(help_text="Open `/ws?ticket=<ticket>` with it, once."),
+                    "expires_in": serializers.IntegerField(help_text="Seconds the ticket stays valid."),
+                },
+            ),
+            503: inline_serializer("WebSocketTicketUnavailable", {"detail": serializers.CharField()}),
+        },
+    )
+    def post(self, request):
+        """A ticket that opens `/ws?ticket=` once as the caller within `expires_in` seconds, for browsers."""
+        try:
+            ticket, expires_in = ticket_issue(principal=request.auth)
+        except RedisError:
+            logger.exception("Storing a WebSocket ticket in Redis failed")
+            detail = "Tickets are unavailable: Redis cannot be reached. Try again shortly."
+            return Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        # The ticket is a credential: no cache may keep it.
+        return Response(
+            {"ticket": ticket, "expires_in": expires_in},
+            status=status.HTTP_201_CREATED,
+            headers={"Cache-Control": "no-store"},
+        )

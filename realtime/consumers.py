@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -11,12 +12,15 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from accounts.access import reauthenticate
 from accounts.principal import InvalidToken, Principal, principal_from_token
-from memories.visibility import can_view
+from memories.selectors import memory_audience
+from memories.visibility import seen_as
 from realtime import frames, metrics
-from realtime.events import CHANNELS, TENANT_UPDATES, apublish
+from realtime.events import CHANNELS, MEMORIES, TENANT_UPDATES, EventFrames, apublish, change_audience
 from realtime.fanout import hub
-from realtime.limits import SlidingWindow, connection_registry
+from realtime.limits import TYPING_INTERVAL_SECONDS, SlidingWindow, Throttle, connection_registry
+from realtime.tickets import principal_from_ticket
 
 logger = logging.getLogger(__name__)
 
@@ -54,24 +58,31 @@ class MemoryConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         # Accept first: daphne turns a close before accept into HTTP 403, and the client would never see 4001.
         await self.accept()
-        token = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         try:
-            self.principal = await database_sync_to_async(principal_from_token)(token)
+            if "ticket" in query:  # browsers: a single-use ticket keeps long-lived tokens out of URLs
+                self.principal = await database_sync_to_async(principal_from_ticket)(query["ticket"][0])
+            else:
+                self.principal = await database_sync_to_async(principal_from_token)(query.get("token", [""])[0])
         except InvalidToken:
             await self.close(AUTH_FAILED)
             return
         self.connection_id = str(uuid.uuid4())
-        if await connection_registry().acquire(self.connection_id, self.user_id, self.tenant_id):
+        if await connection_registry().acquire(
+            self.connection_id, self.user_id, self.tenant_id, self.principal.user_name
+        ):
             self.principal = None
             await self.close(TOO_MANY_CONNECTIONS)
             return
         self.subscriptions: set[str] = set()
         self.rate = SlidingWindow()
         self.invalid = SlidingWindow()
+        self.typing = Throttle(TYPING_INTERVAL_SECONDS)
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.PUOMEMO_WS_OUTBOUND_QUEUE)
         self.writer = asyncio.get_running_loop().create_task(self._write())
-        self.idle_timer = None
+        self.idle_timer = self.expiry_timer = None
         self._touch()
+        self._arm_expiry()
         self.joined = True
         metrics.connections.inc()
         await hub().join(self)
@@ -86,6 +97,8 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         metrics.connections.dec()
         self.writer.cancel()
         self.idle_timer.cancel()
+        if self.expiry_timer is not None:
+            self.expiry_timer.cancel()
         steps = [hub().leave(self), connection_registry().release(self.connection_id, self.user_id, self.tenant_id)]
         if self.announced:
             steps.append(self._presence("tenant.user_left"))
@@ -162,20 +175,58 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             else:
                 self.subscriptions.difference_update(channels)
                 self.emit("unsubscribed", {"channels": sorted(self.subscriptions)})
+        elif message_type == "presence":
+            self.emit("presence", {"users": await connection_registry().presence(self.tenant_id)})
+        elif message_type == "typing":
+            memory_id = data.get("memory_id") if isinstance(data, dict) else None
+            if not isinstance(memory_id, str):
+                raise frames.InvalidFrame("Invalid message format: typing needs data.memory_id, a string")
+            audience = await database_sync_to_async(memory_audience)(viewer=self.principal, memory_id=memory_id)
+            if audience is None:
+                self.emit("error", {"message": f"Unknown memory: {memory_id[:100]}"})
+            elif self.typing.allow(memory_id):  # keystrokes come fast; relay one a memory per interval
+                data = {"memory_id": memory_id, "user_id": str(self.user_id), "user_name": self.principal.user_name}
+                await apublish(
+                    tenant_id=self.tenant_id,
+                    event_type="memory.typing",
+                    channel=MEMORIES,
+                    data=data,
+                    audience=change_audience(audience, audience),
+                    origin=self.connection_id,
+                )
+        elif message_type == "auth":
+            token = data.get("token") if isinstance(data, dict) else None
+            if not isinstance(token, str):
+                raise frames.InvalidFrame("Invalid message format: auth needs data.token, a string")
+            try:
+                self.principal = await database_sync_to_async(reauthenticate)(self.principal, token)
+            except InvalidToken:
+                await self.close(AUTH_FAILED)
+                return
+            self._arm_expiry()
+            expires_at = self.principal.expires_at
+            self.emit("authenticated", {"expires_at": frames.iso(expires_at) if expires_at else None})
         else:
             self.emit("error", {"message": f"Unknown message type: {message_type[:100]}"})
 
-    def deliver(self, event: dict[str, Any], text: str) -> None:
-        """Queue an event's frame if this connection subscribed to its channel and may see it."""
-        if event["channel"] not in self.subscriptions or not self.joined:
+    def revise(self, principal: Principal | None) -> None:
+        """Follow an access change: the new role from the next event on, or 4001 when access is gone."""
+        if principal is None:
+            self._close_soon(AUTH_FAILED)
+        else:
+            self.principal = principal
+
+    def deliver(self, event: dict[str, Any], frames: EventFrames) -> None:
+        """Queue an event's frame if this connection subscribed to its channel and may see it, as it sees it."""
+        if event["channel"] not in self.subscriptions or not self.joined or event["origin"] == self.connection_id:
             return
-        audience = event["audience"]
-        if audience is None:  # presence: everyone in the tenant, but not news to the connection itself
-            if event["data"].get("connection_id") == self.connection_id:
-                return
-        elif not can_view(self.principal, **audience):
-            return
-        self._enqueue(text)
+        if event["audience"] is None:  # everyone in the tenant
+            text = frames.text()
+        else:
+            seen = seen_as(self.principal, before=frames.before, after=frames.after)
+            text = frames.text(seen) if seen is not None else None
+        if text is not None:
+            self._enqueue(text)
 
     def emit(self, message_type: str, data: Any) -> None:
         """Queue a reply frame behind the events already queued."""
@@ -200,6 +251,15 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         loop = asyncio.get_running_loop()
         self.idle_timer = loop.call_later(settings.PUOMEMO_WS_IDLE_TIMEOUT_SECONDS, self._close_soon, IDLE_TIMEOUT)
 
+    def _arm_expiry(self) -> None:
+        # A JWT's socket closes with 4001 when the token expires, unless an `auth` frame renewed it.
+        if self.expiry_timer is not None:
+            self.expiry_timer.cancel()
+        expires_at = self.principal.expires_at
+        if expires_at is not None:
+            delay = max(0.0, (expires_at - datetime.now(UTC)).total_seconds())
+            self.expiry_timer = asyncio.get_running_loop().call_later(delay, self._close_soon, AUTH_FAILED)
+
     def _close_soon(self, code: int) -> None:
         if self.close_code is None:
             self._closing = asyncio.get_running_loop().create_task(self.close(code))
@@ -211,5 +271,10 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             "connection_id": self.connection_id,
         }
         await apublish(
-            tenant_id=self.tenant_id, event_type=event_type, channel=TENANT_UPDATES, data=data, audience=None
+            tenant_id=self.tenant_id,
+            event_type=event_type,
+            channel=TENANT_UPDATES,
+            data=data,
+            audience=None,
+            origin=self.connection_id,  # not news to the connection itself
         )

@@ -11,7 +11,7 @@ from accounts.principal import Actor
 from memories.models import Memory
 from memories.visibility import Audience
 from realtime import metrics
-from realtime.frames import iso, new_id, now_iso
+from realtime.frames import encode, iso, new_id, now_iso
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,8 @@ CHANNELS = (MEMORIES, TENANT_UPDATES)
 
 # The channel-layer message type that each process's fan-out reads.
 LAYER_MESSAGE_TYPE = "tenant.event"
+# An event for the server processes, not for clients: a user's access changed.
+ACCESS_CHANGED = "access.changed"
 
 
 def tenant_group(tenant_id: int) -> str:
@@ -47,11 +49,20 @@ def actor_data(actor: Actor) -> dict[str, str]:
 
 
 async def apublish(
-    *, tenant_id: int, event_type: str, channel: str, data: dict[str, Any], audience: Audience | None
+    *,
+    tenant_id: int,
+    event_type: str,
+    channel: str | None,
+    data: dict[str, Any],
+    audience: dict[str, Any] | None,
+    origin: str | None = None,
 ) -> bool:
-    """Send an event to every server process holding connections of the tenant; audience None means everyone.
+    """Send an event to every server process holding connections of the tenant.
 
-    Returns whether it was sent. A failure (Redis down) is logged and counted, never raised: the write that
+    `audience` None means everyone in the tenant; otherwise it holds the memory's
+    `before` and `after` audiences (see change_audience). `origin` is a connection
+    that must not receive its own event. Returns whether the event was sent. A
+    failure (Redis down) is logged and counted, never raised: the write that
     caused the event has committed, and its caller must not report it as failed.
     """
     message = {
@@ -61,7 +72,8 @@ async def apublish(
         "event": event_type,
         "channel": channel,
         "tenant_id": tenant_id,
-        "audience": audience._asdict() if audience is not None else None,
+        "audience": audience,
+        "origin": origin,
         "data": data,
     }
     try:
@@ -71,6 +83,15 @@ async def apublish(
         metrics.publish_failures.labels(event=event_type).inc()
         return False
     return True
+
+
+def change_audience(before: Audience | None, after: Audience | None, before_title: str = "") -> dict[str, Any]:
+    """Who could see a memory before an event and who can after, as events carry it through the channel layer."""
+    return {
+        "before": before._asdict() if before is not None else None,
+        "after": after._asdict() if after is not None else None,
+        "before_title": before_title,
+    }
 
 
 def publish(**event: Any) -> bool:
@@ -86,3 +107,45 @@ def publish_on_commit(**event: Any) -> None:
         publish(**event)
 
     transaction.on_commit(send, robust=True)
+
+
+# How the viewer who sees an event as its type says sees it; anyone else gets a variant.
+NATURAL_VIEW = {
+    "memory.created": "created",
+    "memory.updated": "updated",
+    "memory.deleted": "deleted",
+    "memory.embedding_complete": "updated",
+    "memory.typing": "updated",
+}
+
+
+class EventFrames:
+    """An event's frames, rendered once per way of seeing it rather than once per connection."""
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        self.event = event
+        audience = event["audience"]
+        self.before = Audience(**audience["before"]) if audience and audience["before"] else None
+        self.after = Audience(**audience["after"]) if audience and audience["after"] else None
+        self._texts: dict[str | None, str | None] = {}
+
+    def text(self, seen: str | None = None) -> str | None:
+        """The frame for a viewer who sees the change as `seen` (None: events for everyone); None for no frame."""
+        if seen not in self._texts:
+            self._texts[seen] = self._render(seen)
+        return self._texts[seen]
+
+    def _render(self, seen: str | None) -> str | None:
+        event, data = self.event, self.event["data"]
+        message_type = event["event"]
+        if seen is not None and seen != NATURAL_VIEW.get(message_type, seen):
+            actor = {"user_id": data["user_id"], "user_name": data["user_name"]}
+            if seen == "deleted":  # the viewer lost sight of it: for them, it is gone
+                title = event["audience"]["before_title"]
+                message_type, data = "memory.deleted", {"memory_id": data["memory"]["id"], "title": title, **actor}
+                data["reason"] = "visibility"
+            else:  # the viewer gained sight of it: for them, it is new
+                message_type, data = "memory.created", {"memory": data["memory"], **actor}
+        elif message_type == "memory.updated" and not data["changes"]:
+            return None  # only who may see it changed, and this viewer could and can
+        return encode(message_type, data, message_id=event["id"], timestamp=event["timestamp"])

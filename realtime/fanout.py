@@ -5,10 +5,13 @@ import logging
 import weakref
 from typing import Any, Protocol
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 
-from realtime import frames
-from realtime.events import tenant_group
+from accounts.access import AccessChange, principal_after, revalidate
+from accounts.principal import Principal
+from realtime.events import ACCESS_CHANGED, EventFrames, tenant_group
 from realtime.limits import REFRESH_SECONDS, connection_registry
 
 logger = logging.getLogger(__name__)
@@ -16,10 +19,13 @@ logger = logging.getLogger(__name__)
 
 class Connection(Protocol):
     connection_id: str
+    principal: Principal
     user_id: int
     tenant_id: int
 
-    def deliver(self, event: dict[str, Any], text: str) -> None: ...
+    def revise(self, principal: Principal | None) -> None: ...
+
+    def deliver(self, event: dict[str, Any], frames: EventFrames) -> None: ...
 
     async def close(self, code: int) -> None: ...
 
@@ -66,9 +72,15 @@ class TenantFeed:
 
     def fan_out(self, event: dict[str, Any]) -> None:
         """Render the frame once and offer it to each local connection, which applies the visibility rule."""
-        text = frames.encode(event["event"], event["data"], message_id=event["id"], timestamp=event["timestamp"])
+        if event["event"] == ACCESS_CHANGED:
+            change = AccessChange(**event["data"])
+            for connection in tuple(self.connections):
+                if connection.user_id == change.user_id:
+                    connection.revise(principal_after(connection.principal, change))
+            return
+        rendered = EventFrames(event)
         for connection in tuple(self.connections):
-            connection.deliver(event, text)
+            connection.deliver(event, rendered)
 
     async def close(self) -> None:
         try:
@@ -86,6 +98,7 @@ class Hub:
     def __init__(self) -> None:
         self.feeds: dict[int, TenantFeed] = {}
         self.refresher: asyncio.Task | None = None
+        self.revalidator: asyncio.Task | None = None
 
     async def join(self, connection: Connection) -> None:
         """Start feeding events of the connection's tenant to it; returns once the subscription is live."""
@@ -95,6 +108,7 @@ class Hub:
         feed.connections.add(connection)
         if self.refresher is None:
             self.refresher = asyncio.get_running_loop().create_task(self._refresh())
+            self.revalidator = asyncio.get_running_loop().create_task(self._revalidate())
         try:
             await asyncio.shield(feed.ready)
         except Exception:
@@ -124,9 +138,27 @@ class Hub:
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
             try:
-                await registry.refresh(lambda: [(c.connection_id, c.user_id, c.tenant_id) for c in self.connections()])
+                await registry.refresh(
+                    lambda: [
+                        (c.connection_id, c.user_id, c.tenant_id, c.principal.user_name) for c in self.connections()
+                    ]
+                )
             except Exception:
                 logger.exception("Refreshing connection counts failed; retrying")
+
+    async def _revalidate(self) -> None:
+        # Access changes reach connections at once as events; this catches any
+        # such event lost on the way (Redis down) and writes that send no signal.
+        while True:
+            await asyncio.sleep(settings.PUOMEMO_WS_REVALIDATE_SECONDS)
+            connections = self.connections()
+            try:
+                current = await database_sync_to_async(revalidate)([c.principal for c in connections])
+            except Exception:
+                logger.exception("Re-checking the access of open connections failed; retrying")
+                continue
+            for connection, principal in zip(connections, current, strict=True):
+                connection.revise(principal)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

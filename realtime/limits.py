@@ -1,6 +1,7 @@
 """Connection caps counted across all server processes, and per-connection sliding windows."""
 
 import asyncio
+import json
 import time
 import weakref
 from collections import deque
@@ -15,8 +16,14 @@ from django.conf import settings
 REFRESH_SECONDS = 10
 ENTRY_TTL = 3 * REFRESH_SECONDS
 
+# KEYS: the user's, the tenant's and everyone's sorted sets, then the tenant's `who` hash.
+# Expired members leave the hash with the tenant's sorted set, so neither grows.
 _ACQUIRE = """
 local now, expires = tonumber(ARGV[2]), tonumber(ARGV[3])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for i = 1, #expired, 1000 do
+  redis.call('HDEL', KEYS[4], unpack(expired, i, math.min(i + 999, #expired)))
+end
 for i = 1, 3 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 'user' end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return 'tenant' end
@@ -24,12 +31,51 @@ for i = 1, 3 do
   redis.call('ZADD', KEYS[i], expires, ARGV[1])
   redis.call('EXPIRE', KEYS[i], ARGV[6])
 end
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[7])
+redis.call('EXPIRE', KEYS[4], ARGV[6])
 return 'ok'
 """
 
+# KEYS: the tenant's sorted set and `who` hash; ARGV: now. The `who` values of the live connections.
+_PRESENCE = """
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
+local values = {}
+for i = 1, #members, 1000 do
+  local part = redis.call('HMGET', KEYS[2], unpack(members, i, math.min(i + 999, #members)))
+  for j = 1, #part do values[#values + 1] = part[j] end
+end
+return values
+"""
+
+
+def _tenant_key(tenant_id: int) -> str:
+    return f"puomemo:ws:tenant:{tenant_id}"
+
 
 def _keys(user_id: int, tenant_id: int) -> tuple[str, str, str]:
-    return f"puomemo:ws:user:{user_id}", f"puomemo:ws:tenant:{tenant_id}", "puomemo:ws:all"
+    return f"puomemo:ws:user:{user_id}", _tenant_key(tenant_id), "puomemo:ws:all"
+
+
+def _who_key(tenant_id: int) -> str:
+    """The tenant's hash of connection id -> who holds it, as JSON (user names may contain any character)."""
+    return f"{_tenant_key(tenant_id)}:who"
+
+
+def _who(user_id: int, user_name: str) -> str:
+    return json.dumps({"user_id": user_id, "user_name": user_name}, separators=(",", ":"), ensure_ascii=False)
+
+
+def _presence(holders: list[tuple[int, str]]) -> list[dict]:
+    """One entry per user with their connection count, sorted by user name then id.
+
+    `holders` runs in stamp order, oldest first: a user renamed between connections shows the later name.
+    """
+    users: dict[int, dict] = {}
+    for user_id, user_name in holders:
+        user = users.setdefault(user_id, {"user_id": str(user_id), "user_name": user_name, "connections": 0})
+        user["user_name"] = user_name
+        user["connections"] += 1
+    return [users[user_id] for user_id in sorted(users, key=lambda user_id: (users[user_id]["user_name"], user_id))]
 
 
 class RedisConnectionRegistry:
@@ -56,19 +102,21 @@ class RedisConnectionRegistry:
         self.client  # noqa: B018  (makes the loop's lock with its client)
         return self._locks[asyncio.get_running_loop()]
 
-    async def acquire(self, connection_id: str, user_id: int, tenant_id: int) -> str | None:
+    async def acquire(self, connection_id: str, user_id: int, tenant_id: int, user_name: str) -> str | None:
         """Count a new connection; return which cap ("user" or "tenant") refused it, or None."""
         now = time.time()
         verdict = await self.client.eval(
             _ACQUIRE,
-            3,
+            4,
             *_keys(user_id, tenant_id),
+            _who_key(tenant_id),
             connection_id,
             now,
             now + ENTRY_TTL,
             settings.PUOMEMO_WS_MAX_CONNECTIONS_PER_USER,
             settings.PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT,
             ENTRY_TTL,
+            _who(user_id, user_name),
         )
         verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
         return None if verdict == "ok" else verdict
@@ -77,9 +125,10 @@ class RedisConnectionRegistry:
         async with self.lock, self.client.pipeline(transaction=False) as pipe:
             for key in _keys(user_id, tenant_id):
                 pipe.zrem(key, connection_id)
+            pipe.hdel(_who_key(tenant_id), connection_id)
             await pipe.execute()
 
-    async def refresh(self, connections: Callable[[], list[tuple[str, int, int]]]) -> None:
+    async def refresh(self, connections: Callable[[], list[tuple[str, int, int, str]]]) -> None:
         """Re-stamp this process's live connections, re-creating entries and keys a Redis restart lost."""
         async with self.lock:
             entries = connections()
@@ -88,10 +137,12 @@ class RedisConnectionRegistry:
             expires = time.time() + ENTRY_TTL
             keys = set()
             async with self.client.pipeline(transaction=False) as pipe:
-                for connection_id, user_id, tenant_id in entries:
+                for connection_id, user_id, tenant_id, user_name in entries:
                     for key in _keys(user_id, tenant_id):
                         pipe.zadd(key, {connection_id: expires})
                         keys.add(key)
+                    pipe.hset(_who_key(tenant_id), connection_id, _who(user_id, user_name))
+                    keys.add(_who_key(tenant_id))
                 for key in keys:
                     # The key outlives its newest entry; without this it vanished 30 s after the last acquire.
                     pipe.expire(key, ENTRY_TTL)
@@ -108,14 +159,22 @@ class RedisConnectionRegistry:
             user, tenant, total = pipe.execute()
         return {"user_connections": user, "tenant_connections": tenant, "total_connections": total}
 
+    async def presence(self, tenant_id: int) -> list[dict]:
+        """The tenant's users with live connections on any process, and how many each holds."""
+        values = await self.client.eval(_PRESENCE, 2, _tenant_key(tenant_id), _who_key(tenant_id), time.time())
+        # A live entry without a `who` field (written by a version before presence) is counted, not shown.
+        holders = [(who["user_id"], who["user_name"]) for who in map(json.loads, filter(None, values))]
+        return _presence(holders)
+
 
 class LocalConnectionRegistry:
     """The same caps for the embedded default, where one process holds every connection."""
 
     def __init__(self) -> None:
         self.members: dict[str, set[str]] = {}
+        self.holders: dict[str, tuple[int, str, int]] = {}  # connection id -> (user id, user name, tenant id)
 
-    async def acquire(self, connection_id: str, user_id: int, tenant_id: int) -> str | None:
+    async def acquire(self, connection_id: str, user_id: int, tenant_id: int, user_name: str) -> str | None:
         user_key, tenant_key, all_key = _keys(user_id, tenant_id)
         if len(self.members.get(user_key, ())) >= settings.PUOMEMO_WS_MAX_CONNECTIONS_PER_USER:
             return "user"
@@ -123,18 +182,24 @@ class LocalConnectionRegistry:
             return "tenant"
         for key in (user_key, tenant_key, all_key):
             self.members.setdefault(key, set()).add(connection_id)
+        self.holders[connection_id] = (user_id, user_name, tenant_id)
         return None
 
     async def release(self, connection_id: str, user_id: int, tenant_id: int) -> None:
         for key in _keys(user_id, tenant_id):
             self.members.get(key, set()).discard(connection_id)
+        self.holders.pop(connection_id, None)
 
-    async def refresh(self, connections: Callable[[], list[tuple[str, int, int]]]) -> None:
+    async def refresh(self, connections: Callable[[], list[tuple[str, int, int, str]]]) -> None:
         """Nothing to do: a process that dies takes its counts with it."""
 
     def counts(self, user_id: int, tenant_id: int) -> dict[str, int]:
         user, tenant, total = (len(self.members.get(key, ())) for key in _keys(user_id, tenant_id))
         return {"user_connections": user, "tenant_connections": tenant, "total_connections": total}
+
+    async def presence(self, tenant_id: int) -> list[dict]:
+        """The tenant's users with open connections, and how many each holds."""
+        return _presence([(user_id, name) for user_id, name, tenant in self.holders.values() if tenant == tenant_id])
 
 
 _registry: RedisConnectionRegistry | LocalConnectionRegistry | None = None
@@ -166,3 +231,25 @@ class SlidingWindow:
     def retry_after(self) -> float:
         """Seconds until the oldest event leaves the window."""
         return max(0.0, self.times[0] + self.seconds - time.monotonic()) if self.times else 0.0
+
+
+# A connection relays at most one typing indicator a memory in this interval.
+TYPING_INTERVAL_SECONDS = 2.0
+
+
+class Throttle:
+    """Lets one event a key through per interval; one per connection, so no locking."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last: dict[str, float] = {}
+
+    def allow(self, key: str) -> bool:
+        """Whether an event for the key may pass now (and, if so, record it)."""
+        now = time.monotonic()
+        if now - self.last.get(key, -self.seconds) < self.seconds:
+            return False
+        if len(self.last) > 1000:  # forget old keys so a client cannot grow this without bound
+            self.last = {k: t for k, t in self.last.items() if now - t < self.seconds}
+        self.last[key] = now
+        return True

@@ -1,46 +1,48 @@
 """Memory writes become events once their transaction commits, whatever path made them."""
 
-from django.db.models.signals import post_delete, post_save
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
-from accounts.principal import Actor
+from accounts.access import AccessChange
+from accounts.models import ApiKey, Membership
+from memories.changes import MemoryChange
 from memories.embeddings import MODEL_NAME
 from memories.models import Memory
 from memories.signals import embedding_ready
 from memories.visibility import Audience
-from realtime.events import MEMORIES, actor_data, memory_payload, publish_on_commit
+from realtime.events import ACCESS_CHANGED, MEMORIES, actor_data, change_audience, memory_payload, publish_on_commit
 
 
-def _actor(memory: Memory) -> dict[str, str]:
-    # Services and admin set `memory.actor`; a bare ORM write is credited to the owner.
-    return actor_data(memory.actor or Actor.of(memory.owner))
-
-
-def _memory_event(memory: Memory, event_type: str, data: dict) -> None:
+def _publish(change: MemoryChange, event_type: str, data: dict) -> None:
     # Everything is captured now: after a delete the pk is gone, after a save the
     # loaded values are reset, and a rolled-back transaction never publishes.
-    publish_on_commit(
-        tenant_id=memory.tenant_id, event_type=event_type, channel=MEMORIES, data=data, audience=Audience.of(memory)
-    )
+    # A memory moved to another tenant (admin can) leaves one tenant and enters the other.
+    for tenant_id in {audience.tenant_id for audience in (change.before, change.after) if audience is not None}:
+        publish_on_commit(
+            tenant_id=tenant_id,
+            event_type=event_type,
+            channel=MEMORIES,
+            data={**data, **actor_data(change.actor)},
+            audience=change_audience(change.before, change.after, change.before_title),
+        )
 
 
 @receiver(post_save, sender=Memory, dispatch_uid="realtime.memory_saved")
 def memory_saved(sender, instance: Memory, created: bool, raw: bool = False, **kwargs) -> None:
     if raw:
         return
+    change = MemoryChange.saved(instance, created=created)
     if created:
-        _memory_event(instance, "memory.created", {"memory": memory_payload(instance), **_actor(instance)})
-        return
-    changes = instance.client_changes()
-    if changes:  # saves that touch only the embedding are not news to clients
-        data = {"memory": memory_payload(instance), **_actor(instance), "changes": changes}
-        _memory_event(instance, "memory.updated", data)
+        _publish(change, "memory.created", {"memory": memory_payload(instance)})
+    elif change.is_news:  # saves that touch only the embedding are not news to clients
+        _publish(change, "memory.updated", {"memory": memory_payload(instance), "changes": change.changes})
 
 
 @receiver(post_delete, sender=Memory, dispatch_uid="realtime.memory_deleted")
 def memory_deleted(sender, instance: Memory, **kwargs) -> None:
-    data = {"memory_id": str(instance.id), "title": instance.title, **_actor(instance)}
-    _memory_event(instance, "memory.deleted", data)
+    change = MemoryChange.deleted(instance)
+    _publish(change, "memory.deleted", {"memory_id": str(instance.id), "title": instance.title})
 
 
 @receiver(embedding_ready, dispatch_uid="realtime.embedding_ready")
@@ -50,5 +52,53 @@ def memory_embedded(sender, memory_id, audience: Audience, **kwargs) -> None:
         event_type="memory.embedding_complete",
         channel=MEMORIES,
         data={"memory_id": str(memory_id), "embedding_model": MODEL_NAME},
-        audience=audience,
+        audience=change_audience(audience, audience),
     )
+
+
+# --- Access changes: open connections follow them at once, on every instance ---
+
+
+def _publish_access(change: AccessChange, *tenant_ids: int | None) -> None:
+    # In the tenant's group, so that it is ordered with the tenant's memory events:
+    # a demoted member gets no team memory written after the demotion committed.
+    for tenant_id in {t for t in tenant_ids if t is not None}:
+        publish_on_commit(
+            tenant_id=tenant_id, event_type=ACCESS_CHANGED, channel=None, data=change.as_dict(), audience=None
+        )
+
+
+def _tenant_of(user_id: int) -> int | None:
+    return Membership.objects.filter(user_id=user_id).values_list("tenant_id", flat=True).first()
+
+
+@receiver(pre_save, sender=Membership, dispatch_uid="realtime.membership_saving")
+def membership_saving(sender, instance: Membership, raw: bool = False, **kwargs) -> None:
+    # The tenant it leaves, if it moves: that tenant's connections of the user must close.
+    instance.tenant_before = None if raw or instance.pk is None else _tenant_of(instance.user_id)
+
+
+@receiver(post_save, sender=Membership, dispatch_uid="realtime.membership_saved")
+def membership_saved(sender, instance: Membership, raw: bool = False, **kwargs) -> None:
+    if not raw:
+        _publish_access(
+            AccessChange.of_membership(instance), instance.tenant_id, getattr(instance, "tenant_before", None)
+        )
+
+
+@receiver(post_delete, sender=Membership, dispatch_uid="realtime.membership_deleted")
+def membership_deleted(sender, instance: Membership, **kwargs) -> None:
+    _publish_access(AccessChange(user_id=instance.user_id), instance.tenant_id)
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="realtime.user_saved")
+def user_saved(sender, instance, raw: bool = False, **kwargs) -> None:
+    if not raw and not instance.is_active:
+        _publish_access(AccessChange(user_id=instance.pk, active=False), _tenant_of(instance.pk))
+
+
+@receiver(post_save, sender=ApiKey, dispatch_uid="realtime.api_key_saved")
+def api_key_saved(sender, instance: ApiKey, raw: bool = False, **kwargs) -> None:
+    if not raw and instance.revoked_at is not None:
+        change = AccessChange(user_id=instance.user_id, revoked_key_id=instance.pk)
+        _publish_access(change, _tenant_of(instance.user_id))

@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import Role
-from realtime import limits
+from realtime import limits, tickets
 from tests.factories import TenantFactory, UserFactory
 
 
@@ -16,7 +16,7 @@ from tests.factories import TenantFactory, UserFactory
 def fresh_realtime_state():
     """Each test gets new channel layers and empty connection counts (in Redis too, when used)."""
     channel_layers.backends.clear()
-    limits._registry = None
+    limits._registry = tickets._store = None
     if settings.REDIS_URL:
         import redis
 
@@ -25,7 +25,7 @@ def fresh_realtime_state():
             client.delete(key)
     yield
     channel_layers.backends.clear()
-    limits._registry = None
+    limits._registry = tickets._store = None
 
 
 @pytest.fixture(scope="session", autouse=True)

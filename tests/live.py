@@ -161,3 +161,34 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+
+@dataclass
+class Cluster:
+    """Server processes on one fresh database and one Redis, with a tenant's users and their API keys."""
+
+    servers: list[Server]
+    keys: dict[str, str]
+    env: dict
+    database: LiveDatabase
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        self.database.drop()
+
+
+def start_cluster(
+    tmp: Path, redis_url: str, *, users: dict[str, tuple[str, str]], settings: dict[str, str], count: int = 2
+) -> Cluster:
+    """Migrate a fresh database, create `users` ({name: (tenant, role)}) with API keys, and start `count` servers."""
+    database = LiveDatabase(tmp)
+    env = {**os.environ, "DEBUG": "1", "DATABASE_URL": database.url, "REDIS_URL": redis_url, **settings}
+    manage(env, "migrate", "--noinput")
+    for tenant in sorted({tenant for tenant, _ in users.values()}):
+        manage(env, "create_tenant", tenant)
+    for name, (tenant, role) in users.items():
+        manage(env, "create_user", name, "--tenant", tenant, "--role", role, "--password", "pw-live-123")
+    keys = {name: manage(env, "create_api_key", name).strip().splitlines()[-1] for name in users}
+    servers = [start_server(env, tmp / f"server-{i}.log", ("--no-worker",)) for i in range(count)]
+    return Cluster(servers, keys, env, database)

@@ -2,14 +2,13 @@
 
 import asyncio
 import json
-import os
 import time
 import urllib.request
 
 import pytest
 import websockets
 
-from tests.live import LiveDatabase, RedisServer, manage, start_server
+from tests.live import RedisServer, start_cluster
 from tests.test_live_servers import api, close_code, next_of_type, ready
 
 DEEPLY_NESTED = '{"type":"ping","data":' + "[" * 100_000 + "]" * 100_000 + "}"
@@ -21,28 +20,18 @@ HOLD_SECONDS = 65
 def faulty(tmp_path_factory):
     """Servers A and B sharing one database and one Redis that tests may stop."""
     tmp = tmp_path_factory.mktemp("faults")
-    database = LiveDatabase(tmp)
     redis_server = RedisServer(tmp)
     redis_server.start()
-    env = {
-        **os.environ,
-        "DEBUG": "1",
-        "DATABASE_URL": database.url,
-        "REDIS_URL": redis_server.url,
-        "PUOMEMO_WS_MAX_CONNECTIONS_PER_USER": "2",
-        "PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT": "4",
-    }
-    manage(env, "migrate", "--noinput")
-    manage(env, "create_tenant", "live")
-    for username, role in [("alice", "admin"), ("bob", "member"), ("carol", "guest")]:
-        manage(env, "create_user", username, "--tenant", "live", "--role", role, "--password", "pw-live-123")
-    keys = {name: manage(env, "create_api_key", name).strip().splitlines()[-1] for name in ("alice", "bob", "carol")}
-    servers = [start_server(env, tmp / f"server-{name}.log", ("--no-worker",)) for name in "ab"]
-    yield {"a": servers[0], "b": servers[1], "keys": keys, "redis": redis_server}
-    for server in servers:
-        server.stop()
+    cluster = start_cluster(
+        tmp,
+        redis_server.url,
+        users={"alice": ("live", "admin"), "bob": ("live", "member"), "carol": ("live", "guest")},
+        settings={"PUOMEMO_WS_MAX_CONNECTIONS_PER_USER": "2", "PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT": "4"},
+    )
+    a, b = cluster.servers
+    yield {"a": a, "b": b, "keys": cluster.keys, "redis": redis_server}
+    cluster.stop()
     redis_server.stop()
-    database.drop()
 
 
 def status(server, key: str) -> tuple[int, dict]:

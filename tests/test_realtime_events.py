@@ -173,3 +173,92 @@ async def test_embedding_complete_follows_the_visibility_rule(make_user):
     assert await frames(comms["teammate"]) == []
     for comm in comms.values():
         await comm.disconnect()
+
+
+def _expected_frame(who: str, before: str, after: str) -> tuple | None:
+    saw, sees = before in RECEIVES[who], after in RECEIVES[who]
+    if saw and sees:
+        return ("memory.updated", None)
+    if saw:
+        return ("memory.deleted", "visibility")
+    if sees:
+        return ("memory.created", None)
+    return None
+
+
+@pytest.mark.parametrize("before", Visibility.values)
+@pytest.mark.parametrize("after", Visibility.values)
+async def test_visibility_transition_table(make_user, other_tenant, before, after):
+    """Could see before and after: updated; before only: deleted (reason visibility); after only: created."""
+
+    def people():
+        owner = make_user(Role.MEMBER)
+        watchers = {
+            "owner": owner,
+            Role.ADMIN: make_user(Role.ADMIN),
+            Role.MEMBER: make_user(Role.MEMBER),
+            Role.GUEST: make_user(Role.GUEST),
+            "other tenant": make_user(Role.ADMIN, in_tenant=other_tenant),
+        }
+        return MemoryFactory(owner=owner, visibility=before, title="Before"), watchers
+
+    memory, watchers = await sync(people)
+    comms = {who: await connect(jwt_for(user), subscribe=["memories"]) for who, user in watchers.items()}
+
+    def change():
+        memory.title, memory.visibility = "After", after
+        memory.save()
+
+    await sync(change)
+    for who, comm in comms.items():
+        received = await frames(comm)
+        expected = _expected_frame(who, before, after)
+        assert [(f["type"], f["data"].get("reason")) for f in received] == ([expected] if expected else []), who
+        if expected and expected[0] == "memory.deleted":
+            # The title it had when the viewer could see it, never the one it got after.
+            assert received[0]["data"] == {
+                "memory_id": str(memory.id),
+                "title": "Before",
+                "user_id": str(memory.owner_id),
+                "user_name": watchers["owner"].get_full_name() or watchers["owner"].username,
+                "reason": "visibility",
+            }
+        elif expected:
+            assert received[0]["data"]["memory"]["visibility"] == after
+        await comm.disconnect()
+
+
+async def test_giving_a_private_memory_to_another_owner(make_user):
+    ann, bob, admin = await sync(lambda: (make_user(), make_user(), make_user(Role.ADMIN)))
+    memory = await sync(MemoryFactory, owner=ann, visibility=Visibility.PRIVATE)
+    comms = {
+        who: await connect(jwt_for(user), subscribe=["memories"])
+        for who, user in [("ann", ann), ("bob", bob), ("admin", admin)]
+    }
+
+    def give():
+        memory.owner = bob  # as Django admin does: owner is not a client field
+        memory.save()
+
+    await sync(give)
+    assert [(f["type"], f["data"].get("reason")) for f in await frames(comms["ann"])] == [
+        ("memory.deleted", "visibility")
+    ]
+    assert [f["type"] for f in await frames(comms["bob"])] == ["memory.created"]
+    assert await frames(comms["admin"]) == []
+    for comm in comms.values():
+        await comm.disconnect()
+
+
+async def test_an_owner_change_of_a_team_memory_is_no_news(make_user):
+    ann, bob = await sync(lambda: (make_user(), make_user()))
+    memory = await sync(MemoryFactory, owner=ann, visibility=Visibility.TEAM)
+    watcher = await connect(jwt_for(bob), subscribe=["memories"])
+
+    def give():
+        memory.owner = bob
+        memory.save()
+
+    await sync(give)
+    assert await frames(watcher) == []
+    await watcher.disconnect()

@@ -1,0 +1,69 @@
+"""Access that changes while a connection is open: what a change means for a principal, and a re-check of many."""
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from accounts.models import ApiKey, Membership
+from accounts.principal import InvalidToken, Principal, principal_from_token
+
+
+@dataclass(frozen=True)
+class AccessChange:
+    """A user's access as it stands after a change: their tenant and role, or that they lost access."""
+
+    user_id: int
+    tenant_id: int | None = None  # None: no membership any more
+    role: str = ""
+    active: bool = True
+    revoked_key_id: int | None = None  # only this API key was revoked
+
+    @classmethod
+    def of_membership(cls, membership: Membership) -> "AccessChange":
+        return cls(
+            user_id=membership.user_id,
+            tenant_id=membership.tenant_id,
+            role=membership.role,
+            active=membership.user.is_active,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def principal_after(principal: Principal, change: AccessChange) -> Principal | None:
+    """The principal once the change applies; None when it may no longer be connected."""
+    if change.user_id != principal.user_id:
+        return principal
+    if change.revoked_key_id is not None:
+        return None if change.revoked_key_id == principal.api_key_id else principal
+    if not change.active or change.tenant_id != principal.tenant_id:
+        return None
+    return replace(principal, role=change.role)
+
+
+def revalidate(principals: list[Principal]) -> list[Principal | None]:
+    """Each principal as the database has it now (role updated), or None if revoked; two queries for all."""
+    memberships = {
+        m.user_id: m
+        for m in Membership.objects.select_related("user").filter(
+            user_id__in={p.user_id for p in principals}, user__is_active=True
+        )
+    }
+    key_ids = {p.api_key_id for p in principals if p.api_key_id is not None}
+    live_keys = set(ApiKey.objects.filter(pk__in=key_ids, revoked_at__isnull=True).values_list("pk", flat=True))
+    current = []
+    for principal in principals:
+        membership = memberships.get(principal.user_id)
+        if membership is None or (principal.api_key_id is not None and principal.api_key_id not in live_keys):
+            current.append(None)
+        else:
+            current.append(principal_after(principal, AccessChange.of_membership(membership)))
+    return current
+
+
+def reauthenticate(principal: Principal, token: str) -> Principal:
+    """The principal of a fresh token for the same user and tenant (an in-band refresh), or raise InvalidToken."""
+    fresh = principal_from_token(token)
+    if (fresh.user_id, fresh.tenant_id) != (principal.user_id, principal.tenant_id):
+        raise InvalidToken("The new token belongs to another user or tenant.")
+    return fresh

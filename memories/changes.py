@@ -1,0 +1,61 @@
+"""A write to a memory as its observers see it: who made it, and who could see the memory before and after."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from accounts.principal import Actor
+from memories.models import Memory
+from memories.visibility import Audience
+
+
+@dataclass(frozen=True)
+class MemoryChange:
+    """One committed-to-be write: created (no before), deleted (no after) or updated (both)."""
+
+    memory: Memory
+    actor: Actor
+    before: Audience | None
+    after: Audience | None
+    before_title: str
+    changes: dict[str, Any]
+
+    @classmethod
+    def saved(cls, memory: Memory, *, created: bool) -> "MemoryChange":
+        """The change a save makes, read before the save's snapshot is reset."""
+        before = None
+        if not created:
+            before = Audience(
+                tenant_id=memory.loaded("tenant_id"),
+                owner_id=memory.loaded("owner_id"),
+                visibility=memory.loaded("visibility"),
+            )
+        return cls(
+            memory=memory,
+            actor=_actor(memory),
+            before=before,
+            after=Audience.of(memory),
+            before_title=memory.loaded("title"),
+            changes={} if created else memory.client_changes(),
+        )
+
+    @classmethod
+    def deleted(cls, memory: Memory) -> "MemoryChange":
+        """The change a delete makes."""
+        return cls(
+            memory=memory,
+            actor=_actor(memory),
+            before=Audience.of(memory),
+            after=None,
+            before_title=memory.title,
+            changes={},
+        )
+
+    @property
+    def is_news(self) -> bool:
+        """Whether any client could notice: a client field or who may see the memory changed."""
+        return bool(self.changes) or self.before != self.after
+
+
+def _actor(memory: Memory) -> Actor:
+    # Services and admin set `memory.actor`; a bare ORM write is credited to the owner.
+    return memory.actor or Actor.of(memory.owner)
