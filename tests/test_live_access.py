@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -9,7 +10,8 @@ import time
 import pytest
 import websockets
 
-from tests.live import ROOT, RedisServer, start_cluster
+from realtime.limits import ENTRY_TTL
+from tests.live import ROOT, RedisServer, start_cluster, start_server
 from tests.test_live_servers import api, close_code, next_of_type, ready
 
 # The bound for a change to close open sockets, on every instance.
@@ -140,3 +142,43 @@ async def test_a_ticket_from_a_works_once_on_b_and_is_never_logged(live):
         assert await close_code(again) == 4001
     for server in (a, b):
         assert body["ticket"] not in server.log.read_text()
+
+
+async def presence(ws) -> dict[str, int]:
+    await ws.send('{"type": "presence"}')
+    return {user["user_name"]: user["connections"] for user in (await next_of_type(ws, "presence"))["data"]["users"]}
+
+
+async def test_presence_is_the_same_on_both_instances_and_forgets_a_killed_one(live, tmp_path):
+    a, b, keys = live["a"], live["b"], live["keys"]
+    on_a, on_b = await ready(a.ws, keys["alice"]), await ready(b.ws, keys["bob"])
+    c = start_server(live["env"], tmp_path / "server-c.log", ("--no-worker",))
+    on_c = await ready(c.ws, keys["fay"])
+    expected = {"alice": 1, "bob": 1, "fay": 1}
+    assert await presence(on_a) == expected
+    assert await presence(on_b) == expected
+    c.process.send_signal(signal.SIGKILL)  # no cleanup at all: its entries must expire
+    c.process.wait()
+    killed_at = time.monotonic()
+    while "fay" in await presence(on_a):
+        assert time.monotonic() - killed_at < ENTRY_TTL + 5
+        await asyncio.sleep(1)
+    assert await presence(on_b) == {"alice": 1, "bob": 1}
+    await on_c.close()
+    for ws in (on_a, on_b):
+        await ws.close()
+
+
+async def test_typing_on_a_reaches_a_teammate_on_b(live):
+    a, b, keys = live["a"], live["b"], live["keys"]
+    status, memory = await asyncio.to_thread(
+        api, a, "POST", "/api/v4/memories/", keys["alice"], {"title": "agenda", "visibility": "team"}
+    )
+    assert status == 201
+    typist = await ready(a.ws, keys["alice"])
+    teammate = await subscribed(b, keys["bob"])
+    await typist.send(json.dumps({"type": "typing", "data": {"memory_id": memory["id"]}}))
+    frame = await asyncio.wait_for(next_of_type(teammate, "memory.typing"), 10)
+    assert (frame["data"]["memory_id"], frame["data"]["user_name"]) == (memory["id"], "alice")
+    for ws in (typist, teammate):
+        await ws.close()
