@@ -1,8 +1,9 @@
 """REST endpoints for memories: thin views over selectors and services."""
 
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import ParseError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -10,14 +11,64 @@ from rest_framework.views import APIView
 from memories.models import Memory
 from memories.selectors import memory_list, memory_search
 from memories.serializers import (
+    MemoryConflictSerializer,
     MemoryFilterSerializer,
     MemoryInputSerializer,
     MemoryOutputSerializer,
     MemorySearchResultSerializer,
     MemorySearchSerializer,
+    MemoryUpdateSerializer,
 )
-from memories.services import memory_create, memory_delete, memory_update
+from memories.services import VersionConflict, memory_create, memory_delete, memory_update
 from memories.visibility import visible_memories
+
+
+def parse_if_match(request) -> int | None:
+    """The version an If-Match header names (`"3"`, also `W/"3"` or `3`); None without one or for `*`."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    value = header.strip().removeprefix("W/").strip('"')
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        raise ParseError('If-Match must name one version of the memory, as its ETag does: "3".')
+    return int(value)
+
+
+def with_etag(response: Response, memory: Memory) -> Response:
+    """A strong ETag of the memory's version: it changes with every change a client can see."""
+    response["ETag"] = f'"{memory.version}"'
+    return response
+
+
+ETAG = OpenApiParameter(
+    "ETag",
+    str,
+    OpenApiParameter.HEADER,
+    response=True,
+    description='The memory\'s version, quoted: `"3"`. Send it back in If-Match to write only that version.',
+)
+ETAG_OF_CONFLICT = OpenApiParameter(
+    "ETag", str, OpenApiParameter.HEADER, response=[412], description="The current version, quoted."
+)
+IF_MATCH = OpenApiParameter(
+    "If-Match",
+    str,
+    OpenApiParameter.HEADER,
+    description=(
+        'Write only if the memory is still at this version: its ETag, `"3"` (`W/"3"` and `3` are accepted too). '
+        "Otherwise 412 with the current memory, and nothing is written. A value that is not a version is a 400."
+    ),
+)
+CONFLICT = OpenApiResponse(
+    MemoryConflictSerializer, description="The memory is no longer at the version named; `memory` is what it is now."
+)
+
+
+def precondition_failed(current: Memory) -> Response:
+    """412: the version named is not the memory's any more; the body and ETag tell the client what it is now."""
+    detail = f"The memory has changed: it is at version {current.version}. Nothing was written."
+    body = {"detail": detail, "memory": MemoryOutputSerializer(current).data}
+    return with_etag(Response(body, status=status.HTTP_412_PRECONDITION_FAILED), current)
 
 
 class MemoryListApi(APIView):
@@ -32,12 +83,12 @@ class MemoryListApi(APIView):
         page = paginator.paginate_queryset(memory_list(viewer=request.auth, filters=filters.validated_data), request)
         return paginator.get_paginated_response(MemoryOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=MemoryInputSerializer, responses={201: MemoryOutputSerializer})
+    @extend_schema(request=MemoryInputSerializer, responses={201: MemoryOutputSerializer}, parameters=[ETAG])
     def post(self, request):
         serializer = MemoryInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         memory = memory_create(author=request.auth, **serializer.validated_data)
-        return Response(MemoryOutputSerializer(memory).data, status=status.HTTP_201_CREATED)
+        return with_etag(Response(MemoryOutputSerializer(memory).data, status=status.HTTP_201_CREATED), memory)
 
 
 class MemorySearchApi(APIView):
@@ -58,26 +109,54 @@ class MemoryDetailApi(APIView):
             raise Http404
         return memory
 
-    @extend_schema(responses=MemoryOutputSerializer)
+    @extend_schema(parameters=[ETAG], responses=MemoryOutputSerializer)
     def get(self, request, pk):
-        return Response(MemoryOutputSerializer(self.get_memory(request, pk)).data)
+        memory = self.get_memory(request, pk)
+        return with_etag(Response(MemoryOutputSerializer(memory).data), memory)
 
-    @extend_schema(request=MemoryInputSerializer, responses=MemoryOutputSerializer)
+    @extend_schema(
+        parameters=[IF_MATCH, ETAG],
+        request=MemoryUpdateSerializer,
+        responses={200: MemoryOutputSerializer, 412: CONFLICT},
+    )
     def put(self, request, pk):
         return self._update(request, pk, partial=False)
 
-    @extend_schema(request=MemoryInputSerializer, responses=MemoryOutputSerializer)
+    @extend_schema(
+        parameters=[IF_MATCH, ETAG],
+        request=MemoryUpdateSerializer,
+        responses={200: MemoryOutputSerializer, 412: CONFLICT},
+    )
     def patch(self, request, pk):
         return self._update(request, pk, partial=True)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(parameters=[IF_MATCH, ETAG_OF_CONFLICT], responses={204: None, 412: CONFLICT})
     def delete(self, request, pk):
-        memory_delete(editor=request.auth, memory=self.get_memory(request, pk))
+        memory = self.get_memory(request, pk)
+        expected_version = parse_if_match(request)
+        try:
+            memory_delete(editor=request.auth, memory=memory, expected_version=expected_version)
+        except Memory.DoesNotExist:
+            raise Http404 from None
+        except VersionConflict as conflict:
+            return precondition_failed(conflict.current)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     def _update(self, request, pk, *, partial: bool):
         memory = self.get_memory(request, pk)
-        serializer = MemoryInputSerializer(memory, data=request.data, partial=partial)
+        if_match = parse_if_match(request)
+        serializer = MemoryUpdateSerializer(memory, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        memory = memory_update(editor=request.auth, memory=memory, data=serializer.validated_data)
-        return Response(MemoryOutputSerializer(memory).data)
+        data = dict(serializer.validated_data)
+        expected_version = data.pop("expected_version", None)
+        if None not in (if_match, expected_version) and if_match != expected_version:
+            raise ParseError("If-Match and expected_version name different versions.")
+        if if_match is not None:
+            expected_version = if_match
+        try:
+            memory = memory_update(editor=request.auth, memory=memory, data=data, expected_version=expected_version)
+        except Memory.DoesNotExist:
+            raise Http404 from None
+        except VersionConflict as conflict:
+            return precondition_failed(conflict.current)
+        return with_etag(Response(MemoryOutputSerializer(memory).data), memory)

@@ -4,7 +4,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import models, router, transaction
 
 from accounts.models import Tenant
 
@@ -64,6 +64,9 @@ class Memory(models.Model):
     # Bumped whenever title or content change, so a worker never stores the
     # embedding of text that was edited while it was computing.
     text_version = models.PositiveIntegerField(default=1, editable=False)
+    # Bumped by every change a client can see (what memory.updated reports, or who
+    # may see it), so clients detect stale edits (If-Match) and stale events.
+    version = models.PositiveIntegerField(default=1, editable=False)
 
     # Who makes the change being saved or deleted (an accounts.principal.Actor);
     # set by services and admin, read by the real-time signals.
@@ -97,7 +100,15 @@ class Memory(models.Model):
             self.embedding_error = ""
             if kwargs.get("update_fields") is not None:
                 kwargs["update_fields"] = {*kwargs["update_fields"], *EMBEDDING_STATE_FIELDS}
-        super().save(*args, **kwargs)
+        if not self._state.adding and (
+            self.client_changes() or any(self.loaded(f) != getattr(self, f) for f in ("tenant_id", "owner_id"))
+        ):
+            self.version += 1
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "version"}
+        # One transaction for the row and what post_save writes with it (the event log).
+        with transaction.atomic(using=kwargs.get("using") or router.db_for_write(Memory), savepoint=False):
+            super().save(*args, **kwargs)
         # post_save has seen the changes by now; the next save compares with this one.
         self._loaded = {field: getattr(self, field) for field in LOADED_FIELDS}
 
@@ -106,6 +117,11 @@ class Memory(models.Model):
         instance = super().from_db(db, field_names, values)
         instance._loaded = {f: v for f, v in zip(field_names, values, strict=True) if f in LOADED_FIELDS}
         return instance
+
+    def delete(self, *args, **kwargs):
+        # One transaction for the row and what post_delete writes with it (the event log).
+        with transaction.atomic(using=kwargs.get("using") or router.db_for_write(Memory), savepoint=False):
+            return super().delete(*args, **kwargs)
 
     def loaded(self, field: str) -> Any:
         """The field's value when the row was loaded (or last saved); its current value if not known."""

@@ -23,9 +23,11 @@ class MemoryOutputSerializer(serializers.ModelSerializer):
             "visibility",
             "owner",
             "embedding_status",
+            "version",
             "created_at",
             "updated_at",
         ]
+        extra_kwargs = {"version": {"help_text": "Grows by one with every change a client can see; the ETag."}}
 
     def get_owner(self, memory: Memory) -> dict:
         return {"id": memory.owner_id, "username": memory.owner.get_username()}
@@ -57,6 +59,24 @@ class MemoryInputSerializer(serializers.Serializer):
         if not title.strip() and not content.strip():
             raise serializers.ValidationError({"content": ["A memory needs a title or content."]})
         return attrs
+
+
+class MemoryUpdateSerializer(MemoryInputSerializer):
+    """PUT and PATCH: the memory's fields, and optionally the version the change was made against."""
+
+    expected_version = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        write_only=True,
+        help_text="Write only if the memory is still at this version (like If-Match); otherwise 412. Not stored.",
+    )
+
+
+class MemoryConflictSerializer(serializers.Serializer):
+    """412: the memory changed since the version the client named; here is what it is now."""
+
+    detail = serializers.CharField()
+    memory = MemoryOutputSerializer()
 
 
 class MemoryFilterSerializer(serializers.Serializer):

@@ -3,11 +3,12 @@
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import F
 
 from accounts.principal import Principal
 from memories.models import Memory
-from memories.visibility import can_change, can_create
+from memories.visibility import Audience, can_change, can_create, can_view
 
 
 @transaction.atomic
@@ -28,22 +29,53 @@ def memory_create(*, author: Principal, title: str = "", content: str = "", tags
     return memory
 
 
-@transaction.atomic
-def memory_update(*, editor: Principal, memory: Memory, data: dict[str, Any]) -> Memory:
-    """Change the given fields of a memory the editor may change."""
-    if not can_change(editor, memory):
+class VersionConflict(Exception):
+    """The memory is no longer at the version the editor expected; `current` is what it is now."""
+
+    def __init__(self, current: Memory):
+        super().__init__(f"Memory {current.pk} is at version {current.version}.")
+        self.current = current
+
+
+def _locked(*, editor: Principal, memory: Memory, expected_version: int | None) -> Memory:
+    """The memory's row, re-read and locked until the transaction ends, checked against the expected version.
+
+    Raises Memory.DoesNotExist when it is gone or the editor may no longer see it,
+    PermissionDenied when the editor may not change it, VersionConflict when it moved on.
+    """
+    if connection.vendor == "sqlite":
+        # SQLite has no row locks: a write first takes the database's write lock, so a
+        # concurrent editor waits here instead of reading the old version, or deadlocking.
+        Memory.objects.filter(pk=memory.pk).update(version=F("version"))
+    # `of`: lock the memory's row, not its owner's.
+    current = Memory.objects.select_for_update(of=("self",)).select_related("owner").filter(pk=memory.pk).first()
+    if current is None or not can_view(editor, **Audience.of(current)._asdict()):
+        raise Memory.DoesNotExist(f"No memory {memory.pk}.")
+    if not can_change(editor, current):
         raise PermissionDenied("You may not change this memory.")
+    if expected_version is not None and expected_version != current.version:
+        raise VersionConflict(current)
+    current.actor = editor.actor
+    return current
+
+
+@transaction.atomic
+def memory_update(
+    *, editor: Principal, memory: Memory, data: dict[str, Any], expected_version: int | None = None
+) -> Memory:
+    """Change the given fields of a memory the editor may change; returns it as saved.
+
+    The row is re-read under a lock, so the version check and the write are one step
+    and the version always grows from the stored one. `memory` itself is not changed.
+    """
+    memory = _locked(editor=editor, memory=memory, expected_version=expected_version)
     for field, value in data.items():
         setattr(memory, field, value)
-    memory.actor = editor.actor
     memory.save()
     return memory
 
 
 @transaction.atomic
-def memory_delete(*, editor: Principal, memory: Memory) -> None:
-    """Delete a memory the editor may change."""
-    if not can_change(editor, memory):
-        raise PermissionDenied("You may not delete this memory.")
-    memory.actor = editor.actor
-    memory.delete()
+def memory_delete(*, editor: Principal, memory: Memory, expected_version: int | None = None) -> None:
+    """Delete a memory the editor may change (if still at `expected_version`, when given)."""
+    _locked(editor=editor, memory=memory, expected_version=expected_version).delete()

@@ -30,6 +30,18 @@ def env_int(name: str, default: int) -> int:
     return value
 
 
+def env_float(name: str, default: float) -> float:
+    """Read a positive number of seconds from the environment, failing fast on nonsense."""
+    raw = os.environ.get(name, "")
+    try:
+        value = float(raw) if raw.strip() else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name} must be positive, got {value}")
+    return value
+
+
 def env_list(name: str, default: str) -> list[str]:
     """Read a comma-separated environment variable."""
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
@@ -114,9 +126,11 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The server and its embedding worker thread write at the same time.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
-    # A file, not memory, so that tests can run a worker process on the test database;
-    # one per test run, so that two runs on one machine do not share it.
+    # A file, not memory, so that tests can run a worker process on the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"puomemo_test_{os.getpid()}.sqlite3")}
+else:
+    # One test database per test run, so that two runs on one machine do not share it.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -169,6 +183,11 @@ PUOMEMO_WS_INVALID_LIMIT_PER_MINUTE = env_int("PUOMEMO_WS_INVALID_LIMIT_PER_MINU
 # How long a ticket from POST /api/v4/ws/ticket may wait before /ws?ticket= redeems it (once).
 PUOMEMO_WS_TICKET_TTL_SECONDS = env_int("PUOMEMO_WS_TICKET_TTL_SECONDS", 30)
 PUOMEMO_WS_OUTBOUND_QUEUE = env_int("PUOMEMO_WS_OUTBOUND_QUEUE", 1000)
+# The event log: how often each process looks for events it did not get published
+# (lost, or written by a process on another channel layer), and what it keeps.
+PUOMEMO_EVENT_LOG_POLL_SECONDS = env_float("PUOMEMO_EVENT_LOG_POLL_SECONDS", 1.0)
+PUOMEMO_EVENT_LOG_MIN_EVENTS = env_int("PUOMEMO_EVENT_LOG_MIN_EVENTS", 10_000)
+PUOMEMO_EVENT_LOG_MIN_HOURS = env_int("PUOMEMO_EVENT_LOG_MIN_HOURS", 24)
 # Open connections follow access changes at once; this re-check catches a change whose event was lost.
 PUOMEMO_WS_REVALIDATE_SECONDS = env_int("PUOMEMO_WS_REVALIDATE_SECONDS", 30)
 PUOMEMO_WS_MAX_BUFFERED_BYTES = env_int("PUOMEMO_WS_MAX_BUFFERED_BYTES", 1_048_576)

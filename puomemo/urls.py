@@ -6,7 +6,7 @@ from rest_framework_simplejwt.views import TokenRefreshView
 from accounts.api import ApiKeyDetailApi, ApiKeyListApi, TokenObtainView
 from memories.api import MemoryDetailApi, MemoryListApi, MemorySearchApi
 from puomemo.metrics import metrics
-from realtime.api import WebSocketStatusApi, WebSocketTicketApi
+from realtime.api import EventListApi, WebSocketStatusApi, WebSocketTicketApi
 
 api_v4 = [
     path("auth/token/", TokenObtainView.as_view(), name="token-obtain"),
@@ -17,6 +17,7 @@ api_v4 = [
     path("memories/search", MemorySearchApi.as_view(), name="memory-search"),
     path("memories/<uuid:pk>/", MemoryDetailApi.as_view(), name="memory-detail"),
     path("ws/status", WebSocketStatusApi.as_view(), name="ws-status"),
+    path("events", EventListApi.as_view(), name="event-list"),
     path("ws/ticket", WebSocketTicketApi.as_view(), name="ws-ticket"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

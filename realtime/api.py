@@ -1,3 +1,4 @@
+import json
 import logging
 
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -7,9 +8,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from realtime.limits import connection_registry
+from realtime.log import resync_reason
+from realtime.replay import replay
 from realtime.tickets import ticket_issue
 
 logger = logging.getLogger(__name__)
+
+EVENTS_DEFAULT_LIMIT = 100
+EVENTS_MAX_LIMIT = 1000
+RESYNC_DETAILS = {
+    "expired": "Events after this seq are no longer kept; reload the memory list.",
+    "ahead": "This seq is ahead of the tenant's newest event; reload the memory list.",
+}
 
 
 class WebSocketStatusApi(APIView):
@@ -66,3 +76,45 @@ class WebSocketTicketApi(APIView):
             status=status.HTTP_201_CREATED,
             headers={"Cache-Control": "no-store"},
         )
+
+
+class EventListApi(APIView):
+    class FilterSerializer(serializers.Serializer):
+        after_seq = serializers.IntegerField(min_value=0)
+        limit = serializers.IntegerField(min_value=1, max_value=EVENTS_MAX_LIMIT, default=EVENTS_DEFAULT_LIMIT)
+
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses={
+            200: inline_serializer(
+                "EventPage",
+                {
+                    "events": serializers.ListField(
+                        child=serializers.DictField(), help_text="Frames as /ws sends them, each with its `seq`."
+                    ),
+                    "last_seq": serializers.IntegerField(help_text="Ask again with after_seq=last_seq."),
+                    "current_seq": serializers.IntegerField(help_text="The tenant's newest event."),
+                },
+            ),
+            410: inline_serializer(
+                "ResyncRequired",
+                {
+                    "detail": serializers.CharField(),
+                    "reason": serializers.CharField(),
+                    "current_seq": serializers.IntegerField(),
+                },
+            ),
+        },
+    )
+    def get(self, request):
+        """The tenant's memory events after `after_seq` that the caller may see now: the polling form of /ws."""
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        after_seq, limit = filters.validated_data["after_seq"], filters.validated_data["limit"]
+        reason, current = resync_reason(request.auth.tenant_id, after_seq)
+        if reason is not None:
+            body = {"detail": RESYNC_DETAILS[reason], "reason": reason, "current_seq": current}
+            return Response(body, status=status.HTTP_410_GONE)
+        page = replay(request.auth, after_seq, limit=limit)
+        events = [json.loads(text) for text in page.frames]
+        return Response({"events": events, "last_seq": page.last_seq, "current_seq": current})

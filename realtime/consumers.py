@@ -20,6 +20,8 @@ from realtime import frames, metrics
 from realtime.events import CHANNELS, MEMORIES, TENANT_UPDATES, EventFrames, apublish, change_audience
 from realtime.fanout import hub
 from realtime.limits import TYPING_INTERVAL_SECONDS, SlidingWindow, Throttle, connection_registry
+from realtime.log import resync_reason
+from realtime.replay import replay
 from realtime.tickets import principal_from_ticket
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ class MemoryConsumer(AsyncWebsocketConsumer):
     principal: Principal | None = None
     joined = False  # counted in the registry: disconnect() must undo what connect() set up
     announced = False  # others were told it joined
+    held: list | None = None  # live events that arrive during a resume
+    replayed_upto = 0  # a resume sent the events up to this seq; the feed may not have reached it yet
     close_code: int | None = None
 
     @property
@@ -172,9 +176,13 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             elif message_type == "subscribe":
                 self.subscriptions.update(channels)
                 self.emit("subscribed", {"channels": sorted(self.subscriptions)})
+                if "last_seq" in data:
+                    await self.resume(data["last_seq"])
             else:
                 self.subscriptions.difference_update(channels)
                 self.emit("unsubscribed", {"channels": sorted(self.subscriptions)})
+        elif message_type == "resume":
+            await self.resume(data.get("last_seq") if isinstance(data, dict) else None)
         elif message_type == "presence":
             self.emit("presence", {"users": await connection_registry().presence(self.tenant_id)})
         elif message_type == "typing":
@@ -216,9 +224,39 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         else:
             self.principal = principal
 
+    async def resume(self, last_seq: Any) -> None:
+        """Send the logged events after last_seq that the connection may see now, then `resumed`, then live ones."""
+        if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
+            raise frames.InvalidFrame("Invalid message format: last_seq must be a whole number")
+        if self.held is not None:
+            self.emit("error", {"message": "A resume is already running"})
+            return
+        self.held = []  # live events wait here until the replay is out
+        try:
+            reason, current = await database_sync_to_async(resync_reason)(self.tenant_id, last_seq)
+            if reason is not None:
+                self.emit("resync_required", {"reason": reason, "current_seq": current})
+                return
+            replayed = await database_sync_to_async(replay)(self.principal, last_seq)
+            for text in replayed.frames:
+                await self.outbox.put(text)  # waits for a slow reader rather than overflowing
+            self.replayed_upto = max(self.replayed_upto, replayed.last_seq)
+            self.emit("resumed", {"last_seq": replayed.last_seq})
+        finally:
+            held, self.held = self.held, None
+        for event, rendered in held:
+            self.deliver(event, rendered)
+
     def deliver(self, event: dict[str, Any], frames: EventFrames) -> None:
         """Queue an event's frame if this connection subscribed to its channel and may see it, as it sees it."""
         if event["channel"] not in self.subscriptions or not self.joined or event["origin"] == self.connection_id:
+            return
+        if event["seq"] is not None and event["seq"] <= self.replayed_upto:
+            return  # sent by the replay already
+        if self.held is not None:
+            if len(self.held) >= settings.PUOMEMO_WS_OUTBOUND_QUEUE:
+                self._close_soon(SLOW_CONSUMER)
+            self.held.append((event, frames))
             return
         if event["audience"] is None:  # everyone in the tenant
             text = frames.text()

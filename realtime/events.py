@@ -12,6 +12,8 @@ from memories.models import Memory
 from memories.visibility import Audience
 from realtime import metrics
 from realtime.frames import encode, iso, new_id, now_iso
+from realtime.log import record_event
+from realtime.models import Event
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ def actor_data(actor: Actor) -> dict[str, str]:
     return {"user_id": str(actor.user_id), "user_name": actor.user_name}
 
 
-async def apublish(
+def event_message(
     *,
     tenant_id: int,
     event_type: str,
@@ -56,31 +58,57 @@ async def apublish(
     data: dict[str, Any],
     audience: dict[str, Any] | None,
     origin: str | None = None,
-) -> bool:
-    """Send an event to every server process holding connections of the tenant.
+    seq: int | None = None,
+    event_id: str | None = None,
+    timestamp: str | None = None,
+) -> dict[str, Any]:
+    """An event as the channel layer carries it to each process's fan-out.
 
     `audience` None means everyone in the tenant; otherwise it holds the memory's
     `before` and `after` audiences (see change_audience). `origin` is a connection
-    that must not receive its own event. Returns whether the event was sent. A
-    failure (Redis down) is logged and counted, never raised: the write that
-    caused the event has committed, and its caller must not report it as failed.
+    that must not receive its own event. `seq` numbers logged memory events.
     """
-    message = {
+    return {
         "type": LAYER_MESSAGE_TYPE,
-        "id": new_id(),
-        "timestamp": now_iso(),
+        "id": event_id or new_id(),
+        "timestamp": timestamp or now_iso(),
         "event": event_type,
         "channel": channel,
         "tenant_id": tenant_id,
         "audience": audience,
         "origin": origin,
+        "seq": seq,
         "data": data,
     }
+
+
+def logged_event(event: Event) -> dict[str, Any]:
+    """A logged event as event_message's arguments: what is published on commit, and what fills gaps."""
+    return {
+        "tenant_id": event.tenant_id,
+        "event_type": event.type,
+        "channel": MEMORIES,
+        "data": event.data,
+        "audience": event.audience,
+        "seq": event.seq,
+        "event_id": str(event.event_id),
+        "timestamp": iso(event.created_at),
+    }
+
+
+async def apublish(**event: Any) -> bool:
+    """Send an event (event_message's arguments) to every server process holding connections of its tenant.
+
+    Returns whether it was sent. A failure (Redis down) is logged and counted,
+    never raised: the write that caused the event has committed, and its caller
+    must not report it as failed (a logged event is delivered from the log).
+    """
+    message = event_message(**event)
     try:
-        await get_channel_layer().group_send(tenant_group(tenant_id), message)
+        await get_channel_layer().group_send(tenant_group(message["tenant_id"]), message)
     except Exception:
-        logger.exception("Publishing %s for tenant %s failed", event_type, tenant_id)
-        metrics.publish_failures.labels(event=event_type).inc()
+        logger.exception("Publishing %s for tenant %s failed", message["event"], message["tenant_id"])
+        metrics.publish_failures.labels(event=message["event"]).inc()
         return False
     return True
 
@@ -109,14 +137,18 @@ def publish_on_commit(**event: Any) -> None:
     transaction.on_commit(send, robust=True)
 
 
-# How the viewer who sees an event as its type says sees it; anyone else gets a variant.
-NATURAL_VIEW = {
-    "memory.created": "created",
-    "memory.updated": "updated",
-    "memory.deleted": "deleted",
-    "memory.embedding_complete": "updated",
-    "memory.typing": "updated",
-}
+def log_and_publish(
+    *, tenant_id: int, event_type: str, memory_id: Any, data: dict[str, Any], audience: dict[str, Any]
+) -> None:
+    """Log a memory event in the current transaction, numbered, and publish it once the transaction commits."""
+    event = record_event(tenant_id=tenant_id, event_type=event_type, memory_id=memory_id, data=data, audience=audience)
+    publish_on_commit(**logged_event(event))
+
+
+# How a viewer who sees an event as its type says sees it; anyone else gets a variant.
+NATURAL_VIEW = {"memory.created": "created", "memory.updated": "updated", "memory.deleted": "deleted"}
+# The events whose variants stand for a change of who may see the memory.
+TRANSITIONS = frozenset(NATURAL_VIEW)
 
 
 class EventFrames:
@@ -138,6 +170,10 @@ class EventFrames:
     def _render(self, seen: str | None) -> str | None:
         event, data = self.event, self.event["data"]
         message_type = event["event"]
+        if message_type not in TRANSITIONS and seen in ("created", "updated"):
+            seen = None  # embedding_complete, typing: for whoever may see the memory now, as they are
+        elif message_type not in TRANSITIONS and seen == "deleted":
+            return None
         if seen is not None and seen != NATURAL_VIEW.get(message_type, seen):
             actor = {"user_id": data["user_id"], "user_name": data["user_name"]}
             if seen == "deleted":  # the viewer lost sight of it: for them, it is gone
@@ -148,4 +184,4 @@ class EventFrames:
                 message_type, data = "memory.created", {"memory": data["memory"], **actor}
         elif message_type == "memory.updated" and not data["changes"]:
             return None  # only who may see it changed, and this viewer could and can
-        return encode(message_type, data, message_id=event["id"], timestamp=event["timestamp"])
+        return encode(message_type, data, message_id=event["id"], timestamp=event["timestamp"], seq=event["seq"])

@@ -11,8 +11,9 @@ from django.conf import settings
 
 from accounts.access import AccessChange, principal_after, revalidate
 from accounts.principal import Principal
-from realtime.events import ACCESS_CHANGED, EventFrames, tenant_group
+from realtime.events import ACCESS_CHANGED, EventFrames, event_message, logged_event, tenant_group
 from realtime.limits import REFRESH_SECONDS, connection_registry
+from realtime.log import current_seq, current_seqs, events_after
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +39,19 @@ class TenantFeed:
         self.connections: set[Connection] = set()
         self.layer = get_channel_layer()
         self.channel = ""
+        # Events from the layer, and None for "look in the log": handled by one task, in order.
+        self.inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.last_seq = 0  # the last logged event this process delivered
         self.ready = asyncio.get_running_loop().create_task(self._subscribe())
         self.tasks: list[asyncio.Task] = []
 
     async def _subscribe(self) -> None:
         self.channel = await self.layer.new_channel()
         await self.layer.group_add(tenant_group(self.tenant_id), self.channel)
+        # Events logged before the feed existed are history: clients ask for them with resume.
+        self.last_seq = await database_sync_to_async(current_seq)(self.tenant_id)
         loop = asyncio.get_running_loop()
-        self.tasks.append(loop.create_task(self._read()))
+        self.tasks += [loop.create_task(self._read()), loop.create_task(self._process())]
         # The in-memory layer drops a group member group_expiry seconds after it
         # joined (a day by default), however long it stays: re-join well before.
         expiry = getattr(self.layer, "group_expiry", None)
@@ -68,7 +74,30 @@ class TenantFeed:
                 logger.exception("Receiving events for tenant %s failed; retrying", self.tenant_id)
                 await asyncio.sleep(1)
                 continue
-            self.fan_out(event)
+            self.inbox.put_nowait(event)
+
+    async def _process(self) -> None:
+        while True:
+            event = await self.inbox.get()
+            try:
+                if event is None:
+                    await self._catch_up()
+                elif event.get("seq") is None:  # presence, typing, access changes: not logged
+                    self.fan_out(event)
+                elif event["seq"] > self.last_seq:  # else delivered already, from the log
+                    if event["seq"] > self.last_seq + 1:
+                        await self._catch_up(before=event["seq"])  # a publish was lost: the log has it
+                    self.fan_out(event)
+                    self.last_seq = event["seq"]
+            except Exception:
+                logger.exception("Delivering events of tenant %s failed; the log poll retries", self.tenant_id)
+
+    async def _catch_up(self, *, before: int | None = None) -> None:
+        """Deliver logged events this process missed (a lost publish, another process's write), in order."""
+        missed = await database_sync_to_async(events_after)(self.tenant_id, self.last_seq, before=before)
+        for event in missed:
+            self.fan_out(event_message(**logged_event(event)))
+            self.last_seq = event.seq
 
     def fan_out(self, event: dict[str, Any]) -> None:
         """Render the frame once and offer it to each local connection, which applies the visibility rule."""
@@ -99,6 +128,7 @@ class Hub:
         self.feeds: dict[int, TenantFeed] = {}
         self.refresher: asyncio.Task | None = None
         self.revalidator: asyncio.Task | None = None
+        self.poller: asyncio.Task | None = None
 
     async def join(self, connection: Connection) -> None:
         """Start feeding events of the connection's tenant to it; returns once the subscription is live."""
@@ -109,6 +139,7 @@ class Hub:
         if self.refresher is None:
             self.refresher = asyncio.get_running_loop().create_task(self._refresh())
             self.revalidator = asyncio.get_running_loop().create_task(self._revalidate())
+            self.poller = asyncio.get_running_loop().create_task(self._poll_log())
         try:
             await asyncio.shield(feed.ready)
         except Exception:
@@ -145,6 +176,22 @@ class Hub:
                 )
             except Exception:
                 logger.exception("Refreshing connection counts failed; retrying")
+
+    async def _poll_log(self) -> None:
+        # One query for every tenant this process feeds: writes whose publish was
+        # lost, and writes of processes on another channel layer (the embedded
+        # default has no Redis), reach connections within this interval.
+        while True:
+            await asyncio.sleep(settings.PUOMEMO_EVENT_LOG_POLL_SECONDS)
+            feeds = dict(self.feeds)
+            try:
+                seqs = await database_sync_to_async(current_seqs)(list(feeds))
+            except Exception:
+                logger.exception("Polling the event log failed; retrying")
+                continue
+            for tenant_id, feed in feeds.items():
+                if seqs.get(tenant_id, 0) > feed.last_seq:
+                    feed.inbox.put_nowait(None)
 
     async def _revalidate(self) -> None:
         # Access changes reach connections at once as events; this catches any

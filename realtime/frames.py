@@ -23,9 +23,18 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def encode(message_type: str, data: Any = None, *, message_id: str | None = None, timestamp: str | None = None) -> str:
-    """Render a server frame as JSON text."""
+def encode(
+    message_type: str,
+    data: Any = None,
+    *,
+    message_id: str | None = None,
+    timestamp: str | None = None,
+    seq: int | None = None,
+) -> str:
+    """Render a server frame as JSON text; memory events carry their sequence number as `seq`."""
     frame = {"id": message_id or new_id(), "type": message_type, "timestamp": timestamp or now_iso(), "data": data}
+    if seq is not None:
+        frame["seq"] = seq
     return json.dumps(frame, separators=(",", ":"), default=str)
 
 

@@ -11,7 +11,14 @@ from memories.embeddings import MODEL_NAME
 from memories.models import Memory
 from memories.signals import embedding_ready
 from memories.visibility import Audience
-from realtime.events import ACCESS_CHANGED, MEMORIES, actor_data, change_audience, memory_payload, publish_on_commit
+from realtime.events import (
+    ACCESS_CHANGED,
+    actor_data,
+    change_audience,
+    log_and_publish,
+    memory_payload,
+    publish_on_commit,
+)
 
 
 def _publish(change: MemoryChange, event_type: str, data: dict) -> None:
@@ -19,10 +26,10 @@ def _publish(change: MemoryChange, event_type: str, data: dict) -> None:
     # loaded values are reset, and a rolled-back transaction never publishes.
     # A memory moved to another tenant (admin can) leaves one tenant and enters the other.
     for tenant_id in {audience.tenant_id for audience in (change.before, change.after) if audience is not None}:
-        publish_on_commit(
+        log_and_publish(
             tenant_id=tenant_id,
             event_type=event_type,
-            channel=MEMORIES,
+            memory_id=change.memory.pk,
             data={**data, **actor_data(change.actor)},
             audience=change_audience(change.before, change.after, change.before_title),
         )
@@ -47,10 +54,10 @@ def memory_deleted(sender, instance: Memory, **kwargs) -> None:
 
 @receiver(embedding_ready, dispatch_uid="realtime.embedding_ready")
 def memory_embedded(sender, memory_id, audience: Audience, **kwargs) -> None:
-    publish_on_commit(
+    log_and_publish(
         tenant_id=audience.tenant_id,
         event_type="memory.embedding_complete",
-        channel=MEMORIES,
+        memory_id=memory_id,
         data={"memory_id": str(memory_id), "embedding_model": MODEL_NAME},
         audience=change_audience(audience, audience),
     )

@@ -19,7 +19,8 @@ def test_create_returns_the_memory_owned_by_the_caller(make_user, client_for):
     assert response.status_code == 201
     body = response.json()
     assert set(body) == {
-        "id", "title", "content", "tags", "visibility", "owner", "embedding_status", "created_at", "updated_at",
+        "id", "title", "content", "tags", "visibility", "owner", "embedding_status", "version", "created_at",
+        "updated_at",
     }  # fmt: skip
     assert body["tags"] == ["work", "q3"]
     assert body["visibility"] == "team"

@@ -26,8 +26,8 @@ async def test_rest_writes_arrive_in_the_spec_shapes(make_user, client_for):
 
     created = (await sync(api.post, URL, {"title": "T", "content": "C", "tags": ["x"]}, format="json")).json()
     [event] = await frames(watcher)
-    assert set(event) == {"id", "type", "timestamp", "data"}
-    assert event["type"] == "memory.created"
+    assert set(event) == {"id", "type", "timestamp", "data", "seq"}
+    assert (event["type"], event["seq"]) == ("memory.created", 1)
     assert event["data"] == {
         "memory": {
             "id": created["id"],
@@ -44,14 +44,15 @@ async def test_rest_writes_arrive_in_the_spec_shapes(make_user, client_for):
 
     await sync(api.patch, f"{URL}{created['id']}/", {"content": "C2", "title": "T"}, format="json")
     [event] = await frames(watcher)
-    assert event["type"] == "memory.updated"
+    assert (event["type"], event["seq"]) == ("memory.updated", 2)
     assert event["data"]["changes"] == {"content": "C2"}
     assert event["data"]["memory"]["content"] == "C2"
 
     await sync(api.delete, f"{URL}{created['id']}/")
     [event] = await frames(watcher)
-    assert (event["type"], event["data"]) == (
+    assert (event["type"], event["seq"], event["data"]) == (
         "memory.deleted",
+        3,
         {"memory_id": created["id"], "title": "T", "user_id": str(ann.pk), "user_name": "Ann"},
     )
     await watcher.disconnect()

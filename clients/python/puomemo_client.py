@@ -1,0 +1,329 @@
+"""A resilient client for PUO Memo's /ws: the spec's API plus reconnects, token refresh, presence and typing.
+
+Usage: see the README, "Clients".
+"""
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import inspect
+import json
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Any]
+TokenProvider = Callable[[], str | Awaitable[str]]
+
+DEFAULT_CHANNELS = ("memories", "tenant.updates")
+# 4001 (auth failed, expired, revoked) and 4003 (invalid format): the same connection would fail again.
+STOP_CODES = frozenset({4001, 4003})
+TYPING_INTERVAL = 2.0  # the server relays one `typing` a memory per 2 s per connection
+MAX_FRAME_BYTES = 16 * 1_048_576  # server frames carry whole memories
+
+
+class PuoMemoClosedError(Exception):
+    """The server closed with a code that reconnecting cannot fix (4001 or 4003): the client stopped."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"WebSocket closed with {code}" + (f": {reason}" if reason else ""))
+        self.code = code
+        self.reason = reason
+
+
+def jwt_expiry(token: str) -> float | None:
+    """A JWT's `exp` as Unix time, read without verifying; None for API keys and anything unreadable."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    exp = payload.get("exp") if isinstance(payload, dict) else None
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+
+
+def backoff_delay(attempt: int, *, base: float = 1.0, cap: float = 30.0) -> float:
+    """Seconds to wait before reconnect `attempt` (0, 1, …): 1, 2, 4 … capped at 30, with equal jitter."""
+    step = min(cap, base * 2 ** min(attempt, 32))
+    return step / 2 + random.uniform(0, step / 2)  # noqa: S311 - jitter, not cryptography
+
+
+def refresh_delay(remaining: float, *, lead: float = 60.0) -> float:
+    """Seconds until a token with `remaining` seconds left should be renewed: 60 s before, or at 80% if short."""
+    return max(0.0, remaining - min(lead, remaining * 0.2))
+
+
+async def _call(provider: TokenProvider) -> str:
+    result = provider()
+    return await result if inspect.isawaitable(result) else result
+
+
+class PuoMemoClient:
+    """WebSocket client for PUO Memo real-time updates that reconnects, resubscribes and refreshes its token."""
+
+    def __init__(
+        self,
+        token: str | None = None,
+        url: str = "wss://api.puomemo.com/ws",
+        *,
+        token_provider: TokenProvider | None = None,
+        channels: Iterable[str] = DEFAULT_CHANNELS,
+        keepalive: float | None = 60.0,
+        reply_timeout: float = 10.0,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 30.0,
+    ) -> None:
+        if token is None and token_provider is None:
+            raise ValueError("PuoMemoClient needs a token or a token_provider")
+        self.token = token
+        self.url = url
+        self.token_provider = token_provider
+        self.channels = list(channels)  # kept as the server last confirmed them, and resubscribed after reconnects
+        self.keepalive = keepalive  # seconds without sending before a `ping` (the server closes idle sockets: 4008)
+        self.reply_timeout = reply_timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.ws: ClientConnection | None = None
+        self.handlers: dict[str, list[Handler]] = {}
+        self.close_code: int | None = None  # the code that stopped the client, if one did
+        self._running = False
+        self._connected = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._waiters: dict[str, deque[asyncio.Future]] = {}
+        self._typing_sent: dict[str, float] = {}
+        self._last_sent = 0.0
+        self._tasks: list[asyncio.Task] = []
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open and subscribed."""
+        return self._connected.is_set()
+
+    def on(self, event: str, handler: Handler) -> None:
+        """Register a handler (sync or async) called with each `event`'s data, or a client event: `closed`."""
+        self.handlers.setdefault(event, []).append(handler)
+
+    def off(self, event: str, handler: Handler | None = None) -> None:
+        """Remove one handler of `event`, or all of them."""
+        if handler is None:
+            self.handlers.pop(event, None)
+        elif handler in self.handlers.get(event, []):
+            self.handlers[event].remove(handler)
+
+    async def connect(self) -> None:
+        """Connect and reconnect with backoff until disconnect(); raise PuoMemoClosedError on 4001 or 4003."""
+        self._running = True
+        self.close_code = None
+        self._wake.clear()
+        dispatcher = asyncio.create_task(self._dispatch())
+        attempt = 0
+        try:
+            fresh = False  # the first connection uses the token given, if any
+            while self._running:
+                established, code, reason = await self._connect_once(fresh_token=fresh)
+                fresh = True
+                stop = code in STOP_CODES
+                self._emit("closed", {"code": code, "reason": reason, "reconnect": self._running and not stop})
+                if stop:
+                    self._running = False
+                    self.close_code = code
+                    await self._events.join()
+                    raise PuoMemoClosedError(code, reason)
+                if not self._running:
+                    break
+                attempt = 0 if established else attempt + 1
+                delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
+                logger.info("WebSocket closed with %s; reconnecting in %.1f s", code, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)  # disconnect() cuts the wait short
+            await self._events.join()
+        finally:
+            self._running = False
+            dispatcher.cancel()
+
+    async def disconnect(self) -> None:
+        """Close the connection and stop reconnecting."""
+        self._running = False
+        self._wake.set()
+        if self.ws is not None:
+            await self.ws.close()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until a connection is open and subscribed."""
+        await asyncio.wait_for(self._connected.wait(), timeout if timeout is not None else self.reply_timeout)
+
+    async def send(self, message_type: str, data: dict[str, Any] | None = None) -> bool:
+        """Send a frame; return False (and log) when there is no open connection."""
+        if self.ws is None:
+            logger.warning("WebSocket not connected")
+            return False
+        timestamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        frame = {"id": str(uuid.uuid4()), "type": message_type, "timestamp": timestamp, "data": data}
+        try:
+            await self.ws.send(json.dumps(frame))
+        except websockets.ConnectionClosed:
+            logger.warning("WebSocket closed before %s could be sent", message_type)
+            return False
+        self._last_sent = time.monotonic()
+        return True
+
+    async def refresh(self, token: str) -> str | None:
+        """Renew the connection's credentials in-band (`auth`); return `expires_at`, None for API keys."""
+        data = await self._request("auth", {"token": token}, "authenticated")
+        self.token = token  # reconnects use it too
+        return data.get("expires_at")
+
+    async def presence(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The tenant's connected users: [{user_id, user_name, connections}]."""
+        data = await self._request("presence", None, "presence", timeout)
+        return data["users"]
+
+    async def typing(self, memory_id: str) -> bool:
+        """Tell teammates this user is typing in a memory; at most one a memory per 2 s (False when throttled)."""
+        now = time.monotonic()
+        if now - self._typing_sent.get(memory_id, -TYPING_INTERVAL) < TYPING_INTERVAL:
+            return False
+        if not await self.send("typing", {"memory_id": memory_id}):
+            return False
+        self._typing_sent = {m: t for m, t in self._typing_sent.items() if now - t < TYPING_INTERVAL}
+        self._typing_sent[memory_id] = now
+        return True
+
+    async def _connect_once(self, *, fresh_token: bool) -> tuple[bool, int, str]:
+        """One connection from open to close; returns whether it got subscribed, and its close code and reason."""
+        established = False
+        ws = None
+        try:
+            url = await self._url(fresh_token)
+            async with websockets.connect(url, max_size=MAX_FRAME_BYTES, open_timeout=self.reply_timeout) as ws:
+                self.ws = ws
+                if not self._running:  # disconnect() came while connecting
+                    return established, 1000, ""
+                await self.send("subscribe", {"channels": self.channels})
+                async for raw in ws:
+                    frame = self._parse(raw)
+                    if frame is None:
+                        continue
+                    message_type, data = frame["type"], frame.get("data")
+                    if message_type in ("subscribed", "unsubscribed") and isinstance(data, dict):
+                        self.channels = list(data.get("channels", self.channels))
+                    if message_type == "subscribed" and not established:
+                        established = True
+                        self._connected.set()
+                        self._tasks = [asyncio.create_task(self._refresh_loop())]
+                        if self.keepalive:
+                            self._tasks.append(asyncio.create_task(self._keepalive_loop()))
+                    self._resolve(message_type, data)
+                    self._emit(message_type, data)
+        except websockets.ConnectionClosed:
+            pass
+        except Exception as error:  # DNS, refused, handshake, or a token provider that failed: retry with backoff
+            logger.warning("WebSocket connection failed: %s", error)
+        finally:
+            self.ws = None
+            self._connected.clear()
+            for task in self._tasks:
+                task.cancel()
+            self._tasks = []
+            for waiters in self._waiters.values():
+                for future in waiters:
+                    if not future.done():
+                        future.set_exception(ConnectionError("WebSocket closed"))
+                waiters.clear()
+        if ws is None:
+            return established, 1006, ""
+        return established, ws.close_code or 1006, ws.close_reason or ""
+
+    async def _url(self, fresh_token: bool) -> str:
+        if self.token_provider is not None and (fresh_token or self.token is None):
+            self.token = await _call(self.token_provider)
+        separator = "&" if "?" in self.url else "?"
+        return f"{self.url}{separator}token={quote(self.token, safe='')}"
+
+    async def _request(self, message_type: str, data: Any, reply: str, timeout: float | None = None) -> Any:
+        """Send a frame and return the data of the next `reply` frame."""
+        future = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(reply, deque())
+        waiters.append(future)
+        try:
+            if not await self.send(message_type, data):
+                raise ConnectionError("WebSocket not connected")
+            return await asyncio.wait_for(future, timeout if timeout is not None else self.reply_timeout)
+        finally:
+            if future in waiters:
+                waiters.remove(future)
+
+    def _resolve(self, message_type: str, data: Any) -> None:
+        waiters = self._waiters.get(message_type)
+        while waiters:
+            future = waiters.popleft()
+            if not future.done():
+                future.set_result(data if data is not None else {})
+                return
+
+    def _emit(self, event: str, data: Any) -> None:
+        # Handlers run in their own task, in order, so one may await presence() or refresh() without deadlock.
+        self._events.put_nowait((event, data))
+
+    async def _dispatch(self) -> None:
+        while True:
+            event, data = await self._events.get()
+            try:
+                for handler in list(self.handlers.get(event, [])):
+                    try:
+                        result = handler(data)
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception:
+                        logger.exception("Handler for %s failed", event)
+            finally:
+                self._events.task_done()
+
+    async def _refresh_loop(self) -> None:
+        """Renew a JWT in-band before it expires, with a token from the provider."""
+        while self.token_provider is not None and self.token is not None:
+            expiry = jwt_expiry(self.token)
+            if expiry is None:
+                return  # an API key does not expire
+            await asyncio.sleep(refresh_delay(expiry - time.time()))
+            if jwt_expiry(self.token) != expiry:
+                continue  # refreshed meanwhile
+            try:
+                await self.refresh(await _call(self.token_provider))
+            except ConnectionError:
+                return
+            except Exception as error:
+                logger.warning("Token refresh failed: %s", error)
+                await asyncio.sleep(1)  # then again at 80% of what is left
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            idle = time.monotonic() - self._last_sent
+            if idle >= self.keepalive:
+                await self.send("ping")
+                idle = 0.0
+            await asyncio.sleep(self.keepalive - idle)
+
+    @staticmethod
+    def _parse(raw: str | bytes) -> dict[str, Any] | None:
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            logger.error("Failed to parse message: %.200r", raw)
+            return None
+        return frame if isinstance(frame, dict) and isinstance(frame.get("type"), str) else None

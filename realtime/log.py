@@ -1,0 +1,68 @@
+"""The event log: numbering and storing memory events in the writer's transaction, reading them back, pruning."""
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Max, Min
+from django.utils import timezone
+
+from realtime.models import Event, TenantSequence
+
+
+def record_event(
+    *, tenant_id: int, event_type: str, memory_id: Any, data: dict[str, Any], audience: dict[str, Any]
+) -> Event:
+    """Store an event with the tenant's next sequence number, inside the caller's transaction."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("Events are recorded in the transaction of the write that causes them.")
+    # The UPDATE locks the tenant's counter row until commit: the tenant's writers take turns,
+    # so numbers are given in commit order and a rolled-back write gives its number back.
+    if not TenantSequence.objects.filter(tenant_id=tenant_id).update(last_seq=F("last_seq") + 1):
+        TenantSequence.objects.bulk_create([TenantSequence(tenant_id=tenant_id)], ignore_conflicts=True)
+        TenantSequence.objects.filter(tenant_id=tenant_id).update(last_seq=F("last_seq") + 1)
+    seq = TenantSequence.objects.filter(tenant_id=tenant_id).values_list("last_seq", flat=True).get()
+    return Event.objects.create(
+        tenant_id=tenant_id, seq=seq, type=event_type, memory_id=memory_id, data=data, audience=audience
+    )
+
+
+def current_seq(tenant_id: int) -> int:
+    """The tenant's last committed sequence number (0 before its first event)."""
+    return TenantSequence.objects.filter(tenant_id=tenant_id).values_list("last_seq", flat=True).first() or 0
+
+
+def current_seqs(tenant_ids: list[int]) -> dict[int, int]:
+    """The last committed sequence number of each tenant that has one."""
+    return dict(TenantSequence.objects.filter(tenant_id__in=tenant_ids).values_list("tenant_id", "last_seq"))
+
+
+def events_after(tenant_id: int, seq: int, *, before: int | None = None, limit: int | None = None) -> list[Event]:
+    """The tenant's logged events after `seq` (and before `before`), in order."""
+    events = Event.objects.filter(tenant_id=tenant_id, seq__gt=seq).order_by("seq")
+    if before is not None:
+        events = events.filter(seq__lt=before)
+    return list(events[:limit] if limit else events)
+
+
+def resync_reason(tenant_id: int, last_seq: int) -> tuple[str | None, int]:
+    """Why a client at `last_seq` cannot catch up from the log (None if it can), and the current seq."""
+    current = current_seq(tenant_id)
+    if last_seq > current:
+        return "ahead", current
+    oldest = Event.objects.filter(tenant_id=tenant_id).aggregate(oldest=Min("seq"))["oldest"]
+    if last_seq < current and (oldest is None or oldest > last_seq + 1):
+        return "expired", current
+    return None, current
+
+
+def prune_events() -> int:
+    """Delete events beyond retention: kept are a tenant's last N events, and everything younger than H hours."""
+    keep = settings.PUOMEMO_EVENT_LOG_MIN_EVENTS
+    cutoff = timezone.now() - timedelta(hours=settings.PUOMEMO_EVENT_LOG_MIN_HOURS)
+    deleted = 0
+    for row in Event.objects.values("tenant_id").annotate(last=Max("seq")):
+        old = Event.objects.filter(tenant_id=row["tenant_id"], seq__lte=row["last"] - keep, created_at__lt=cutoff)
+        deleted += old.delete()[0]
+    return deleted

@@ -1,0 +1,264 @@
+"""The Python and JS clients (clients/) against a real daphne process and Redis."""
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import time
+import urllib.request
+import uuid
+from datetime import datetime
+
+import jwt
+import pytest
+
+from clients.python.puomemo_client import (
+    PuoMemoClient,
+    PuoMemoClosedError,
+    backoff_delay,
+    jwt_expiry,
+    refresh_delay,
+)
+from tests.live import ROOT, RedisServer, start_cluster
+from tests.test_live_servers import api
+
+SECRET = "test-secret-for-the-client-tests-only"  # the servers sign with it, so the test can mint short-lived JWTs
+USERS = {"alice": ("live", "admin"), "bob": ("live", "member")}
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("clients")
+    redis_server = RedisServer(tmp)
+    redis_server.start()
+    try:
+        cluster = start_cluster(tmp, redis_server.url, users=USERS, settings={"SECRET_KEY": SECRET}, count=1)
+        try:
+            yield {"server": cluster.servers[0], "keys": cluster.keys}
+        finally:
+            cluster.stop()
+    finally:
+        redis_server.stop()
+
+
+def login(server, username: str) -> str:
+    """A JWT access token from the server's login endpoint."""
+    body = json.dumps({"username": username, "password": "pw-live-123"}).encode()
+    request = urllib.request.Request(
+        f"{server.http}/api/v4/auth/token/", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["access"]
+
+
+def mint(like: str, lifetime: float) -> str:
+    """A JWT with the claims of `like` (user, tenant) that expires in `lifetime` seconds."""
+    claims = jwt.decode(like, options={"verify_signature": False})
+    now = time.time()
+    payload = {**claims, "iat": int(now), "exp": int(now + lifetime), "jti": uuid.uuid4().hex}
+    return jwt.encode(payload, SECRET, algorithm="HS256")
+
+
+def record(client: PuoMemoClient, *events: str) -> asyncio.Queue:
+    """A queue of (event, data) for each of `events` the client's handlers receive."""
+    queue: asyncio.Queue = asyncio.Queue()
+    for event in events:
+        client.on(event, lambda data, event=event: queue.put_nowait((event, data)))
+    return queue
+
+
+async def next_event(queue: asyncio.Queue, event: str, timeout: float = 10) -> dict:
+    while True:
+        name, data = await asyncio.wait_for(queue.get(), timeout)
+        if name == event:
+            return data
+
+
+@contextlib.asynccontextmanager
+async def running(*clients: PuoMemoClient):
+    """Run the clients' connect() loops; wait until all are subscribed; disconnect them afterwards."""
+    tasks = [asyncio.create_task(client.connect()) for client in clients]
+    try:
+        for client in clients:
+            await client.wait_connected(10)
+        yield tasks
+    finally:
+        for client, task in zip(clients, tasks, strict=True):
+            await client.disconnect()
+            with contextlib.suppress(PuoMemoClosedError):
+                await asyncio.wait_for(task, 5)
+
+
+async def create_memory(server, key: str, title: str, visibility: str = "team") -> dict:
+    status, memory = await asyncio.to_thread(
+        api, server, "POST", "/api/v4/memories/", key, {"title": title, "visibility": visibility}
+    )
+    assert status == 201, memory
+    return memory
+
+
+def test_backoff_doubles_to_30_s_with_jitter_and_refresh_leads_expiry():
+    for attempt in range(12):
+        step = min(30, 2**attempt)
+        delays = {backoff_delay(attempt) for _ in range(20)}
+        assert all(step / 2 <= delay <= step for delay in delays) and len(delays) > 1
+    assert (refresh_delay(1800), refresh_delay(5)) == (1740, 4)  # 60 s before, or at 80% for short tokens
+    token = jwt.encode({"exp": 2_000_000_000}, SECRET, algorithm="HS256")
+    assert (jwt_expiry(token), jwt_expiry("pm_abc"), jwt_expiry("a.b.c")) == (2_000_000_000, None, None)
+
+
+async def test_python_client_gets_events_and_resubscribes_after_a_reconnect(live):
+    server, keys = live["server"], live["keys"]
+    bob = PuoMemoClient(keys["bob"], server.ws)
+    events = record(bob, "memory.created", "closed")
+    async with running(bob):
+        await create_memory(server, keys["alice"], "before")
+        assert (await next_event(events, "memory.created"))["memory"]["title"] == "before"
+        for _ in range(300):  # past twice the rate limit (100 a minute): the server closes with 4002
+            if not await bob.send("ping"):
+                break
+        closed = await next_event(events, "closed")
+        assert (closed["code"], closed["reconnect"]) == (4002, True)
+        await bob.wait_connected(10)  # reconnected after backoff
+        assert bob.channels == ["memories", "tenant.updates"]
+        await create_memory(server, keys["alice"], "after")
+        # A new connection has no subscriptions: this arrives only because the client subscribed again.
+        assert (await next_event(events, "memory.created"))["memory"]["title"] == "after"
+
+
+async def test_presence_lists_the_connected_users(live):
+    server, keys = live["server"], live["keys"]
+    alice, bob = PuoMemoClient(keys["alice"], server.ws), PuoMemoClient(keys["bob"], server.ws)
+    heard = record(alice, "presence")
+    async with running(alice, bob):
+        users = await alice.presence()
+        assert {user["user_name"] for user in users} == {"alice", "bob"}
+        assert all(user["connections"] >= 1 for user in users)
+        assert (await next_event(heard, "presence"))["users"] == users  # on("presence") sees the reply too
+    async with running(alice):
+        assert {user["user_name"] for user in await alice.presence()} == {"alice"}  # bob left
+
+
+async def test_typing_reaches_a_teammate_and_is_throttled_per_memory(live):
+    server, keys = live["server"], live["keys"]
+    memory = await create_memory(server, keys["alice"], "agenda")
+    alice, bob = PuoMemoClient(keys["alice"], server.ws), PuoMemoClient(keys["bob"], server.ws)
+    typing = record(bob, "memory.typing")
+    async with running(alice, bob):
+        assert await alice.typing(memory["id"]) is True
+        assert await alice.typing(memory["id"]) is False  # within 2 s: not sent
+        data = await next_event(typing, "memory.typing")
+        assert (data["memory_id"], data["user_name"]) == (memory["id"], "alice")
+        await asyncio.sleep(2.1)
+        assert await alice.typing(memory["id"]) is True
+        assert (await next_event(typing, "memory.typing"))["memory_id"] == memory["id"]
+
+
+async def test_refresh_returns_the_new_tokens_expiry(live):
+    server = live["server"]
+    first, second = login(server, "alice"), mint(login(server, "alice"), 3600)
+    alice = PuoMemoClient(first, server.ws)
+    async with running(alice):
+        expires_at = await alice.refresh(second)
+        assert expires_at.endswith("Z")
+        assert datetime.fromisoformat(expires_at).timestamp() == jwt_expiry(second)
+        assert alice.token == second
+        assert await alice.refresh(live["keys"]["alice"]) is None  # API keys do not expire
+
+
+async def test_a_token_provider_renews_a_short_jwt_in_band_before_it_expires(live):
+    server, template = live["server"], login(live["server"], "alice")
+    issued: list[str] = []
+
+    async def provider() -> str:
+        issued.append(mint(template, 5))
+        return issued[-1]
+
+    renewing = PuoMemoClient(None, server.ws, token_provider=provider)
+    control = PuoMemoClient(mint(template, 5), server.ws)  # the same kind of token, no provider
+    renewed_at: list[float] = []
+    renewing.on("authenticated", lambda data: renewed_at.append(time.time()))
+    closes = record(renewing, "closed")
+    async with running(renewing, control) as (_, control_task):
+        first_expiry = jwt_expiry(issued[0])
+        await asyncio.sleep(first_expiry - time.time() + 2.5)
+        with pytest.raises(PuoMemoClosedError) as stopped:
+            await asyncio.wait_for(control_task, 1)
+        assert stopped.value.code == 4001  # the server closes an expired token's socket
+        assert renewed_at and renewed_at[0] < first_expiry
+        assert renewing.connected and closes.empty()
+        assert len(issued) >= 2 and renewing.token == issued[-1]
+        assert {user["user_name"] for user in await renewing.presence()} == {"alice"}
+
+
+async def test_a_revoked_key_stops_the_client_without_reconnecting(live):
+    server, keys = live["server"], live["keys"]
+    status, created = await asyncio.to_thread(api, server, "POST", "/api/v4/api-keys/", keys["bob"], {"name": "d"})
+    assert status == 201
+    client = PuoMemoClient(created["key"], server.ws)
+    closes: list[dict] = []
+    client.on("closed", closes.append)
+    task = asyncio.create_task(client.connect())
+    await client.wait_connected(10)
+    status, _ = await asyncio.to_thread(api, server, "DELETE", f"/api/v4/api-keys/{created['id']}/", keys["bob"])
+    assert status == 204
+    with pytest.raises(PuoMemoClosedError) as stopped:
+        await asyncio.wait_for(task, 10)
+    assert stopped.value.code == client.close_code == 4001
+    assert [(c["code"], c["reconnect"]) for c in closes] == [(4001, False)]
+    assert not client.connected
+
+
+async def test_the_js_client_against_a_live_server(live):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    server, keys = live["server"], live["keys"]
+    status, doomed = await asyncio.to_thread(api, server, "POST", "/api/v4/api-keys/", keys["bob"], {"name": "js"})
+    assert status == 201
+    env = {**os.environ, "WS_URL": server.ws, "HTTP_URL": server.http, "BOB_KEY": keys["bob"]}
+    template = login(server, "alice")
+    short_tokens = [mint(template, 4), mint(template, 60)]  # the provider's: the first expires during the run
+    env.update(DOOMED_KEY=doomed["key"], SHORT_TOKENS=json.dumps(short_tokens))
+    process = await asyncio.create_subprocess_exec(
+        node,
+        "--experimental-websocket",
+        "--no-warnings",
+        str(ROOT / "tests" / "js" / "client_check.mjs"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    lines: list[dict] = []
+    try:
+        while not lines or lines[-1].get("step") not in ("done", "timeout"):
+            raw = await asyncio.wait_for(process.stdout.readline(), 30)
+            assert raw, (await process.stderr.read()).decode()
+            lines.append(json.loads(raw))
+            step = lines[-1].get("step")
+            if step == "ready":
+                memory = await create_memory(server, keys["alice"], "for the js client")
+            elif step == "revoke":
+                path = f"/api/v4/api-keys/{doomed['id']}/"
+                assert (await asyncio.to_thread(api, server, "DELETE", path, keys["bob"]))[0] == 204
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    steps = {line["step"]: line for line in lines if "step" in line}
+    received = {line["type"]: line["data"] for line in lines if line.get("client") == "bob"}
+    assert received["memory.created"]["memory"]["id"] == memory["id"]
+    assert (steps["typing"]["first"], steps["typing"]["second"]) == (True, False)
+    assert (received["memory.typing"]["memory_id"], received["memory.typing"]["user_name"]) == (memory["id"], "alice")
+    users = {user["user_name"]: user["connections"] for user in steps["presence"]["users"]}
+    assert set(users) == {"alice", "bob"} and users["bob"] >= 2  # bob's key and the doomed key
+    expires_in = datetime.fromisoformat(steps["refresh"]["expires_at"]).timestamp() - time.time()
+    assert steps["refresh"]["expires_at"].endswith("Z") and 25 * 60 < expires_in <= 30 * 60
+    assert [(c["code"], c["reconnect"]) for c in steps["done"]["doomed_closes"]] == [(4001, False)]
+    assert steps["done"]["doomed_close_code"] == 4001
+    short = steps["done"]["short"]  # renewed in-band before its first token expired, and still connected
+    assert [event["type"] for event in short["events"]] == ["authenticated"] and short["connected"]
+    assert short["events"][0]["at"] < short["first_expiry"] == jwt_expiry(short_tokens[0]) * 1000
+    assert datetime.fromisoformat(short["events"][0]["data"]["expires_at"]).timestamp() == jwt_expiry(short_tokens[1])

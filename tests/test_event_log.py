@@ -1,0 +1,213 @@
+"""The event log: gapless per-tenant seq, resume, resync, re-filtered replay, healing lost publishes, GET /events."""
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Membership, Role
+from memories.models import Memory, Visibility
+from realtime.log import prune_events
+from realtime.models import Event
+from tests.conftest import jwt_for
+from tests.factories import MemoryFactory
+from tests.wsclient import connect, frames
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def sync(fn, *args, **kwargs):
+    return database_sync_to_async(fn)(*args, **kwargs)
+
+
+def seqs(tenant) -> list[int]:
+    return list(Event.objects.filter(tenant=tenant).values_list("seq", flat=True))
+
+
+async def resume(comm, last_seq) -> list[dict]:
+    """Send resume and return every frame up to and including `resumed` (or `resync_required`)."""
+    await comm.send_json_to({"type": "resume", "data": {"last_seq": last_seq}})
+    received = []
+    while not received or received[-1]["type"] not in ("resumed", "resync_required"):
+        received.append(await comm.receive_json_from(5))
+    return received
+
+
+def test_each_tenant_numbers_its_events_without_gaps_and_a_rollback_takes_none(make_user, other_tenant, tenant):
+    owner, outsider = make_user(), make_user(in_tenant=other_tenant)
+    memory = MemoryFactory(owner=owner)
+    memory.title = "changed"
+    memory.save()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        MemoryFactory(owner=owner)
+        raise RuntimeError("rolled back")
+    MemoryFactory(owner=outsider)
+    memory.delete()
+    assert seqs(tenant) == [1, 2, 3]
+    assert list(Event.objects.filter(tenant=tenant).values_list("type", flat=True)) == [
+        "memory.created",
+        "memory.updated",
+        "memory.deleted",
+    ]
+    assert seqs(other_tenant) == [1]
+
+
+async def test_resume_replays_what_the_viewer_may_see_in_order_then_live_events(make_user):
+    owner, viewer = await sync(lambda: (make_user(), make_user(Role.GUEST)))
+    comm = await connect(jwt_for(viewer), subscribe=["memories"])
+    await sync(MemoryFactory, owner=owner, visibility=Visibility.PUBLIC, title="seen live")
+    [live] = await frames(comm)
+    await comm.disconnect()
+
+    def while_away():
+        MemoryFactory(owner=owner, visibility=Visibility.TEAM, title="not for guests")
+        MemoryFactory(owner=owner, visibility=Visibility.PUBLIC, title="missed 1")
+        MemoryFactory(owner=owner, visibility=Visibility.PUBLIC, title="missed 2")
+
+    await sync(while_away)
+    comm = await connect(jwt_for(viewer), subscribe=["memories"])
+    received = await resume(comm, live["seq"])
+    assert [(f["type"], f.get("seq"), f["data"].get("memory", {}).get("title")) for f in received] == [
+        ("memory.created", 3, "missed 1"),
+        ("memory.created", 4, "missed 2"),
+        ("resumed", None, None),
+    ]
+    assert received[-1]["data"] == {"last_seq": 4}
+    await sync(MemoryFactory, owner=owner, visibility=Visibility.PUBLIC)
+    assert [f["seq"] for f in await frames(comm)] == [5]
+    await comm.disconnect()
+
+
+async def test_last_seq_in_subscribe_resumes_too(make_user):
+    owner = await sync(make_user)
+    await sync(MemoryFactory, owner=owner)
+    comm = await connect(jwt_for(owner), subscribe=None)
+    await comm.send_json_to({"type": "subscribe", "data": {"channels": ["memories"], "last_seq": 0}})
+    received = [await comm.receive_json_from() for _ in range(3)]
+    assert [(f["type"], f.get("seq")) for f in received] == [
+        ("subscribed", None),
+        ("memory.created", 1),
+        ("resumed", None),
+    ]
+    await comm.disconnect()
+
+
+async def test_replay_judges_by_the_viewer_and_memory_as_they_are_now(make_user):
+    owner, viewer = await sync(lambda: (make_user(), make_user()))
+    hidden_later = await sync(MemoryFactory, owner=owner, visibility=Visibility.TEAM, title="made private later")
+    await sync(MemoryFactory, owner=owner, visibility=Visibility.TEAM, title="team")
+    await sync(MemoryFactory, owner=owner, visibility=Visibility.PUBLIC, title="public")
+
+    def later():
+        hidden_later.visibility = Visibility.PRIVATE
+        hidden_later.save()
+        Membership.objects.filter(user=viewer).update(role=Role.GUEST)  # demoted since
+
+    await sync(later)
+    comm = await connect(jwt_for(viewer), subscribe=["memories"])
+    received = await resume(comm, 0)
+    titles = [f["data"]["memory"]["title"] for f in received if f["type"] == "memory.created"]
+    assert titles == ["public"]
+    assert [f["type"] for f in received] == ["memory.created", "resumed"]
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize("where", ["ahead", "expired"])
+async def test_resume_outside_the_log_asks_for_a_resync(make_user, settings, where):
+    owner = await sync(make_user)
+    for _ in range(4):
+        await sync(MemoryFactory, owner=owner)
+    if where == "expired":
+        settings.PUOMEMO_EVENT_LOG_MIN_EVENTS = 2
+        await sync(lambda: Event.objects.update(created_at=timezone.now() - timedelta(days=2)))
+        assert await sync(prune_events) == 2
+    comm = await connect(jwt_for(owner), subscribe=["memories"])
+    [reply] = await resume(comm, 99 if where == "ahead" else 1)
+    assert (reply["type"], reply["data"]) == ("resync_required", {"reason": where, "current_seq": 4})
+    assert [f["type"] for f in await resume(comm, 2)] == ["memory.created", "memory.created", "resumed"]
+    await comm.disconnect()
+
+
+def test_retention_keeps_the_last_events_and_the_young_ones(make_user, settings):
+    settings.PUOMEMO_EVENT_LOG_MIN_EVENTS = 3
+    owner = make_user()
+    for _ in range(6):
+        MemoryFactory(owner=owner)
+    Event.objects.filter(seq__lte=2).update(created_at=timezone.now() - timedelta(hours=25))
+    assert prune_events() == 2
+    assert seqs(owner.membership.tenant) == [3, 4, 5, 6]  # 3 is young enough, though beyond the last three
+
+
+async def test_a_lost_publish_is_healed_from_the_log_in_order(make_user, settings, monkeypatch):
+    settings.PUOMEMO_EVENT_LOG_POLL_SECONDS = 0.2
+    owner = await sync(make_user)
+    comm = await connect(jwt_for(owner), subscribe=["memories"])
+    layer = get_channel_layer()
+    real_send = layer.group_send
+    lost = []
+
+    async def lose_the_second(group, message):
+        if message.get("seq") == 2 and not lost:
+            lost.append(message)
+            raise ConnectionError("Redis blinked")
+        await real_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", lose_the_second)
+    for title in ("one", "two", "three"):
+        await sync(MemoryFactory, owner=owner, title=title)
+    await sync(MemoryFactory, owner=owner, title="four")
+    received = await frames(comm, quiet=0.8)
+    assert lost and [(f["seq"], f["data"]["memory"]["title"]) for f in received] == [
+        (1, "one"),
+        (2, "two"),
+        (3, "three"),
+        (4, "four"),
+    ]
+    await comm.disconnect()
+
+
+async def test_a_write_the_process_never_published_arrives_by_the_log_poll(make_user, settings):
+    settings.PUOMEMO_EVENT_LOG_POLL_SECONDS = 0.2
+    owner = await sync(make_user)
+    comm = await connect(jwt_for(owner), subscribe=["memories"])
+
+    def written_elsewhere():
+        # As another process on another channel layer would: logged, never published here.
+        with transaction.atomic():
+            MemoryFactory(owner=owner, title="from a shell")
+            transaction.get_connection().run_on_commit.clear()
+
+    await sync(written_elsewhere)
+    await asyncio.sleep(0.5)
+    assert [f["data"]["memory"]["title"] for f in await frames(comm)] == ["from a shell"]
+    await comm.disconnect()
+
+
+def test_events_endpoint_pages_and_filters(make_user, client_for):
+    owner, guest = make_user(), make_user(Role.GUEST)
+    for i in range(5):
+        MemoryFactory(owner=owner, visibility=Visibility.PUBLIC if i % 2 == 0 else Visibility.TEAM, title=f"m{i}")
+    api = client_for(guest)
+    first = api.get("/api/v4/events", {"after_seq": 0, "limit": 3}).json()
+    assert [(e["seq"], e["data"]["memory"]["title"]) for e in first["events"]] == [(1, "m0"), (3, "m2")]
+    assert (first["last_seq"], first["current_seq"]) == (3, 5)
+    second = api.get("/api/v4/events", {"after_seq": first["last_seq"], "limit": 3}).json()
+    assert [e["seq"] for e in second["events"]] == [5]
+    assert second["last_seq"] == 5
+    assert set(second["events"][0]) == {"id", "type", "timestamp", "data", "seq"}
+
+
+def test_events_endpoint_says_when_to_resync_and_rejects_bad_input(make_user, client_for):
+    owner = make_user()
+    MemoryFactory(owner=owner)
+    api = client_for(owner)
+    ahead = api.get("/api/v4/events", {"after_seq": 7})
+    assert ahead.status_code == 410
+    assert {k: ahead.json()[k] for k in ("reason", "current_seq")} == {"reason": "ahead", "current_seq": 1}
+    bad = api.get("/api/v4/events", {"after_seq": "x", "limit": 5000})
+    assert bad.status_code == 400 and set(bad.json()) == {"after_seq", "limit"}
+    assert Memory.objects.count() == 1
