@@ -10,7 +10,7 @@ from django.db import transaction
 from accounts.principal import Actor
 from memories.models import Memory
 from memories.visibility import Audience
-from realtime import metrics
+from realtime import catalogue, metrics
 from realtime.frames import encode, iso, new_id, now_iso
 from realtime.log import record_event
 from realtime.models import Event
@@ -40,6 +40,7 @@ def memory_payload(memory: Memory) -> dict[str, Any]:
         "content": memory.content,
         "tags": list(memory.tags),
         "visibility": memory.visibility,
+        "version": memory.version,
         "created_at": iso(memory.created_at),
         "updated_at": iso(memory.updated_at),
     }
@@ -68,6 +69,7 @@ def event_message(
     `before` and `after` audiences (see change_audience). `origin` is a connection
     that must not receive its own event. `seq` numbers logged memory events.
     """
+    catalogue.check(event_type, data, kinds=catalogue.EVENTS)  # a payload cannot drift from the README
     return {
         "type": LAYER_MESSAGE_TYPE,
         "id": event_id or new_id(),

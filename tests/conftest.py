@@ -1,14 +1,18 @@
+import json
+
 import pytest
+import websockets.asyncio.connection
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connections
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import Role
-from realtime import limits, tickets
+from realtime import catalogue, limits, tickets
 from tests.factories import TenantFactory, UserFactory
 
 
@@ -34,6 +38,28 @@ def close_connections_of_async_tests(django_db_setup, django_db_blocker):
     yield
     with django_db_blocker.unblock():
         async_to_sync(database_sync_to_async(connections.close_all))()
+
+
+@pytest.fixture(autouse=True)
+def frames_match_the_catalogue(monkeypatch):
+    """Every frame any test receives, from the communicator or a real server, must match the event catalogue."""
+    receive_output = WebsocketCommunicator.receive_output
+    recv = websockets.asyncio.connection.Connection.recv
+
+    async def checked_output(self, *args, **kwargs):
+        message = await receive_output(self, *args, **kwargs)
+        if message.get("text") is not None:
+            catalogue.check_frame(json.loads(message["text"]))
+        return message
+
+    async def checked_recv(self, *args, **kwargs):
+        data = await recv(self, *args, **kwargs)
+        if isinstance(data, str):
+            catalogue.check_frame(json.loads(data))
+        return data
+
+    monkeypatch.setattr(WebsocketCommunicator, "receive_output", checked_output)
+    monkeypatch.setattr(websockets.asyncio.connection.Connection, "recv", checked_recv)
 
 
 @pytest.fixture(autouse=True)

@@ -35,6 +35,7 @@ async def test_rest_writes_arrive_in_the_spec_shapes(make_user, client_for):
             "content": "C",
             "tags": ["x"],
             "visibility": "team",
+            "version": 1,
             "created_at": created["created_at"],
             "updated_at": created["updated_at"],
         },
@@ -46,7 +47,7 @@ async def test_rest_writes_arrive_in_the_spec_shapes(make_user, client_for):
     [event] = await frames(watcher)
     assert (event["type"], event["seq"]) == ("memory.updated", 2)
     assert event["data"]["changes"] == {"content": "C2"}
-    assert event["data"]["memory"]["content"] == "C2"
+    assert (event["data"]["memory"]["content"], event["data"]["memory"]["version"]) == ("C2", 2)
 
     await sync(api.delete, f"{URL}{created['id']}/")
     [event] = await frames(watcher)

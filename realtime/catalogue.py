@@ -1,0 +1,184 @@
+"""Every frame the server sends, with the shape of its data: publish and the tests hold frames to it."""
+
+from typing import Any, NotRequired, TypedDict, get_type_hints, is_typeddict
+
+
+class MemoryPayload(TypedDict):
+    id: str
+    title: str
+    content: str
+    tags: list
+    visibility: str
+    version: int
+    created_at: str
+    updated_at: str
+
+
+class MemoryCreated(TypedDict):
+    memory: MemoryPayload
+    user_id: str
+    user_name: str
+
+
+class MemoryUpdated(TypedDict):
+    memory: MemoryPayload
+    user_id: str
+    user_name: str
+    changes: dict
+
+
+class MemoryDeleted(TypedDict):
+    memory_id: str
+    title: str
+    user_id: str
+    user_name: str
+    reason: NotRequired[str]  # "visibility": it exists, but this viewer may no longer see it
+
+
+class EmbeddingComplete(TypedDict):
+    memory_id: str
+    embedding_model: str
+
+
+class MemoryTyping(TypedDict):
+    memory_id: str
+    user_id: str
+    user_name: str
+
+
+class Presence(TypedDict):
+    user_id: str
+    user_name: str
+    connection_id: str
+
+
+class PresenceUser(TypedDict):
+    user_id: str
+    user_name: str
+    connections: int
+
+
+class PresenceList(TypedDict):
+    users: list[PresenceUser]
+
+
+class Channels(TypedDict):
+    channels: list[str]
+
+
+class Pong(TypedDict):
+    timestamp: str
+
+
+class Authenticated(TypedDict):
+    expires_at: str | None
+
+
+class Resumed(TypedDict):
+    last_seq: int
+
+
+class ResyncRequired(TypedDict):
+    reason: str  # "expired" or "ahead"
+    current_seq: int
+
+
+class Error(TypedDict):
+    message: str
+    retry_after: NotRequired[float]
+
+
+class AccessChanged(TypedDict):  # between server processes only, never sent to clients
+    user_id: int
+    tenant_id: int | None
+    role: str
+    active: bool
+    revoked_key_id: int | None
+
+
+# Memory events are logged and carry `seq`; the others do not.
+LOGGED = {
+    "memory.created": MemoryCreated,
+    "memory.updated": MemoryUpdated,
+    "memory.deleted": MemoryDeleted,
+    "memory.embedding_complete": EmbeddingComplete,
+}
+EVENTS = {
+    **LOGGED,
+    "memory.typing": MemoryTyping,
+    "tenant.user_joined": Presence,
+    "tenant.user_left": Presence,
+    "access.changed": AccessChanged,
+}
+REPLIES = {
+    "subscribed": Channels,
+    "unsubscribed": Channels,
+    "pong": Pong,
+    "authenticated": Authenticated,
+    "presence": PresenceList,
+    "resumed": Resumed,
+    "resync_required": ResyncRequired,
+    "error": Error,
+}
+
+
+class ShapeError(ValueError):
+    """A frame's data is not what the catalogue declares for its type."""
+
+
+def check(message_type: str, data: Any, *, kinds: dict[str, type] | None = None) -> None:
+    """Raise ShapeError unless `data` has exactly the shape declared for `message_type`."""
+    kinds = kinds if kinds is not None else {**EVENTS, **REPLIES}
+    if message_type not in kinds:
+        raise ShapeError(f"{message_type!r} is not in the event catalogue")
+    _check(kinds[message_type], data, message_type)
+
+
+def check_frame(frame: dict[str, Any]) -> None:
+    """Check a whole frame as a client receives it: the envelope, `seq` on logged events only, and its data."""
+    expected = {"id", "type", "timestamp", "data"} | ({"seq"} if frame.get("type") in LOGGED else set())
+    if set(frame) != expected:
+        raise ShapeError(f"{frame.get('type')!r} frame has keys {sorted(frame)}, expected {sorted(expected)}")
+    if "seq" in frame and not (isinstance(frame["seq"], int) and frame["seq"] > 0):
+        raise ShapeError(f"seq must be a positive integer, got {frame['seq']!r}")
+    check(frame["type"], frame["data"], kinds={**LOGGED, **EVENTS, **REPLIES})
+
+
+def _check(shape: Any, value: Any, where: str) -> None:
+    if is_typeddict(shape):
+        if not isinstance(value, dict):
+            raise ShapeError(f"{where}: expected an object, got {type(value).__name__}")
+        hints = get_type_hints(shape)
+        missing = shape.__required_keys__ - set(value)
+        unknown = set(value) - set(hints)
+        if missing or unknown:
+            raise ShapeError(f"{where}: missing {sorted(missing)}, unknown {sorted(unknown)}")
+        for key, item in value.items():
+            _check(hints[key], item, f"{where}.{key}")
+        return
+    options = getattr(shape, "__args__", None) if type(shape).__name__ == "UnionType" else None
+    if options:
+        if not any(_fits(option, value) for option in options):
+            raise ShapeError(f"{where}: {value!r} is none of {shape}")
+        return
+    origin = getattr(shape, "__origin__", None)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ShapeError(f"{where}: expected a list")
+        for i, item in enumerate(value):
+            _check(shape.__args__[0], item, f"{where}[{i}]")
+        return
+    if shape is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return
+    if not isinstance(value, origin or shape) or (isinstance(value, bool) and shape is int):
+        raise ShapeError(f"{where}: expected {shape}, got {value!r}")
+
+
+def _fits(shape: Any, value: Any) -> bool:
+    if shape is type(None):
+        return value is None
+    try:
+        _check(shape, value, "")
+    except ShapeError:
+        return False
+    return True
