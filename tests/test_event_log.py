@@ -211,3 +211,19 @@ def test_events_endpoint_says_when_to_resync_and_rejects_bad_input(make_user, cl
     bad = api.get("/api/v4/events", {"after_seq": "x", "limit": 5000})
     assert bad.status_code == 400 and set(bad.json()) == {"after_seq", "limit"}
     assert Memory.objects.count() == 1
+
+
+def test_prune_command_reports_what_it_deleted(make_user, settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.PUOMEMO_EVENT_LOG_MIN_EVENTS = 1
+    owner = make_user()
+    for _ in range(3):
+        MemoryFactory(owner=owner)
+    Event.objects.update(created_at=timezone.now() - timedelta(hours=25))
+    out = StringIO()
+    call_command("prune_events", stdout=out)
+    assert "Deleted 2 events" in out.getvalue()
+    assert seqs(owner.membership.tenant) == [3]

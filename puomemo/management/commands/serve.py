@@ -1,6 +1,7 @@
 """Serve the ASGI app with daphne, its WebSocket limits derived from the settings."""
 
 import asyncio
+import logging
 
 from asgiref.sync import sync_to_async
 from daphne.cli import CommandLineInterface
@@ -11,11 +12,16 @@ from memories import embeddings
 from memories.worker import embedding_worker, run_worker
 from realtime.consumers import SERVER_SHUTTING_DOWN
 from realtime.fanout import hub
+from realtime.log import prune_events
+
+logger = logging.getLogger(__name__)
 
 # daphne must accept a frame a little over our limit, so the application can
 # refuse it with 1009 instead of daphne dropping the connection (docs/architecture.md).
 DAPHNE_HEADROOM_BYTES = 64 * 1024
 
+# How often a serving process prunes the event log.
+PRUNE_SECONDS = 3600
 
 # How long the reactor waits after the 1001 closes so the frames leave the sockets.
 SHUTDOWN_FLUSH_SECONDS = 0.5
@@ -53,6 +59,18 @@ def _on_a_thread_once_running(function, *args) -> None:
     reactor.callWhenRunning(start)
 
 
+def _prune_the_event_log_hourly() -> None:
+    """Keep the event log within its retention while serving; a failure waits for the next hour."""
+    from twisted.internet import reactor, task, threads
+
+    def prune():
+        deferred = threads.deferToThread(prune_events)
+        deferred.addErrback(lambda failure: logger.error("Pruning the event log failed: %s", failure.value))
+        return deferred
+
+    reactor.callWhenRunning(task.LoopingCall(prune).start, PRUNE_SECONDS, now=True)
+
+
 class Command(BaseCommand):
     help = "Serve PUO Memo (HTTP and /ws) with daphne."
 
@@ -80,6 +98,7 @@ class Command(BaseCommand):
             "puomemo.asgi:application",
         ]  # fmt: skip
         _close_connections_on_shutdown()
+        _prune_the_event_log_hourly()
         if no_worker:
             _on_a_thread_once_running(embeddings.model)  # so that no search waits for the model
         else:
