@@ -124,8 +124,10 @@ DATABASES = {
 }
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The server and its embedding worker thread write at the same time.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # The server and its embedding worker thread write at the same time: wait for
+    # the lock, and take it when a transaction begins, so that two transactions
+    # that read first never deadlock upgrading to write.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=20, transaction_mode="IMMEDIATE")
     # A file, not memory, so that tests can run a worker process on the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"puomemo_test_{os.getpid()}.sqlite3")}
 else:
