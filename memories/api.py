@@ -1,5 +1,7 @@
 """REST endpoints for memories: thin views over selectors and services."""
 
+from collections.abc import Callable
+
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -9,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from memories.models import Memory
-from memories.selectors import memory_list, memory_search
+from memories.selectors import consistent_read, memory_list, memory_search
 from memories.serializers import (
     MemoryConflictSerializer,
     MemoryFilterSerializer,
@@ -71,7 +73,24 @@ def precondition_failed(current: Memory) -> Response:
     return with_etag(Response(body, status=status.HTTP_412_PRECONDITION_FAILED), current)
 
 
+class StreamPositionPagination(PageNumberPagination):
+    """Pages that also say which event `seq` they reflect."""
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        schema = super().get_paginated_response_schema(schema)
+        schema["properties"]["seq"] = {
+            "type": "integer",
+            "description": "The tenant's event seq these rows reflect: resume /ws or poll /events from it.",
+        }
+        return schema
+
+
 class MemoryListApi(APIView):
+    pagination_class = StreamPositionPagination
+    # Where the tenant's event stream stands (tenant_id -> seq); wired in by the URL
+    # configuration, since the event log belongs to the real-time layer.
+    stream_position: Callable[[int], int] | None = None
+
     @extend_schema(
         parameters=[MemoryFilterSerializer, OpenApiParameter("page", int)],
         responses=MemoryOutputSerializer(many=True),
@@ -79,9 +98,17 @@ class MemoryListApi(APIView):
     def get(self, request):
         filters = MemoryFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(memory_list(viewer=request.auth, filters=filters.validated_data), request)
-        return paginator.get_paginated_response(MemoryOutputSerializer(page, many=True).data)
+        paginator = self.pagination_class()
+        # The rows and the position they reflect come from one snapshot: a client that
+        # resumes the stream from `seq` misses nothing and doubles nothing.
+        with consistent_read():
+            memories = memory_list(viewer=request.auth, filters=filters.validated_data)
+            page = paginator.paginate_queryset(memories, request)
+            rows = MemoryOutputSerializer(page, many=True).data
+            seq = self.stream_position(request.auth.tenant_id) if self.stream_position else None
+        response = paginator.get_paginated_response(rows)
+        response.data["seq"] = seq
+        return response
 
     @extend_schema(request=MemoryInputSerializer, responses={201: MemoryOutputSerializer}, parameters=[ETAG])
     def post(self, request):

@@ -2,8 +2,10 @@
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 
 from accounts.principal import Principal
@@ -11,6 +13,17 @@ from memories import embeddings
 from memories.models import EmbeddingStatus, Memory
 from memories.vector_index import tenant_vectors
 from memories.visibility import Audience, can_view, visible_memories
+
+
+@contextmanager
+def consistent_read() -> Iterator[None]:
+    """A transaction whose queries all see one snapshot of the database."""
+    outermost = not connection.in_atomic_block  # an enclosing transaction keeps its own isolation level
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":  # READ COMMITTED: a new snapshot per statement
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield  # SQLite: the transaction holds the database lock, so nothing changes under it
 
 
 def memory_list(*, viewer: Principal, filters: dict) -> QuerySet[Memory]:

@@ -7,13 +7,14 @@ from accounts.api import ApiKeyDetailApi, ApiKeyListApi, TokenObtainView
 from memories.api import MemoryDetailApi, MemoryListApi, MemorySearchApi
 from puomemo.metrics import metrics
 from realtime.api import EventListApi, WebSocketStatusApi, WebSocketTicketApi
+from realtime.log import current_seq
 
 api_v4 = [
     path("auth/token/", TokenObtainView.as_view(), name="token-obtain"),
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("api-keys/", ApiKeyListApi.as_view(), name="api-key-list"),
     path("api-keys/<int:pk>/", ApiKeyDetailApi.as_view(), name="api-key-detail"),
-    path("memories/", MemoryListApi.as_view(), name="memory-list"),
+    path("memories/", MemoryListApi.as_view(stream_position=current_seq), name="memory-list"),
     path("memories/search", MemorySearchApi.as_view(), name="memory-search"),
     path("memories/<uuid:pk>/", MemoryDetailApi.as_view(), name="memory-detail"),
     path("ws/status", WebSocketStatusApi.as_view(), name="ws-status"),

@@ -1,12 +1,13 @@
 """The event log: gapless per-tenant seq, resume, resync, re-filtered replay, healing lost publishes, GET /events."""
 
 import asyncio
+import threading
 from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Membership, Role
@@ -227,3 +228,46 @@ def test_prune_command_reports_what_it_deleted(make_user, settings):
     call_command("prune_events", stdout=out)
     assert "Deleted 2 events" in out.getvalue()
     assert seqs(owner.membership.tenant) == [3]
+
+
+async def test_list_then_resume_from_its_seq_misses_and_doubles_nothing(make_user, client_for):
+    owner = await sync(make_user)
+    for title in ("before 1", "before 2"):
+        await sync(MemoryFactory, owner=owner, title=title)
+    listing = (await sync(lambda: client_for(owner).get("/api/v4/memories/"))).json()
+    assert listing["seq"] == 2 and {m["title"] for m in listing["results"]} == {"before 1", "before 2"}
+    for title in ("after 1", "after 2"):
+        await sync(MemoryFactory, owner=owner, title=title)
+    comm = await connect(jwt_for(owner), subscribe=["memories"])
+    received = await resume(comm, listing["seq"])
+    assert [(f.get("seq"), f["data"].get("memory", {}).get("title")) for f in received] == [
+        (3, "after 1"),
+        (4, "after 2"),
+        (None, None),
+    ]
+    await comm.disconnect()
+
+
+def test_the_list_reads_its_rows_and_seq_in_one_snapshot(make_user, client_for, monkeypatch):
+    """A write that commits between reading the rows and reading seq must not show in one and not the other."""
+    from memories import api as memories_api
+
+    owner = make_user()
+    MemoryFactory(owner=owner)
+    real = memories_api.MemoryOutputSerializer
+    other = make_user()
+
+    def serialize_then_write(*args, **kwargs):
+        data = real(*args, **kwargs).data
+        # Another connection writes now (on SQLite it waits for the list's transaction to end).
+        thread = threading.Thread(target=lambda: (MemoryFactory(owner=other), connection.close()))
+        thread.start()
+        thread.join(0.5)
+        serialize_then_write.thread = thread
+        return type("Done", (), {"data": data})()
+
+    monkeypatch.setattr(memories_api, "MemoryOutputSerializer", serialize_then_write)
+    listing = client_for(owner).get("/api/v4/memories/").json()
+    serialize_then_write.thread.join()
+    assert (len(listing["results"]), listing["seq"]) == (1, 1)
+    assert Event.objects.filter(tenant=owner.membership.tenant).count() == 2
