@@ -17,7 +17,7 @@ from accounts.principal import InvalidToken, Principal, principal_from_token
 from memories.selectors import memory_audience
 from memories.visibility import seen_as
 from realtime import frames, metrics
-from realtime.events import CHANNELS, MEMORIES, TENANT_UPDATES, EventFrames, apublish, change_audience
+from realtime.events import CHANNELS, MEMORIES, TENANT_UPDATES, EventFrames, actor_data, apublish, change_audience
 from realtime.fanout import hub
 from realtime.limits import TYPING_INTERVAL_SECONDS, SlidingWindow, Throttle, connection_registry
 from realtime.log import resync_reason
@@ -163,59 +163,82 @@ class MemoryConsumer(AsyncWebsocketConsumer):
 
     async def handle(self, message_type: str, data: Any) -> None:
         """Answer one client message."""
-        if message_type == "ping":
-            self.emit("pong", {"timestamp": frames.now_iso()})
-        elif message_type in ("subscribe", "unsubscribe"):
-            channels = data.get("channels") if isinstance(data, dict) else None
-            if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-                raise frames.InvalidFrame(f"Invalid message format: {message_type} needs data.channels, a list")
-            unknown = sorted(set(channels) - set(CHANNELS))
-            if unknown:
-                known = ", ".join(CHANNELS)
-                self.emit("error", {"message": f"Unknown channel(s): {', '.join(unknown)}. Known: {known}"})
-            elif message_type == "subscribe":
-                self.subscriptions.update(channels)
-                self.emit("subscribed", {"channels": sorted(self.subscriptions)})
-                if "last_seq" in data:
-                    await self.resume(data["last_seq"])
-            else:
-                self.subscriptions.difference_update(channels)
-                self.emit("unsubscribed", {"channels": sorted(self.subscriptions)})
-        elif message_type == "resume":
-            await self.resume(data.get("last_seq") if isinstance(data, dict) else None)
-        elif message_type == "presence":
-            self.emit("presence", {"users": await connection_registry().presence(self.tenant_id)})
-        elif message_type == "typing":
-            memory_id = data.get("memory_id") if isinstance(data, dict) else None
-            if not isinstance(memory_id, str):
-                raise frames.InvalidFrame("Invalid message format: typing needs data.memory_id, a string")
-            audience = await database_sync_to_async(memory_audience)(viewer=self.principal, memory_id=memory_id)
-            if audience is None:
-                self.emit("error", {"message": f"Unknown memory: {memory_id[:100]}"})
-            elif self.typing.allow(memory_id):  # keystrokes come fast; relay one a memory per interval
-                data = {"memory_id": memory_id, "user_id": str(self.user_id), "user_name": self.principal.user_name}
-                await apublish(
-                    tenant_id=self.tenant_id,
-                    event_type="memory.typing",
-                    channel=MEMORIES,
-                    data=data,
-                    audience=change_audience(audience, audience),
-                    origin=self.connection_id,
-                )
-        elif message_type == "auth":
-            token = data.get("token") if isinstance(data, dict) else None
-            if not isinstance(token, str):
-                raise frames.InvalidFrame("Invalid message format: auth needs data.token, a string")
-            try:
-                self.principal = await database_sync_to_async(reauthenticate)(self.principal, token)
-            except InvalidToken:
-                await self.close(AUTH_FAILED)
-                return
-            self._arm_expiry()
-            expires_at = self.principal.expires_at
-            self.emit("authenticated", {"expires_at": frames.iso(expires_at) if expires_at else None})
-        else:
+        handler = {
+            "ping": self.on_ping,
+            "subscribe": self.on_subscribe,
+            "unsubscribe": self.on_unsubscribe,
+            "resume": self.on_resume,
+            "auth": self.on_auth,
+            "presence": self.on_presence,
+            "typing": self.on_typing,
+        }.get(message_type)
+        if handler is None:
             self.emit("error", {"message": f"Unknown message type: {message_type[:100]}"})
+        else:
+            await handler(data if isinstance(data, dict) else {})
+
+    async def on_ping(self, data: dict) -> None:
+        self.emit("pong", {"timestamp": frames.now_iso()})
+
+    async def on_subscribe(self, data: dict) -> None:
+        if self._channels(data, "subscribe") is not None:
+            self.subscriptions.update(data["channels"])
+            self.emit("subscribed", {"channels": sorted(self.subscriptions)})
+            if "last_seq" in data:
+                await self.resume(data["last_seq"])
+
+    async def on_unsubscribe(self, data: dict) -> None:
+        if self._channels(data, "unsubscribe") is not None:
+            self.subscriptions.difference_update(data["channels"])
+            self.emit("unsubscribed", {"channels": sorted(self.subscriptions)})
+
+    async def on_resume(self, data: dict) -> None:
+        await self.resume(data.get("last_seq"))
+
+    async def on_auth(self, data: dict) -> None:
+        token = data.get("token")
+        if not isinstance(token, str):
+            raise frames.InvalidFrame("Invalid message format: auth needs data.token, a string")
+        try:
+            self.principal = await database_sync_to_async(reauthenticate)(self.principal, token)
+        except InvalidToken:
+            await self.close(AUTH_FAILED)
+            return
+        self._arm_expiry()
+        expires_at = self.principal.expires_at
+        self.emit("authenticated", {"expires_at": frames.iso(expires_at) if expires_at else None})
+
+    async def on_presence(self, data: dict) -> None:
+        self.emit("presence", {"users": await connection_registry().presence(self.tenant_id)})
+
+    async def on_typing(self, data: dict) -> None:
+        memory_id = data.get("memory_id")
+        if not isinstance(memory_id, str):
+            raise frames.InvalidFrame("Invalid message format: typing needs data.memory_id, a string")
+        audience = await database_sync_to_async(memory_audience)(viewer=self.principal, memory_id=memory_id)
+        if audience is None:
+            self.emit("error", {"message": f"Unknown memory: {memory_id[:100]}"})
+        elif self.typing.allow(memory_id):  # keystrokes come fast; relay one a memory per interval
+            await apublish(
+                tenant_id=self.tenant_id,
+                event_type="memory.typing",
+                channel=MEMORIES,
+                data={"memory_id": memory_id, **actor_data(self.principal.actor)},
+                audience=change_audience(audience, audience),
+                origin=self.connection_id,
+            )
+
+    def _channels(self, data: dict, message_type: str) -> list[str] | None:
+        """The known channels a (un)subscribe names; raises InvalidFrame, or answers an error and returns None."""
+        channels = data.get("channels")
+        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+            raise frames.InvalidFrame(f"Invalid message format: {message_type} needs data.channels, a list")
+        unknown = sorted(set(channels) - set(CHANNELS))
+        if unknown:
+            known = ", ".join(CHANNELS)
+            self.emit("error", {"message": f"Unknown channel(s): {', '.join(unknown)}. Known: {known}"})
+            return None
+        return channels
 
     def revise(self, principal: Principal | None) -> None:
         """Follow an access change: the new role from the next event on, or 4001 when access is gone."""

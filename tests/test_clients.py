@@ -12,6 +12,7 @@ from datetime import datetime
 
 import jwt
 import pytest
+import websockets
 
 from clients.python.puomemo_client import (
     PuoMemoClient,
@@ -23,6 +24,7 @@ from clients.python.puomemo_client import (
 from tests.live import ROOT, RedisServer, start_cluster
 from tests.test_live_servers import api
 
+LOGGED = ("memory.created", "memory.updated", "memory.deleted", "memory.embedding_complete")
 SECRET = "test-secret-for-the-client-tests-only"  # the servers sign with it, so the test can mint short-lived JWTs
 USERS = {"alice": ("live", "admin"), "bob": ("live", "member")}
 
@@ -96,6 +98,13 @@ async def create_memory(server, key: str, title: str, visibility: str = "team") 
     )
     assert status == 201, memory
     return memory
+
+
+async def event_log(server, key: str, after_seq: int) -> dict:
+    """GET /api/v4/events as the key's user sees them now: {events, last_seq, current_seq}."""
+    status, page = await asyncio.to_thread(api, server, "GET", f"/api/v4/events?after_seq={after_seq}&limit=1000", key)
+    assert status == 200, page
+    return page
 
 
 def test_backoff_doubles_to_30_s_with_jitter_and_refresh_leads_expiry():
@@ -262,3 +271,120 @@ async def test_the_js_client_against_a_live_server(live):
     assert [event["type"] for event in short["events"]] == ["authenticated"] and short["connected"]
     assert short["events"][0]["at"] < short["first_expiry"] == jwt_expiry(short_tokens[0]) * 1000
     assert datetime.fromisoformat(short["events"][0]["data"]["expires_at"]).timestamp() == jwt_expiry(short_tokens[1])
+    # Cut by the server (4002) while memories were written, the client resumed: each event bob may see, once, in order.
+    resume = steps["resume"]
+    assert [(c["code"], c["reconnect"]) for c in resume["closes"]] == [(4002, True)]
+    log = await event_log(server, keys["bob"], resume["start_seq"])
+    assert [(e["type"], e["seq"], e["id"]) for e in resume["received"]] == [
+        (frame["type"], frame["seq"], frame["data"]["memory"]["id"]) for frame in log["events"]
+    ]
+    titles = [frame["data"]["memory"]["title"] for frame in log["events"]]
+    assert titles == ["js-before", "js-gap", "js-gap-2", "js-after"]
+    alice_view = (await event_log(server, keys["alice"], resume["start_seq"]))["events"]
+    hidden_seq = next(f["seq"] for f in alice_view if f["data"]["memory"]["id"] == resume["hidden_id"])
+    assert [r["last_seq"] for r in resume["resumed"]] == [hidden_seq]  # past the gap's event bob may not see
+    assert resume["last_seq"] == log["current_seq"] == log["events"][-1]["seq"]
+
+
+async def test_python_client_sends_its_position_tracks_seq_and_drops_stale_versions():
+    """Against a scripted server: what the client sends on each (re)connect, and what it does with seq frames."""
+    subscribes: list[dict] = []
+
+    def frame(message_type: str, data: dict, seq: int | None = None) -> str:
+        envelope = {"id": str(uuid.uuid4()), "type": message_type, "timestamp": "2026-01-01T00:00:00Z", "data": data}
+        return json.dumps(envelope | ({"seq": seq} if seq is not None else {}))
+
+    def updated(seq: int, version: int) -> str:
+        at = "2026-01-01T00:00:00Z"
+        memory = {"id": "m1", "title": "t", "content": "", "tags": [], "visibility": "team", "version": version}
+        data = {"memory": memory | {"created_at": at, "updated_at": at}, "user_id": "1", "user_name": "alice"}
+        return frame("memory.updated", data | {"changes": {"title": "t"}}, seq)
+
+    async def serve(ws) -> None:
+        subscribes.append(json.loads(await ws.recv(decode=False))["data"])  # bytes: a client frame, not checked
+        await ws.send(frame("subscribed", {"channels": subscribes[-1]["channels"]}))
+        if len(subscribes) == 1:
+            typing = frame("memory.typing", {"memory_id": "m1", "user_id": "1", "user_name": "alice"})
+            for text in (updated(7, 3), updated(8, 2), typing):  # the second is older than the first: dropped
+                await ws.send(text)
+            await ws.send(frame("resumed", {"last_seq": 9}))
+            await ws.close(1013)  # did not read fast enough: reconnect and resume
+        else:
+            await ws.send(frame("resync_required", {"reason": "expired", "current_seq": 20}))
+            await ws.wait_closed()
+
+    with pytest.raises(ValueError):
+        PuoMemoClient("pm_x", last_seq=-1)
+    async with websockets.serve(serve, "127.0.0.1", 0) as scripted:
+        port = scripted.sockets[0].getsockname()[1]
+        client = PuoMemoClient("pm_x", f"ws://127.0.0.1:{port}/ws", last_seq=5, backoff_base=0.05)
+        assert client.last_seq == 5
+        versions: list[int] = []
+        client.on("memory.updated", lambda data: versions.append(data["memory"]["version"]))
+        heard = record(client, "resync_required")
+        async with running(client):
+            assert (await next_event(heard, "resync_required")) == {"reason": "expired", "current_seq": 20}
+            assert client.last_seq == 20  # the position it goes on from
+    assert [s.get("last_seq") for s in subscribes] == [5, 9]  # the constructor's, then max(8, resumed 9)
+    assert versions == [3]  # version 2 after version 3 was dropped
+
+
+async def test_python_client_resumes_after_its_connection_is_cut_missing_and_repeating_nothing(live):
+    server, keys = live["server"], live["keys"]
+    away = asyncio.Event()  # reconnects wait for it: writes happen while bob has no connection
+
+    async def provider() -> str:
+        await away.wait()
+        return keys["bob"]
+
+    away.set()
+    start = (await event_log(server, keys["alice"], 0))["current_seq"]
+    bob = PuoMemoClient(keys["bob"], server.ws, token_provider=provider, backoff_base=0.2)
+    received: list[tuple[str, dict]] = []
+    for event in LOGGED:
+        bob.on(event, lambda data, event=event: received.append((event, data)))
+    heard = record(bob, "memory.created", "resumed", "closed")
+    async with running(bob):
+        first = await create_memory(server, keys["alice"], "r-before")
+        await next_event(heard, "memory.created")
+        away.clear()
+        bob.ws.transport.abort()  # the TCP connection just drops: no close frame
+        closed = await next_event(heard, "closed")
+        assert (closed["code"], closed["reconnect"]) == (1006, True)
+        path = f"/api/v4/memories/{first['id']}/"
+        assert (await asyncio.to_thread(api, server, "PATCH", path, keys["alice"], {"title": "r-gap"}))[0] == 200
+        second = await create_memory(server, keys["alice"], "r-gap-2")
+        hidden = await create_memory(server, keys["alice"], "r-gap-private", visibility="private")
+        away.set()
+        resumed = await next_event(heard, "resumed")
+        await create_memory(server, keys["alice"], "r-after")  # live again
+        await next_event(heard, "memory.created")
+    log = await event_log(server, keys["bob"], start)  # what bob may see, in seq order, each once
+    assert received == [(frame["type"], frame["data"]) for frame in log["events"]]
+    assert [(name, data["memory"]["title"]) for name, data in received] == [
+        ("memory.created", "r-before"),
+        ("memory.updated", "r-gap"),
+        ("memory.created", "r-gap-2"),
+        ("memory.created", "r-after"),
+    ]
+    assert received[2][1]["memory"]["id"] == second["id"]
+    alice_view = (await event_log(server, keys["alice"], start))["events"]
+    hidden_seq = next(f["seq"] for f in alice_view if f["data"].get("memory", {}).get("id") == hidden["id"])
+    assert resumed["last_seq"] == hidden_seq  # the position moved past an event bob may not see
+    assert bob.last_seq == log["current_seq"] == log["events"][-1]["seq"]
+
+
+async def test_python_client_with_a_position_ahead_of_the_server_is_told_to_resync(live):
+    server, keys = live["server"], live["keys"]
+    bob = PuoMemoClient(keys["bob"], server.ws, last_seq=10**9)
+    resyncs: list[dict] = []
+    bob.on("resync_required", resyncs.append)
+    heard = record(bob, "resync_required", "memory.created")
+    async with running(bob):
+        data = await next_event(heard, "resync_required")
+        current = (await event_log(server, keys["bob"], 0))["current_seq"]
+        assert data == {"reason": "ahead", "current_seq": current} and resyncs == [data]
+        assert bob.last_seq == current  # adopted: the next reconnect resumes from there
+        await create_memory(server, keys["alice"], "after the resync")
+        await next_event(heard, "memory.created")
+        assert bob.last_seq == (await event_log(server, keys["bob"], 0))["current_seq"] > current

@@ -1,5 +1,5 @@
 // PUO Memo real-time client: the spec's API (on, off, send, connect, disconnect) plus reconnects with
-// backoff, resubscription, in-band token refresh, presence, typing and tickets.
+// backoff that resubscribe and resume from the last seq seen, in-band token refresh, presence, typing and tickets.
 // An ES module with no dependencies: browsers, and Node >= 20 with a global WebSocket
 // (`node --experimental-websocket` on Node 20, built in from Node 22). Usage: README.md next to this file.
 
@@ -9,6 +9,7 @@ const DEFAULT_CHANNELS = ['memories', 'tenant.updates'];
 const STOP_CODES = new Set([4001, 4003]);
 const TYPING_INTERVAL_MS = 2000; // the server relays one `typing` a memory per 2 s per connection
 const MAX_TIMER_MS = 2 ** 31 - 1; // setTimeout fires at once for longer delays
+const MAX_TRACKED_VERSIONS = 10000; // memories whose last version seen is kept, to drop stale events
 
 /** The server closed with a code that reconnecting cannot fix (4001 or 4003): the client stopped. */
 export class PuoMemoClosedError extends Error {
@@ -54,6 +55,7 @@ export class PuoMemoWebSocket {
    * @param {string[]} [options.channels]  subscribed on every connection
    * @param {number|null} [options.keepalive]  ms without sending before a `ping` (null: never)
    * @param {number} [options.replyTimeout]  ms to wait for `presence` and `authenticated` replies
+   * @param {number|null} [options.lastSeq]  resume from this seq (a REST snapshot's `seq`) on the first connection
    */
   constructor(token, url = DEFAULT_URL, options = {}) {
     const {
@@ -64,10 +66,12 @@ export class PuoMemoWebSocket {
       replyTimeout = 10000,
       backoffBase = 1000,
       backoffCap = 30000,
+      lastSeq = null,
     } = options;
     if (!token && !tokenProvider && !ticketProvider) {
       throw new Error('PuoMemoWebSocket needs a token, a tokenProvider or a ticketProvider');
     }
+    if (lastSeq !== null && !isWhole(lastSeq)) throw new Error('lastSeq must be a whole number or null');
     this.token = token || null;
     this.url = url;
     this.tokenProvider = tokenProvider;
@@ -88,6 +92,17 @@ export class PuoMemoWebSocket {
     this._typingSent = new Map();
     this._lastSent = 0;
     this._timers = new Set();
+    this._lastSeq = lastSeq;
+    this._versions = new Map(); // memory id -> the newest `version` seen, at most MAX_TRACKED_VERSIONS
+  }
+
+  /**
+   * The tenant's event position the client has reached, sent as `last_seq` on every (re)subscribe: the highest
+   * `seq` of the memory events received and of `resumed`; after `resync_required`, its `current_seq`. null until
+   * the first of these (unless given as the `lastSeq` option).
+   */
+  get lastSeq() {
+    return this._lastSeq;
   }
 
   /** Register a handler called with each `event`'s data, or the client event `closed` ({code, reason, reconnect}). */
@@ -182,7 +197,11 @@ export class PuoMemoWebSocket {
     }
     this.ws = ws;
     let established = false;
-    ws.onopen = () => this.send('subscribe', { channels: this.channels });
+    ws.onopen = () => {
+      const subscribe = { channels: this.channels };
+      if (this._lastSeq !== null) subscribe.last_seq = this._lastSeq; // the server replays what was missed
+      this.send('subscribe', subscribe);
+    };
     ws.onmessage = (event) => {
       let frame;
       try {
@@ -193,6 +212,7 @@ export class PuoMemoWebSocket {
       }
       if (typeof frame?.type !== 'string') return;
       const { type, data } = frame;
+      if (!this._track(type, frame.seq, data)) return; // an older version of a memory than one already seen
       if ((type === 'subscribed' || type === 'unsubscribed') && Array.isArray(data?.channels)) {
         this.channels = [...data.channels];
       }
@@ -212,6 +232,33 @@ export class PuoMemoWebSocket {
       if (this.ws === ws) this.ws = null;
       this._closed(event.code || 1006, event.reason || '', established);
     };
+  }
+
+  /** Follow the event position; false for a memory event older than a version already seen. */
+  _track(type, seq, data) {
+    if (isWhole(seq)) this._lastSeq = this._lastSeq === null ? seq : Math.max(this._lastSeq, seq);
+    if (!data || typeof data !== 'object') return true;
+    if (type === 'resumed' && isWhole(data.last_seq)) {
+      this._lastSeq = Math.max(this._lastSeq ?? 0, data.last_seq);
+    } else if (type === 'resync_required' && isWhole(data.current_seq)) {
+      // Handlers reload over REST; the client goes on from the tenant's current position.
+      this._lastSeq = data.current_seq;
+      this._versions.clear(); // an "ahead" server may have been restored from a backup: versions too
+      if (!this.handlers.get('resync_required')?.length) {
+        console.warn(`PuoMemoWebSocket: resync required (${data.reason}) and no handler: reload the state over REST`);
+      }
+    } else if (type === 'memory.created' || type === 'memory.updated') {
+      const id = data.memory?.id;
+      const version = data.memory?.version;
+      if (typeof id === 'string' && isWhole(version)) {
+        const seen = this._versions.get(id);
+        if (seen !== undefined && version < seen) return false;
+        this._versions.delete(id); // re-inserted last: the oldest entries go first
+        this._versions.set(id, version);
+        if (this._versions.size > MAX_TRACKED_VERSIONS) this._versions.delete(this._versions.keys().next().value);
+      }
+    }
+    return true;
   }
 
   async _connectUrl(fresh) {
@@ -334,6 +381,10 @@ export class PuoMemoWebSocket {
       this._scheduleKeepalive();
     }, Math.max(0, this.keepalive - idle));
   }
+}
+
+function isWhole(value) {
+  return Number.isSafeInteger(value) && value >= 0;
 }
 
 function randomId() {

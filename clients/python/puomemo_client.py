@@ -1,4 +1,5 @@
-"""A resilient client for PUO Memo's /ws: the spec's API plus reconnects, token refresh, presence and typing.
+"""A resilient client for PUO Memo's /ws: the spec's API plus reconnects that resume from the last seq seen,
+token refresh, presence and typing.
 
 Usage: see the README, "Clients".
 """
@@ -32,6 +33,7 @@ DEFAULT_CHANNELS = ("memories", "tenant.updates")
 STOP_CODES = frozenset({4001, 4003})
 TYPING_INTERVAL = 2.0  # the server relays one `typing` a memory per 2 s per connection
 MAX_FRAME_BYTES = 16 * 1_048_576  # server frames carry whole memories
+MAX_TRACKED_VERSIONS = 10_000  # memories whose last version seen is kept, to drop stale events
 
 
 class PuoMemoClosedError(Exception):
@@ -67,6 +69,10 @@ def refresh_delay(remaining: float, *, lead: float = 60.0) -> float:
     return max(0.0, remaining - min(lead, remaining * 0.2))
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 async def _call(provider: TokenProvider) -> str:
     result = provider()
     return await result if inspect.isawaitable(result) else result
@@ -86,9 +92,12 @@ class PuoMemoClient:
         reply_timeout: float = 10.0,
         backoff_base: float = 1.0,
         backoff_cap: float = 30.0,
+        last_seq: int | None = None,
     ) -> None:
         if token is None and token_provider is None:
             raise ValueError("PuoMemoClient needs a token or a token_provider")
+        if last_seq is not None and (isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0):
+            raise ValueError("last_seq must be a whole number or None")
         self.token = token
         self.url = url
         self.token_provider = token_provider
@@ -108,14 +117,29 @@ class PuoMemoClient:
         self._typing_sent: dict[str, float] = {}
         self._last_sent = 0.0
         self._tasks: list[asyncio.Task] = []
+        self._last_seq = last_seq
+        self._versions: dict[str, int] = {}  # memory id -> the newest `version` seen, at most MAX_TRACKED_VERSIONS
 
     @property
     def connected(self) -> bool:
         """Whether a connection is open and subscribed."""
         return self._connected.is_set()
 
+    @property
+    def last_seq(self) -> int | None:
+        """The tenant's event position the client has reached: sent as `last_seq` on every (re)subscribe.
+
+        The highest `seq` of the memory events received and of `resumed`; after `resync_required`, its
+        `current_seq`. None until the first of these (unless given to the constructor).
+        """
+        return self._last_seq
+
     def on(self, event: str, handler: Handler) -> None:
-        """Register a handler (sync or async) called with each `event`'s data, or a client event: `closed`."""
+        """Register a handler (sync or async) called with each `event`'s data, or a client event: `closed`.
+
+        `resync_required` ({reason, current_seq}) means events were missed that the log no longer has (or the
+        position is ahead of the server): reload the state over REST. The client continues from `current_seq`.
+        """
         self.handlers.setdefault(event, []).append(handler)
 
     def off(self, event: str, handler: Handler | None = None) -> None:
@@ -214,12 +238,17 @@ class PuoMemoClient:
                 self.ws = ws
                 if not self._running:  # disconnect() came while connecting
                     return established, 1000, ""
-                await self.send("subscribe", {"channels": self.channels})
+                subscribe: dict[str, Any] = {"channels": self.channels}
+                if self._last_seq is not None:
+                    subscribe["last_seq"] = self._last_seq  # the server replays what was missed, then `resumed`
+                await self.send("subscribe", subscribe)
                 async for raw in ws:
                     frame = self._parse(raw)
                     if frame is None:
                         continue
                     message_type, data = frame["type"], frame.get("data")
+                    if not self._track(message_type, frame.get("seq"), data):
+                        continue  # an older version of a memory than one already seen
                     if message_type in ("subscribed", "unsubscribed") and isinstance(data, dict):
                         self.channels = list(data.get("channels", self.channels))
                     if message_type == "subscribed" and not established:
@@ -248,6 +277,35 @@ class PuoMemoClient:
         if ws is None:
             return established, 1006, ""
         return established, ws.close_code or 1006, ws.close_reason or ""
+
+    def _track(self, message_type: str, seq: Any, data: Any) -> bool:
+        """Follow the event position; return False for a memory event older than a version already seen."""
+        if _whole(seq):
+            self._last_seq = seq if self._last_seq is None else max(self._last_seq, seq)
+        if not isinstance(data, dict):
+            return True
+        if message_type == "resumed" and _whole(data.get("last_seq")):
+            self._last_seq = max(self._last_seq or 0, data["last_seq"])
+        elif message_type == "resync_required" and _whole(data.get("current_seq")):
+            # Handlers reload over REST; the client goes on from the tenant's current position.
+            self._last_seq = data["current_seq"]
+            self._versions.clear()  # an "ahead" server may have been restored from a backup: versions too
+            if not self.handlers.get("resync_required"):
+                logger.warning("Resync required (%s) and no handler: reload the state over REST", data.get("reason"))
+        elif message_type in ("memory.created", "memory.updated"):
+            memory = data.get("memory")
+            memory_id = memory.get("id") if isinstance(memory, dict) else None
+            version = memory.get("version") if isinstance(memory, dict) else None
+            if isinstance(memory_id, str) and _whole(version):
+                seen = self._versions.pop(memory_id, None)  # re-inserted last: the oldest entries go first
+                if seen is not None and version < seen:
+                    self._versions[memory_id] = seen
+                    logger.debug("Dropped %s of %s: version %s, %s seen", message_type, memory_id, version, seen)
+                    return False
+                self._versions[memory_id] = version
+                while len(self._versions) > MAX_TRACKED_VERSIONS:
+                    del self._versions[next(iter(self._versions))]
+        return True
 
     async def _url(self, fresh_token: bool) -> str:
         if self.token_provider is not None and (fresh_token or self.token is None):

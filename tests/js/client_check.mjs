@@ -1,11 +1,19 @@
 // Drives clients/js/puomemo-ws.js against a live server for tests/test_clients.py; prints one JSON line per step.
 // Needs WS_URL, HTTP_URL, BOB_KEY, DOOMED_KEY (a key the test revokes when it reads {"step": "revoke"}) and
-// SHORT_TOKENS (JWTs for a tokenProvider: the first expires within seconds).
+// SHORT_TOKENS (JWTs for a tokenProvider: the first expires within seconds). Last, a client whose connection
+// the server cuts (4002) while memories are written resumes from its last seq: the test compares with the log.
 import { PuoMemoWebSocket, jwtExpiry } from '../../clients/js/puomemo-ws.js';
 
 const { WS_URL, HTTP_URL, BOB_KEY, DOOMED_KEY, SHORT_TOKENS } = process.env;
 const out = (line) => console.log(JSON.stringify(line));
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function rest(method, path, token, body = undefined) {
+  const headers = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
+  const response = await fetch(`${HTTP_URL}${path}`, { method, headers, body: body && JSON.stringify(body) });
+  if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${await response.text()}`);
+  return response.json();
+}
 
 async function aliceToken() {
   const response = await fetch(`${HTTP_URL}/api/v4/auth/token/`, {
@@ -43,13 +51,60 @@ bob.on('memory.typing', async (data) => {
 setTimeout(() => {
   out({ step: 'timeout' });
   process.exit(1);
-}, 30000);
+}, 40000);
 await Promise.all([alice.connect(), bob.connect(), doomed.connect(), short.connect()]);
 out({ step: 'ready' });
 while (!doomedCloses.length) await sleep(50);
 await sleep(2500); // a client that reconnected would have closed again by now (first backoff: 0.5-1 s)
 while (Date.now() < shortExpiry + 1500) await sleep(100); // past the first short token's expiry
-const shortState = { events: shortEvents, connected: short.connected, first_expiry: shortExpiry };
-out({ step: 'done', doomed_closes: doomedCloses, doomed_close_code: doomed.closeCode, short: shortState });
+const shortState = { events: [...shortEvents], connected: short.connected, first_expiry: shortExpiry };
 for (const client of [alice, bob, short]) client.disconnect();
+
+// Resume: reconnects wait for `gate`, so the writes below happen while the client has no connection.
+let gate = Promise.resolve();
+let openGate = () => {};
+const resumer = new PuoMemoWebSocket(BOB_KEY, WS_URL, {
+  tokenProvider: async () => {
+    await gate;
+    return BOB_KEY;
+  },
+  backoffBase: 200,
+});
+const received = [];
+const resumed = [];
+const resumerCloses = [];
+for (const type of ['memory.created', 'memory.updated', 'memory.deleted', 'memory.embedding_complete']) {
+  // Handlers run as each frame arrives, so lastSeq is this event's seq.
+  resumer.on(type, (data) => received.push({ type, seq: resumer.lastSeq, id: data.memory?.id ?? data.memory_id }));
+}
+resumer.on('resumed', (data) => resumed.push(data));
+resumer.on('closed', (data) => resumerCloses.push(data));
+const token = await aliceToken();
+const memories = '/api/v4/memories/';
+const startSeq = (await rest('GET', '/api/v4/events?after_seq=0&limit=1', BOB_KEY)).current_seq;
+await resumer.connect();
+const first = await rest('POST', memories, token, { title: 'js-before', visibility: 'team' });
+while (received.length < 1) await sleep(20);
+gate = new Promise((resolve) => (openGate = resolve));
+for (let i = 0; i < 300; i += 1) if (!resumer.send('ping')) break; // past twice the rate limit: 4002
+while (!resumerCloses.length) await sleep(20);
+await rest('PATCH', `${memories}${first.id}/`, token, { title: 'js-gap' });
+await rest('POST', memories, token, { title: 'js-gap-2', visibility: 'team' });
+const hidden = await rest('POST', memories, token, { title: 'js-gap-private', visibility: 'private' });
+openGate();
+while (!resumed.length) await sleep(20);
+await rest('POST', memories, token, { title: 'js-after', visibility: 'team' });
+while (received.length < 4) await sleep(20);
+await sleep(500); // a duplicate would have arrived by now
+out({
+  step: 'resume',
+  start_seq: startSeq,
+  received,
+  resumed,
+  closes: resumerCloses,
+  last_seq: resumer.lastSeq,
+  hidden_id: hidden.id,
+});
+resumer.disconnect();
+out({ step: 'done', doomed_closes: doomedCloses, doomed_close_code: doomed.closeCode, short: shortState });
 process.exit(0);
