@@ -3,8 +3,7 @@
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import connection, transaction
-from django.db.models import F
+from django.db import transaction
 
 from accounts.principal import Principal
 from memories.models import Memory
@@ -43,11 +42,8 @@ def _locked(*, editor: Principal, memory: Memory, expected_version: int | None) 
     Raises Memory.DoesNotExist when it is gone or the editor may no longer see it,
     PermissionDenied when the editor may not change it, VersionConflict when it moved on.
     """
-    if connection.vendor == "sqlite":
-        # SQLite has no row locks: a write first takes the database's write lock, so a
-        # concurrent editor waits here instead of reading the old version, or deadlocking.
-        Memory.objects.filter(pk=memory.pk).update(version=F("version"))
-    # `of`: lock the memory's row, not its owner's.
+    # `of`: lock the memory's row, not its owner's. SQLite has no row locks; its
+    # transactions take the database's write lock when they begin (settings).
     current = Memory.objects.select_for_update(of=("self",)).select_related("owner").filter(pk=memory.pk).first()
     if current is None or not can_view(editor, **Audience.of(current)._asdict()):
         raise Memory.DoesNotExist(f"No memory {memory.pk}.")
