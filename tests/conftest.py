@@ -34,10 +34,18 @@ def fresh_realtime_state():
 
 @pytest.fixture(scope="session", autouse=True)
 def close_connections_of_async_tests(django_db_setup, django_db_blocker):
-    """Close the database connection that async tests opened on asgiref's thread, before the test DB is dropped."""
+    """Close the database connections async tests opened on other threads, before the test DB is dropped."""
     yield
     with django_db_blocker.unblock():
         async_to_sync(database_sync_to_async(connections.close_all))()
+        connection = connections["default"]
+        if connection.vendor == "postgresql":
+            # Threads of a closed event loop (the hub's background checks) may still hold one.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
 
 
 @pytest.fixture(autouse=True)
