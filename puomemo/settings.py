@@ -18,25 +18,13 @@ def env_bool(name: str, default: bool = False) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
 
-def env_int(name: str, default: int) -> int:
-    """Read a positive integer environment variable, failing fast on nonsense."""
+def env_int(name: str, default: int, *, kind: type = int) -> int:
+    """Read a positive integer (or, with kind=float, number) environment variable, failing fast on nonsense."""
     raw = os.environ.get(name, "")
     try:
-        value = int(raw) if raw.strip() else default
+        value = kind(raw) if raw.strip() else default
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
-    if value <= 0:
-        raise ImproperlyConfigured(f"{name} must be positive, got {value}")
-    return value
-
-
-def env_float(name: str, default: float) -> float:
-    """Read a positive number of seconds from the environment, failing fast on nonsense."""
-    raw = os.environ.get(name, "")
-    try:
-        value = float(raw) if raw.strip() else default
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+        raise ImproperlyConfigured(f"{name} must be a positive {kind.__name__}, got {raw!r}") from None
     if value <= 0:
         raise ImproperlyConfigured(f"{name} must be positive, got {value}")
     return value
@@ -187,7 +175,7 @@ PUOMEMO_WS_TICKET_TTL_SECONDS = env_int("PUOMEMO_WS_TICKET_TTL_SECONDS", 30)
 PUOMEMO_WS_OUTBOUND_QUEUE = env_int("PUOMEMO_WS_OUTBOUND_QUEUE", 1000)
 # The event log: how often each process looks for events it did not get published
 # (lost, or written by a process on another channel layer), and what it keeps.
-PUOMEMO_EVENT_LOG_POLL_SECONDS = env_float("PUOMEMO_EVENT_LOG_POLL_SECONDS", 1.0)
+PUOMEMO_EVENT_LOG_POLL_SECONDS = env_int("PUOMEMO_EVENT_LOG_POLL_SECONDS", 1.0, kind=float)
 PUOMEMO_EVENT_LOG_MIN_EVENTS = env_int("PUOMEMO_EVENT_LOG_MIN_EVENTS", 10_000)
 PUOMEMO_EVENT_LOG_MIN_HOURS = env_int("PUOMEMO_EVENT_LOG_MIN_HOURS", 24)
 # Open connections follow access changes at once; this re-check catches a change whose event was lost.

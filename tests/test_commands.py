@@ -84,4 +84,4 @@ def test_settings_refuse_production_without_secret_key():
 
 def test_settings_reject_a_bad_limit():
     result = _settings_import(DEBUG="1", PUOMEMO_WS_MAX_CONNECTIONS_PER_USER="many")
-    assert result.returncode != 0 and "PUOMEMO_WS_MAX_CONNECTIONS_PER_USER must be an integer" in result.stderr
+    assert result.returncode != 0 and "PUOMEMO_WS_MAX_CONNECTIONS_PER_USER must be a positive int" in result.stderr

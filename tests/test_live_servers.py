@@ -97,14 +97,14 @@ async def subscribed(url: str, token: str):
 
 
 async def next_of_type(ws, message_type: str) -> dict:
-    """The next frame of a type, pinging every second so the idle timeout (3 s here) does not close us."""
+    """The next frame of a type (or, ending in ".", of a family), pinging every second against idle timeouts."""
     while True:
         try:
             frame = json.loads(await asyncio.wait_for(ws.recv(), 1))
         except TimeoutError:
             await ws.send('{"type": "ping"}')
             continue
-        if frame["type"] == message_type:
+        if frame["type"] == message_type or (message_type.endswith(".") and frame["type"].startswith(message_type)):
             return frame
 
 
