@@ -1,9 +1,13 @@
-"""Two fixes to daphne's WebSocket protocol: RFC 6455 close codes, and a bound on what a non-reading client buffers."""
+"""Fixes to daphne: RFC 6455 close codes, bounds on what non-reading clients buffer, a deadline for request headers."""
 
+import json
 import logging
+import select
 
-from daphne.ws_protocol import WebSocketProtocol
+from daphne.http_protocol import HTTPFactory
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
+from twisted.web import http
 
 logger = logging.getLogger(__name__)
 
@@ -13,6 +17,8 @@ logger = logging.getLogger(__name__)
 PROTOCOL_CLOSE_CODES = frozenset({1001, 1008, 1009, 1011, 1013})
 
 _original_server_send = WebSocketProtocol.serverSend
+_original_on_close = WebSocketProtocol.onClose
+_original_factory_init = WebSocketFactory.__init__
 
 
 def unsent_bytes(transport) -> int:
@@ -21,6 +27,92 @@ def unsent_bytes(transport) -> int:
     # HTTPChannel already holds the transport's one producer slot.
     buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
     return buffered + getattr(transport, "_tempDataLen", 0)
+
+
+class UnsentBytes:
+    """The bytes waiting unsent in this process's WebSocket connections, summed without visiting them all per send."""
+
+    def __init__(self) -> None:
+        # Only connections last seen with bytes waiting, as of their last send: buffers
+        # drain without telling us, so the total over-estimates until the next check.
+        self.waiting: dict[WebSocketProtocol, int] = {}
+        self.total = 0
+        self.sent_since_check = 0
+        self.check_pending = False
+
+    def record(self, protocol: WebSocketProtocol, waiting: int, sent: int) -> None:
+        """Note what a connection has waiting right after `sent` more bytes were queued on it."""
+        self.total += waiting - self.waiting.pop(protocol, 0)
+        if waiting:
+            self.waiting[protocol] = waiting
+        self.sent_since_check += sent
+
+    def forget(self, protocol: WebSocketProtocol) -> None:
+        """Stop counting a connection (closed or dropped)."""
+        self.total -= self.waiting.pop(protocol, 0)
+
+    def needs_check(self, waiting: int, limit: int, budget: int) -> bool:
+        """Whether a connection that now has `waiting` bytes, or the total, may be over its limit."""
+        # A check visits every connection with bytes waiting, so the total earns one only
+        # after a sixteenth of the budget was sent since the last: what stalled clients
+        # hold can pass the budget by about that much before they are dropped.
+        return waiting > limit or (self.total > budget and self.sent_since_check >= budget // 16)
+
+    def victims(self, limit: int, budget: int) -> list[tuple[WebSocketProtocol, int]]:
+        """Re-measure; stalled connections over the limit, then the most-waiting ones until the rest fit the budget."""
+        self.sent_since_check = 0
+        for protocol in list(self.waiting):
+            gone = getattr(protocol, "dropped_for_not_reading", False) or not protocol.transport.connected
+            self.record(protocol, 0 if gone else unsent_bytes(protocol.transport), 0)
+        stalled = _socket_full(self.waiting)
+        victims = []
+        for protocol, waiting in sorted(self.waiting.items(), key=lambda item: item[1], reverse=True):
+            if waiting <= limit and self.total <= budget:
+                break
+            if protocol in stalled:
+                self.forget(protocol)
+                victims.append((protocol, waiting))
+        return victims
+
+
+def _socket_full(protocols) -> set[WebSocketProtocol]:
+    """The connections whose socket takes no more bytes: their clients are not keeping up."""
+    # One whose socket has room just got its bytes this turn of the reactor, which
+    # writes them on its next: reading clients and stalled ones look alike until then.
+    poller, by_fd = select.poll(), {}
+    for protocol in protocols:
+        fd = getattr(protocol.transport, "fileno", lambda: -1)()
+        if fd >= 0:
+            by_fd[fd] = protocol
+            poller.register(fd, select.POLLOUT)
+    writable = {fd for fd, events in poller.poll(0) if events & select.POLLOUT}
+    return {protocol for fd, protocol in by_fd.items() if fd not in writable}
+
+
+unsent = UnsentBytes()
+
+
+def _drop_for_not_reading(protocol: WebSocketProtocol, waiting: int) -> None:
+    logger.warning(
+        "Dropping a WebSocket client that stopped reading: %s (%d bytes waiting; %d in all connections)",
+        protocol.client_addr,
+        waiting,
+        unsent.total,
+    )
+    protocol.dropped_for_not_reading = True
+    transport = protocol.transport
+    transport.abortConnection()
+    # The aborted transport lives on until daphne lets go of the connection
+    # (a second or so); free what it buffered now, or a burst of drops piles up.
+    transport.dataBuffer, transport.offset = b"", 0
+    transport._tempDataBuffer, transport._tempDataLen = [], 0
+
+
+def _check_unsent() -> None:
+    unsent.check_pending = False
+    limit, budget = settings.PUOMEMO_WS_MAX_BUFFERED_BYTES, settings.PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL
+    for protocol, waiting in unsent.victims(limit, budget):
+        _drop_for_not_reading(protocol, waiting)
 
 
 def _server_close(self, code=None):
@@ -32,16 +124,100 @@ def _server_close(self, code=None):
 
 def _server_send(self, content, binary=False):
     # daphne's send() never blocks, so a client that stops reading would grow
-    # the server's buffer without bound: past the limit, drop the connection.
-    waiting = unsent_bytes(self.transport)
-    if waiting > settings.PUOMEMO_WS_MAX_BUFFERED_BYTES:
-        logger.warning("Dropping a WebSocket client that stopped reading (%d bytes waiting)", waiting)
-        self.transport.abortConnection()
-        return
+    # the server's buffer without bound: past either limit, drop connections.
+    if getattr(self, "dropped_for_not_reading", False):
+        return  # its buffer went with its TCP connection; daphne tells the application soon
+    before = unsent_bytes(self.transport)
     _original_server_send(self, content, binary)
+    after = unsent_bytes(self.transport)
+    unsent.record(self, after, after - before)
+    limit, budget = settings.PUOMEMO_WS_MAX_BUFFERED_BYTES, settings.PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL
+    if not unsent.check_pending and unsent.needs_check(after, limit, budget):
+        # After the reactor's next round of socket writes, so the check sees what the
+        # clients that read took off the buffers by then.
+        from twisted.internet import reactor  # daphne installs the asyncio reactor first
+
+        unsent.check_pending = True
+        reactor.callLater(0, _check_unsent)
+
+
+def _on_close(self, wasClean, code, reason):
+    unsent.forget(self)
+    _original_on_close(self, wasClean, code, reason)
+
+
+def _websocket_factory_init(self, *args, **kwargs):
+    _original_factory_init(self, *args, **kwargs)
+    # By default autobahn fails a connection by dropping it, so a frame over
+    # daphne's cap reached the client as 1006. Failing with a close frame sends
+    # 1009 as soon as the frame's header declares the size, before its payload.
+    self.setProtocolOptions(failByDrop=False)
+
+
+class HeaderDeadlineChannel(http.HTTPChannel):
+    """An HTTP channel that closes a connection whose request line and headers take too long to arrive."""
+
+    # Twisted's idle timeout restarts on every byte, so a client dripping its
+    # headers would hold a connection for ever (slowloris).
+    _header_deadline = None
+    _header_bytes_received = False
+
+    def connectionMade(self):
+        super().connectionMade()
+        self._start_header_clock()
+
+    def dataReceived(self, data):
+        self._header_bytes_received = True
+        super().dataReceived(data)
+
+    def allHeadersReceived(self):
+        self._stop_header_clock()
+        super().allHeadersReceived()
+
+    def requestDone(self, request):
+        if self.persistent:
+            # Before the parent, which may replay a pipelined request's headers at once.
+            self._start_header_clock()
+        super().requestDone(request)
+
+    def connectionLost(self, reason):
+        self._stop_header_clock()
+        super().connectionLost(reason)
+
+    def _start_header_clock(self) -> None:
+        self._stop_header_clock()
+        self._header_bytes_received = False
+        self._header_deadline = self.callLater(settings.PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS, self._headers_too_slow)
+
+    def _stop_header_clock(self) -> None:
+        if self._header_deadline is not None and self._header_deadline.active():
+            self._header_deadline.cancel()
+        self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        # An idle connection just closes: a keep-alive client could read an
+        # unasked-for 408 as the answer to its next request.
+        if self._header_bytes_received:
+            timeout = settings.PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS
+            logger.info("Closing a connection whose request headers took over %d s", timeout)
+            body = json.dumps({"detail": f"The request line and headers took over {timeout} s."}).encode()
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                b"Connection: close\r\n\r\n%s" % (len(body), body)
+            )
+        self.loseConnection()
+
+
+def _http_channel(factory: HTTPFactory) -> http._GenericHTTPChannelProtocol:
+    # What Twisted's HTTPFactory.protocol builds, with our channel inside.
+    return http._GenericHTTPChannelProtocol(HeaderDeadlineChannel())
 
 
 def install() -> None:
-    """Patch daphne's WebSocketProtocol (idempotent)."""
+    """Patch daphne's WebSocket and HTTP protocols (idempotent)."""
     WebSocketProtocol.serverClose = _server_close
     WebSocketProtocol.serverSend = _server_send
+    WebSocketProtocol.onClose = _on_close
+    WebSocketFactory.__init__ = _websocket_factory_init
+    HTTPFactory.protocol = _http_channel

@@ -16,8 +16,9 @@ from realtime.log import prune_events
 
 logger = logging.getLogger(__name__)
 
-# daphne must accept a frame a little over our limit, so the application can
-# refuse it with 1009 instead of daphne dropping the connection (docs/architecture.md).
+# daphne accepts a frame a little over our limit, so the application refuses it
+# with 1009 itself; larger ones get 1009 from autobahn, unread (realtime/daphne.py,
+# docs/architecture.md).
 DAPHNE_HEADROOM_BYTES = 64 * 1024
 
 # How often a serving process prunes the event log.
