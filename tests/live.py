@@ -1,5 +1,8 @@
 """Real server processes for the live tests: `manage.py serve` (daphne) on a fresh database and Redis."""
 
+import asyncio
+import base64
+import json
 import os
 import shutil
 import signal
@@ -7,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -14,25 +18,15 @@ from pathlib import Path
 
 import psycopg
 import redis
+import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
-# The live tests flush this Redis database, so they never share one with a running instance.
-LIVE_REDIS_DB = 14
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def live_redis_url() -> str:
-    """REDIS_URL's server (or localhost's), on the live tests' own database number."""
-    base = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    client = redis.Redis.from_url(base)
-    kwargs = client.connection_pool.connection_kwargs
-    client.close()
-    return f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{LIVE_REDIS_DB}"
 
 
 class LiveDatabase:
@@ -138,7 +132,7 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("The fault tests need redis-server on PATH (Debian: apt-get install redis-server).")
+            raise RuntimeError("The live tests need redis-server on PATH (Debian: apt-get install redis-server).")
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             cwd=self.directory,
@@ -165,30 +159,132 @@ class RedisServer:
 
 @dataclass
 class Cluster:
-    """Server processes on one fresh database and one Redis, with a tenant's users and their API keys."""
+    """Server processes on one fresh database and a Redis of their own, with users and their API keys."""
 
     servers: list[Server]
     keys: dict[str, str]
     env: dict
     database: LiveDatabase
+    redis: RedisServer
 
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
+        self.redis.stop()
         self.database.drop()
 
 
 def start_cluster(
-    tmp: Path, redis_url: str, *, users: dict[str, tuple[str, str]], settings: dict[str, str], count: int = 2
+    tmp: Path,
+    *,
+    users: dict[str, tuple[str, str]],
+    settings: dict[str, str],
+    count: int = 2,
+    args: tuple[str, ...] = ("--no-worker",),
 ) -> Cluster:
-    """Migrate a fresh database, create `users` ({name: (tenant, role)}) with API keys, and start `count` servers."""
+    """Start a Redis, migrate a fresh database, create `users` ({name: (tenant, role)}) with API keys, and start
+    `count` servers (with `args`; by default without the embeddings worker)."""
+    redis_server = RedisServer(tmp)
+    redis_server.start()
     database = LiveDatabase(tmp)
-    env = {**os.environ, "DEBUG": "1", "DATABASE_URL": database.url, "REDIS_URL": redis_url, **settings}
+    env = {**os.environ, "DEBUG": "1", "DATABASE_URL": database.url, "REDIS_URL": redis_server.url, **settings}
     manage(env, "migrate", "--noinput")
-    for tenant in sorted({tenant for tenant, _ in users.values()}):
-        manage(env, "create_tenant", tenant)
-    for name, (tenant, role) in users.items():
-        manage(env, "create_user", name, "--tenant", tenant, "--role", role, "--password", "pw-live-123")
-    keys = {name: manage(env, "create_api_key", name).strip().splitlines()[-1] for name in users}
-    servers = [start_server(env, tmp / f"server-{i}.log", ("--no-worker",)) for i in range(count)]
-    return Cluster(servers, keys, env, database)
+    # One process for all of them: a management command each would start Django a dozen times.
+    script = (
+        "import json; from accounts.models import Tenant; from accounts.services import api_key_create, user_create\n"
+        f"users = {users!r}\nkeys = {{}}\n"
+        "for name, (slug, role) in users.items():\n"
+        "    tenant, _ = Tenant.objects.get_or_create(slug=slug, defaults={'name': slug})\n"
+        "    user = user_create(username=name, tenant=tenant, role=role, password='pw-live-123')\n"
+        "    keys[name] = api_key_create(user=user, name=name)[1]\n"
+        "print(json.dumps(keys))"
+    )
+    keys = json.loads(manage(env, "shell", "-c", script).strip().splitlines()[-1])
+    servers = [start_server(env, tmp / f"server-{i}.log", args) for i in range(count)]
+    return Cluster(servers, keys, env, database, redis_server)
+
+
+# --- Talking to the servers ---------------------------------------------------
+
+
+def api(server, method: str, path: str, token: str, body: dict | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"{server.http}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else {}
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+async def close_code(ws) -> int:
+    """Read until the server closes; return its close code (1006 when the TCP connection just dropped)."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 10)
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else 1006
+
+
+async def ready(url: str, token: str):
+    """Connect and wait until the server has set the connection up (it authenticates after the handshake)."""
+    ws = await websockets.connect(f"{url}?token={token}", max_size=None)
+    await ws.send('{"type": "ping"}')
+    assert json.loads(await ws.recv())["type"] == "pong"
+    return ws
+
+
+async def subscribed(url: str, token: str):
+    ws = await ready(url, token)
+    await ws.send(json.dumps({"type": "subscribe", "data": {"channels": ["memories"]}}))
+    assert json.loads(await ws.recv())["type"] == "subscribed"
+    return ws
+
+
+async def next_of_type(ws, message_type: str) -> dict:
+    """The next frame of a type (or, ending in ".", of a family), pinging every second against idle timeouts."""
+    while True:
+        try:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 1))
+        except TimeoutError:
+            await ws.send('{"type": "ping"}')
+            continue
+        if frame["type"] == message_type or (message_type.endswith(".") and frame["type"].startswith(message_type)):
+            return frame
+
+
+def raw_websocket(port: int, token: str, *, receive_buffer: int | None = None) -> tuple[socket.socket, bytes]:
+    """A hand-made WebSocket client socket (to control reading); returns it and any bytes after the handshake."""
+    sock = socket.socket()
+    if receive_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(4096)
+    assert received.startswith(b"HTTP/1.1 101"), received
+    return sock, received.split(b"\r\n\r\n", 1)[1]
+
+
+def masked_text_frame(text: str) -> bytes:
+    """A client text frame (clients must mask), for payloads under 126 bytes."""
+    payload, mask = text.encode(), os.urandom(4)
+    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def rss_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")

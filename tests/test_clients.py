@@ -21,8 +21,7 @@ from clients.python.puomemo_client import (
     jwt_expiry,
     refresh_delay,
 )
-from tests.live import ROOT, RedisServer, start_cluster
-from tests.test_live_servers import api
+from tests.live import ROOT, api, start_cluster
 
 LOGGED = ("memory.created", "memory.updated", "memory.deleted", "memory.embedding_complete")
 SECRET = "test-secret-for-the-client-tests-only"  # the servers sign with it, so the test can mint short-lived JWTs
@@ -32,16 +31,11 @@ USERS = {"alice": ("live", "admin"), "bob": ("live", "member")}
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clients")
-    redis_server = RedisServer(tmp)
-    redis_server.start()
+    cluster = start_cluster(tmp, users=USERS, settings={"SECRET_KEY": SECRET}, count=1)
     try:
-        cluster = start_cluster(tmp, redis_server.url, users=USERS, settings={"SECRET_KEY": SECRET}, count=1)
-        try:
-            yield {"server": cluster.servers[0], "keys": cluster.keys}
-        finally:
-            cluster.stop()
+        yield {"server": cluster.servers[0], "keys": cluster.keys}
     finally:
-        redis_server.stop()
+        cluster.stop()
 
 
 def login(server, username: str) -> str:

@@ -11,8 +11,7 @@ import pytest
 import websockets
 
 from realtime.limits import ENTRY_TTL
-from tests.live import ROOT, RedisServer, start_cluster, start_server
-from tests.test_live_servers import api, close_code, next_of_type, ready
+from tests.live import ROOT, api, close_code, next_of_type, ready, start_cluster, start_server
 
 # The bound for a change to close open sockets, on every instance.
 WITHIN = 5
@@ -30,13 +29,10 @@ USERS = {
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("access")
-    redis_server = RedisServer(tmp)
-    redis_server.start()
-    cluster = start_cluster(tmp, redis_server.url, users=USERS, settings={})
+    cluster = start_cluster(tmp, users=USERS, settings={})
     a, b = cluster.servers
     yield {"a": a, "b": b, "keys": cluster.keys, "env": cluster.env}
     cluster.stop()
-    redis_server.stop()
 
 
 def shell(env: dict, code: str) -> None:

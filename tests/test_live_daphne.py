@@ -2,17 +2,14 @@
 
 import asyncio
 import json
-import os
 import socket
 import struct
 import time
 
 import pytest
-import redis
 import websockets
 
-from tests.live import LiveDatabase, live_redis_url, manage, start_server
-from tests.test_live_servers import api, close_code, raw_websocket, rss_bytes, subscribed
+from tests.live import api, close_code, raw_websocket, rss_bytes, start_cluster, subscribed
 
 MIB = 1_048_576
 MAX_BYTES = MIB  # PUOMEMO_WS_MAX_MESSAGE_BYTES
@@ -57,14 +54,7 @@ def peak_rss(pid: int) -> int:
 def live(tmp_path_factory):
     """One server (no embeddings worker) with small buffer budgets, a 2 s header timeout and room for 250 sockets."""
     tmp = tmp_path_factory.mktemp("live-daphne")
-    database = LiveDatabase(tmp)
-    redis_url = live_redis_url()
-    redis.Redis.from_url(redis_url).flushdb()
-    env = {
-        **os.environ,
-        "DEBUG": "1",
-        "DATABASE_URL": database.url,
-        "REDIS_URL": redis_url,
+    settings = {
         "PUOMEMO_WS_MAX_CONNECTIONS_PER_USER": "250",
         "PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT": "250",
         "PUOMEMO_WS_MAX_MESSAGE_BYTES": str(MAX_BYTES),
@@ -74,16 +64,12 @@ def live(tmp_path_factory):
         "PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL": str(BUFFERED_BUDGET),
         "PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
     }
-    manage(env, "migrate", "--noinput")
-    manage(env, "create_tenant", "live")
-    for username, role in [("alice", "admin"), ("bob", "member"), ("carol", "guest")]:
-        manage(env, "create_user", username, "--tenant", "live", "--role", role, "--password", "pw-live-123")
-    keys = {name: manage(env, "create_api_key", name).strip().splitlines()[-1] for name in ("alice", "bob", "carol")}
-    server = start_server(env, tmp / "server.log", args=("--no-worker",))
+    users = {"alice": ("live", "admin"), "bob": ("live", "member"), "carol": ("live", "guest")}
+    cluster = start_cluster(tmp, users=users, settings=settings, count=1)
+    server = cluster.servers[0]
     settled_rss(server.process.pid)  # so that no test measures the model loading
-    yield {"server": server, "keys": keys}
-    server.stop()
-    database.drop()
+    yield {"server": server, "keys": cluster.keys}
+    cluster.stop()
 
 
 # --- 1009 for every oversize message ---------------------------------------------

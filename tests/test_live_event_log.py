@@ -10,8 +10,7 @@ from collections import Counter
 import pytest
 import websockets
 
-from tests.live import LiveDatabase, RedisServer, manage, start_cluster, start_server
-from tests.test_live_servers import api
+from tests.live import LiveDatabase, api, manage, start_cluster, start_server
 
 WRITES = 1000
 WRITERS = {"alice": "admin", "bob": "member", "dan": "member", "erin": "admin"}
@@ -24,14 +23,11 @@ VISIBLE_TO = {  # who each viewer may see: the writers' roles are fixed, and nob
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eventlog")
-    redis_server = RedisServer(tmp)
-    redis_server.start()
     users = {name: ("live", role) for name, role in WRITERS.items()}
     users.update({"carol": ("live", "guest"), "fay": ("live", "member")})
-    cluster = start_cluster(tmp, redis_server.url, users=users, settings={})
+    cluster = start_cluster(tmp, users=users, settings={})
     yield cluster
     cluster.stop()
-    redis_server.stop()
 
 
 def burst(servers, keys: dict[str, str], writes: dict) -> None:

@@ -8,8 +8,7 @@ import urllib.request
 import pytest
 import websockets
 
-from tests.live import RedisServer, start_cluster
-from tests.test_live_servers import api, close_code, next_of_type, ready
+from tests.live import api, close_code, next_of_type, ready, start_cluster
 
 DEEPLY_NESTED = '{"type":"ping","data":' + "[" * 100_000 + "]" * 100_000 + "}"
 # Longer than the registry's entry TTL (30 s) and a minute, the span the bypass needed.
@@ -20,18 +19,14 @@ HOLD_SECONDS = 65
 def faulty(tmp_path_factory):
     """Servers A and B sharing one database and one Redis that tests may stop."""
     tmp = tmp_path_factory.mktemp("faults")
-    redis_server = RedisServer(tmp)
-    redis_server.start()
     cluster = start_cluster(
         tmp,
-        redis_server.url,
         users={"alice": ("live", "admin"), "bob": ("live", "member"), "carol": ("live", "guest")},
         settings={"PUOMEMO_WS_MAX_CONNECTIONS_PER_USER": "2", "PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT": "4"},
     )
     a, b = cluster.servers
-    yield {"a": a, "b": b, "keys": cluster.keys, "redis": redis_server}
+    yield {"a": a, "b": b, "keys": cluster.keys, "redis": cluster.redis}
     cluster.stop()
-    redis_server.stop()
 
 
 def status(server, key: str) -> tuple[int, dict]:

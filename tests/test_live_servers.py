@@ -1,20 +1,26 @@
 """Against real daphne processes sharing real Redis: close codes, limits across processes, cross-instance events."""
 
 import asyncio
-import base64
 import json
-import os
-import socket
 import time
-import urllib.error
-import urllib.request
 
 import pytest
-import redis
 import websockets
 
 from clients.python.puomemo_ws import PuoMemoWebSocket
-from tests.live import LiveDatabase, live_redis_url, manage, start_server
+from tests.live import (
+    api,
+    close_code,
+    manage,
+    masked_text_frame,
+    next_of_type,
+    raw_websocket,
+    ready,
+    rss_bytes,
+    start_cluster,
+    start_server,
+    subscribed,
+)
 
 MAX_BYTES = 1_048_576  # the production default, so daphne's own 1 MiB cap is exercised too
 
@@ -23,114 +29,20 @@ MAX_BYTES = 1_048_576  # the production default, so daphne's own 1 MiB cap is ex
 def cluster(tmp_path_factory):
     """Two server processes (A and B) on one database and one Redis, with a tenant of three roles."""
     tmp = tmp_path_factory.mktemp("live")
-    database = LiveDatabase(tmp)
-    redis_url = live_redis_url()
-    redis.Redis.from_url(redis_url).flushdb()
-    env = {
-        **os.environ,
-        "DEBUG": "1",
-        "DATABASE_URL": database.url,
-        "REDIS_URL": redis_url,
+    users = {"alice": ("live", "admin"), "bob": ("live", "member"), "carol": ("live", "guest")}
+    users["dave"] = ("elsewhere", "admin")
+    settings = {
         "PUOMEMO_WS_MAX_CONNECTIONS_PER_USER": "2",
         "PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT": "4",
         "PUOMEMO_WS_RATE_LIMIT_PER_MINUTE": "20",
         "PUOMEMO_WS_IDLE_TIMEOUT_SECONDS": "3",
         "PUOMEMO_WS_MAX_MESSAGE_BYTES": str(MAX_BYTES),
     }
-    manage(env, "migrate", "--noinput")
-    manage(env, "create_tenant", "live")
-    manage(env, "create_tenant", "elsewhere")
-    for username, role, tenant in [
-        ("alice", "admin", "live"),
-        ("bob", "member", "live"),
-        ("carol", "guest", "live"),
-        ("dave", "admin", "elsewhere"),
-    ]:
-        manage(env, "create_user", username, "--tenant", tenant, "--role", role, "--password", "pw-live-123")
-    keys = {
-        name: manage(env, "create_api_key", name).strip().splitlines()[-1] for name in ("alice", "bob", "carol", "dave")
-    }
-    servers = [start_server(env, tmp / f"server-{name}.log") for name in "ab"]
-    yield {"a": servers[0], "b": servers[1], "keys": keys, "env": env, "tmp": tmp}
-    for server in servers:
-        server.stop()
-    database.drop()
-
-
-def api(server, method: str, path: str, token: str, body: dict | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"{server.http}{path}",
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else {}
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
-
-
-async def close_code(ws) -> int:
-    """Read until the server closes; return its close code (1006 when the TCP connection just dropped)."""
-    try:
-        while True:
-            await asyncio.wait_for(ws.recv(), 10)
-    except websockets.ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd else 1006
-
-
-async def ready(url: str, token: str):
-    """Connect and wait until the server has set the connection up (it authenticates after the handshake)."""
-    ws = await websockets.connect(f"{url}?token={token}", max_size=None)
-    await ws.send('{"type": "ping"}')
-    assert json.loads(await ws.recv())["type"] == "pong"
-    return ws
-
-
-async def subscribed(url: str, token: str):
-    ws = await ready(url, token)
-    await ws.send(json.dumps({"type": "subscribe", "data": {"channels": ["memories"]}}))
-    assert json.loads(await ws.recv())["type"] == "subscribed"
-    return ws
-
-
-async def next_of_type(ws, message_type: str) -> dict:
-    """The next frame of a type (or, ending in ".", of a family), pinging every second against idle timeouts."""
-    while True:
-        try:
-            frame = json.loads(await asyncio.wait_for(ws.recv(), 1))
-        except TimeoutError:
-            await ws.send('{"type": "ping"}')
-            continue
-        if frame["type"] == message_type or (message_type.endswith(".") and frame["type"].startswith(message_type)):
-            return frame
-
-
-def raw_websocket(port: int, token: str, *, receive_buffer: int | None = None) -> tuple[socket.socket, bytes]:
-    """A hand-made WebSocket client socket (to control reading); returns it and any bytes after the handshake."""
-    sock = socket.socket()
-    if receive_buffer:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    received = b""
-    while b"\r\n\r\n" not in received:
-        received += sock.recv(4096)
-    assert received.startswith(b"HTTP/1.1 101"), received
-    return sock, received.split(b"\r\n\r\n", 1)[1]
-
-
-def masked_text_frame(text: str) -> bytes:
-    """A client text frame (clients must mask), for payloads under 126 bytes."""
-    payload, mask = text.encode(), os.urandom(4)
-    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    # With the embeddings worker: memory.embedding_complete is tested here.
+    live = start_cluster(tmp, users=users, settings=settings, args=())
+    a, b = live.servers
+    yield {"a": a, "b": b, "keys": live.keys, "env": live.env, "tmp": tmp}
+    live.stop()
 
 
 async def test_bad_token_gets_4001_not_http_403(cluster):
@@ -274,13 +186,6 @@ async def test_shutdown_closes_connections_with_1001(cluster):
     ws = await ready(server.ws, cluster["keys"]["bob"])
     await asyncio.to_thread(server.stop)
     assert await close_code(ws) == 1001
-
-
-def rss_bytes(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 async def test_oversize_messages_leave_no_memory_behind(cluster):
