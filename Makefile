@@ -30,7 +30,7 @@ migrate: install
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 
 run: migrate
-	$(PY) manage.py demo
+	$(PY) manage.py demo --url http://$(HOST):$(PORT)
 	$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 lint: install-test

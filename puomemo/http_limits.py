@@ -1,4 +1,4 @@
-"""Answer requests over Twisted's header limits with a JSON 431 (414: request line), not a dropped socket."""
+"""Answer requests Twisted refuses itself in JSON: 431 (414) over its header limits, 400 when it cannot parse."""
 
 import json
 import logging
@@ -51,7 +51,19 @@ def _line_received(self, line):
     return _original_line_received(self, line)
 
 
+def _respond_to_bad_request(self):
+    # Twisted's own answer to a request it cannot parse (a malformed request
+    # line or header, a multipart body without a boundary) is a bare 400.
+    body = b'{"detail": "Bad Request: the request line, headers or multipart body could not be parsed."}'
+    self.transport.write(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n%s" % (len(body), body)
+    )
+    self.loseConnection()
+
+
 def install() -> None:
     """Patch Twisted's HTTPChannel, which daphne serves HTTP with (idempotent)."""
     HTTPChannel.lineLengthExceeded = _line_length_exceeded
     HTTPChannel.lineReceived = _line_received
+    HTTPChannel._respondToBadRequestAndDisconnect = _respond_to_bad_request

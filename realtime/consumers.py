@@ -215,7 +215,12 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         memory_id = data.get("memory_id")
         if not isinstance(memory_id, str):
             raise frames.InvalidFrame("Invalid message format: typing needs data.memory_id, a string")
-        audience = await database_sync_to_async(memory_audience)(viewer=self.principal, memory_id=memory_id)
+        try:
+            memory_id = str(uuid.UUID(memory_id))  # one spelling, for the throttle and for the receivers
+        except ValueError:
+            audience = None
+        else:
+            audience = await database_sync_to_async(memory_audience)(viewer=self.principal, memory_id=memory_id)
         if audience is None:
             self.emit("error", {"message": f"Unknown memory: {memory_id[:100]}"})
         elif self.typing.allow(memory_id):  # keystrokes come fast; relay one a memory per interval
@@ -264,11 +269,17 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             for text in replayed.frames:
                 await self.outbox.put(text)  # waits for a slow reader rather than overflowing
             self.replayed_upto = max(self.replayed_upto, replayed.last_seq)
-            self.emit("resumed", {"last_seq": replayed.last_seq})
+            await self.outbox.put(frames.encode("resumed", {"last_seq": replayed.last_seq}))
         finally:
-            held, self.held = self.held, None
-        for event, rendered in held:
-            self.deliver(event, rendered)
+            # Live events that came meanwhile, and any that come while these wait for room.
+            while self.held:
+                event, rendered = self.held.pop(0)
+                if event["seq"] is not None and event["seq"] <= self.replayed_upto:
+                    continue  # the replay sent it
+                text = self._frame_for(event, rendered)
+                if text is not None:
+                    await self.outbox.put(text)
+            self.held = None
 
     def deliver(self, event: dict[str, Any], frames: EventFrames) -> None:
         """Queue an event's frame if this connection subscribed to its channel and may see it, as it sees it."""
@@ -281,13 +292,15 @@ class MemoryConsumer(AsyncWebsocketConsumer):
                 self._close_soon(SLOW_CONSUMER)
             self.held.append((event, frames))
             return
-        if event["audience"] is None:  # everyone in the tenant
-            text = frames.text()
-        else:
-            seen = seen_as(self.principal, before=frames.before, after=frames.after)
-            text = frames.text(seen) if seen is not None else None
+        text = self._frame_for(event, frames)
         if text is not None:
             self._enqueue(text)
+
+    def _frame_for(self, event: dict[str, Any], frames: EventFrames) -> str | None:
+        if event["audience"] is None:  # everyone in the tenant
+            return frames.text()
+        seen = seen_as(self.principal, before=frames.before, after=frames.after)
+        return frames.text(seen) if seen is not None else None
 
     def emit(self, message_type: str, data: Any) -> None:
         """Queue a reply frame behind the events already queued."""

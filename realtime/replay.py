@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from accounts.principal import Principal
 from memories.models import Memory
-from memories.visibility import Audience, seen_as
+from memories.visibility import Audience, can_view, seen_as
 from realtime.events import EventFrames, event_message, logged_event
 from realtime.log import events_after
 
@@ -16,8 +16,8 @@ class Replay:
 
 
 def replay(viewer: Principal, after_seq: int, *, limit: int | None = None) -> Replay:
-    """The viewer's frames of the events after `after_seq`, judged by their current role and each memory's
-    current visibility rather than by what they were when the event was published."""
+    """The viewer's frames of the events after `after_seq`: each as they would have seen it live with the role
+    they have now, and only while the memory is still theirs to see."""
     events = events_after(viewer.tenant_id, after_seq, limit=limit)
     now = {
         row["id"]: Audience(tenant_id=row["tenant_id"], owner_id=row["owner_id"], visibility=row["visibility"])
@@ -28,9 +28,16 @@ def replay(viewer: Principal, after_seq: int, *, limit: int | None = None) -> Re
     frames = []
     for event in events:
         rendered = EventFrames(event_message(**logged_event(event)))
-        # Who could see it before the event, as the viewer's role is now; who may see it now (None: deleted).
-        seen = seen_as(viewer, before=rendered.before, after=now.get(event.memory_id))
+        # The frame the viewer would have had live, with the role they have now: the
+        # event's content was shown to those who could see the memory then, no one else.
+        seen = seen_as(viewer, before=rendered.before, after=rendered.after)
+        if seen in ("created", "updated") and not _may_see(viewer, now.get(event.memory_id)):
+            continue  # private since, or deleted since: the memory is no longer theirs to see
         text = rendered.text(seen) if seen is not None else None
         if text is not None:
             frames.append(text)
     return Replay(frames=frames, last_seq=events[-1].seq if events else after_seq)
+
+
+def _may_see(viewer: Principal, audience: Audience | None) -> bool:
+    return audience is not None and can_view(viewer, **audience._asdict())

@@ -170,3 +170,11 @@ def test_metrics_allowed_ips_are_read_from_the_environment():
     assert "IPv4Network('127.0.0.1/32'), IPv4Network('10.0.0.0/8')" in read.stdout
     refused = settings_with(PUOMEMO_METRICS_ALLOWED_IPS="10.0.0.0/33")
     assert refused.returncode != 0 and "PUOMEMO_METRICS_ALLOWED_IPS" in refused.stderr
+
+
+@pytest.mark.parametrize("path", ["/api/v4/auth/token/", "/api/v4/memories/"])
+def test_json_nested_too_deeply_is_a_400_not_a_500(db, make_user, client_for, path):
+    body = "[" * 5000 + "]" * 5000
+    response = client_for(make_user()).post(path, body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"detail": "JSON parse error - nested too deeply"}

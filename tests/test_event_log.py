@@ -271,3 +271,23 @@ def test_the_list_reads_its_rows_and_seq_in_one_snapshot(make_user, client_for, 
     serialize_then_write.thread.join()
     assert (len(listing["results"]), listing["seq"]) == (1, 1)
     assert Event.objects.filter(tenant=owner.membership.tenant).count() == 2
+
+
+async def test_replay_never_shows_what_was_written_while_the_viewer_could_not_see_it(make_user, client_for):
+    owner, guest = await sync(lambda: (make_user(), make_user(Role.GUEST)))
+
+    def draft_then_publish():
+        memory = MemoryFactory(owner=owner, visibility=Visibility.PRIVATE, content="PRIVATE SECRET")
+        memory.content = "scrubbed"
+        memory.save()
+        memory.visibility = Visibility.PUBLIC
+        memory.save()
+
+    await sync(draft_then_publish)
+    comm = await connect(jwt_for(guest), subscribe=["memories"])
+    received = await resume(comm, 0)
+    assert [(f["type"], f.get("seq")) for f in received] == [("memory.created", 3), ("resumed", None)]
+    assert received[0]["data"]["memory"]["content"] == "scrubbed"
+    polled = (await sync(lambda: client_for(guest).get("/api/v4/events", {"after_seq": 0}))).json()
+    assert "PRIVATE SECRET" not in str(polled) and [e["seq"] for e in polled["events"]] == [3]
+    await comm.disconnect()

@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import random
+import socket
 import threading
 from collections import Counter
 
@@ -148,3 +149,40 @@ def test_the_embedded_default_delivers_a_shell_write(tmp_path):
     finally:
         server.stop()
         database.drop()
+
+
+def test_a_long_resume_arrives_whole_at_the_pace_the_client_reads(live):
+    """3,000 events of 10 KB (30 MB): more than the outbox holds and than a socket buffer may keep unsent."""
+    a = live.servers[0]
+    code = (
+        "from django.db import transaction; from django.db.models import F\n"
+        "from django.contrib.auth.models import User; from memories.models import Memory\n"
+        "from realtime.models import Event, TenantSequence\n"
+        "u = User.objects.get(username='alice'); t = u.membership.tenant\n"
+        "with transaction.atomic():\n"
+        "    Memory.objects.create(owner=u, tenant=t, title='long', content='x' * 10_000, visibility='public')\n"
+        "    e = Event.objects.filter(tenant=t).latest('seq')\n"
+        "    Event.objects.bulk_create([Event(tenant=t, seq=e.seq + i, type=e.type, memory_id=e.memory_id,\n"
+        "        data=e.data, audience=e.audience) for i in range(1, 3000)])\n"
+        "    TenantSequence.objects.filter(tenant=t).update(last_seq=F('last_seq') + 2999)\n"
+        "print(e.seq)"
+    )
+    first = int(manage(live.env, "shell", "-c", code).strip().splitlines()[-1])
+
+    async def resume() -> tuple[int, dict]:
+        # A client that reads, slowly: a small receive buffer, and a little work per frame.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16_384)
+        sock.connect(("127.0.0.1", a.port))
+        uri = f"{a.ws}?token={live.keys['carol']}"
+        async with websockets.connect(uri, sock=sock, max_size=None, max_queue=1) as ws:
+            await ws.send(json.dumps({"type": "resume", "data": {"last_seq": first - 1}}))
+            count = 0
+            while (frame := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "resumed":
+                assert frame["seq"] == first + count
+                count += 1
+                await asyncio.sleep(0.001)
+            return count, frame["data"]
+
+    count, resumed = asyncio.run(resume())
+    assert (count, resumed) == (3000, {"last_seq": first + 2999})

@@ -78,3 +78,13 @@ def test_an_unknown_api_path_gets_404_json(server, path):
     status, content_type, body = fetch(server, path)
     assert (status, content_type) == (404, "application/json")
     assert json.loads(body) == {"detail": "Not found."}
+
+
+def test_a_request_twisted_cannot_parse_gets_400_json(server):
+    # A multipart body without a boundary: Twisted refuses it before Django sees it.
+    status, content_type, body = fetch(
+        server, "/api/v4/auth/token/", headers={"Content-Type": "multipart/form-data"}, body=b"x"
+    )
+    assert (status, content_type) == (400, "application/json")
+    assert "could not be parsed" in json.loads(body)["detail"]
+    assert_still_serving(server)

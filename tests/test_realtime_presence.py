@@ -109,3 +109,14 @@ async def test_typing_without_a_memory_id_is_an_invalid_frame(team):
     reply = await sender.receive_json_from()
     assert reply["type"] == "error" and "typing needs data.memory_id" in reply["data"]["message"]
     await sender.disconnect()
+
+
+async def test_typing_throttles_every_spelling_of_a_memory_id_as_one(team):
+    typist, teammate, _guest, memory = team
+    sender = await connect(jwt_for(typist), subscribe=None)
+    watcher = await connect(jwt_for(teammate), subscribe=["memories"])
+    for spelling in (str(memory.id).upper(), memory.id.hex, f"{{{memory.id}}}", f"urn:uuid:{memory.id}"):
+        await sender.send_json_to({"type": "typing", "data": {"memory_id": spelling}})
+    assert [f["data"]["memory_id"] for f in await frames(watcher)] == [str(memory.id)]
+    for comm in (sender, watcher):
+        await comm.disconnect()

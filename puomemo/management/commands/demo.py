@@ -22,7 +22,10 @@ class Command(BaseCommand):
     help = "Seed a demo tenant with an admin, a member, a guest and a few memories (idempotent)."
 
     @transaction.atomic
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--url", default="http://127.0.0.1:8000", help="Where the server will be, for the hints.")
+
+    def handle(self, *args, url: str, **options):
         tenant, _ = Tenant.objects.get_or_create(slug="demo", defaults={"name": "Demo team"})
         User = get_user_model()
         for username, role in USERS:
@@ -41,7 +44,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("Demo tenant 'demo' is ready."))
         self.stdout.write(f"Log in as alice (admin), bob (member) or carol (guest) with password {DEMO_PASSWORD!r}:")
         self.stdout.write(
-            "  curl -s -X POST http://127.0.0.1:8000/api/v4/auth/token/ -H 'Content-Type: application/json' "
+            f"  curl -s -X POST {url}/api/v4/auth/token/ -H 'Content-Type: application/json' "
             f"""-d '{{"username": "alice", "password": "{DEMO_PASSWORD}"}}'"""
         )
-        self.stdout.write("Django admin: http://127.0.0.1:8000/admin/ (operator, same password)")
+        self.stdout.write(f"Django admin: {url}/admin/ (operator, same password)")
