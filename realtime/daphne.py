@@ -90,6 +90,8 @@ def _socket_full(protocols) -> set[WebSocketProtocol]:
 
 
 unsent = UnsentBytes()
+# How soon a connection that stays over a limit is looked at again.
+RECHECK_SECONDS = 1.0
 
 
 def _drop_for_not_reading(protocol: WebSocketProtocol, waiting: int) -> None:
@@ -109,10 +111,17 @@ def _drop_for_not_reading(protocol: WebSocketProtocol, waiting: int) -> None:
 
 
 def _check_unsent() -> None:
+    from twisted.internet import reactor  # daphne installs the asyncio reactor first
+
     unsent.check_pending = False
     limit, budget = settings.PUOMEMO_WS_MAX_BUFFERED_BYTES, settings.PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL
     for protocol, waiting in unsent.victims(limit, budget):
         _drop_for_not_reading(protocol, waiting)
+    # One still over a limit had room in its socket (the kernel's buffer may still be
+    # growing): look again soon, since no further send may come to trigger a check.
+    if unsent.total > budget or any(waiting > limit for waiting in unsent.waiting.values()):
+        unsent.check_pending = True
+        reactor.callLater(RECHECK_SECONDS, _check_unsent)
 
 
 def _server_close(self, code=None):
