@@ -17,6 +17,7 @@ from accounts.principal import InvalidToken, Principal, principal_from_token
 from memories.selectors import memory_audience
 from memories.visibility import seen_as
 from realtime import frames, metrics
+from realtime.daphne import UNSENT_BYTES
 from realtime.events import CHANNELS, MEMORIES, TENANT_UPDATES, EventFrames, actor_data, apublish, change_audience
 from realtime.fanout import hub
 from realtime.limits import TYPING_INTERVAL_SECONDS, SlidingWindow, Throttle, connection_registry
@@ -37,6 +38,9 @@ SERVER_SHUTTING_DOWN = 1001
 SLOW_CONSUMER = 1013
 SERVER_ERROR = 1011
 
+# How long the writer of a paced burst waits for the client to read before it looks again.
+WRITE_WAIT_SECONDS = 0.005
+
 
 class MemoryConsumer(AsyncWebsocketConsumer):
     # Events reach consumers through the process's fan-out hub rather than a
@@ -49,6 +53,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
     announced = False  # others were told it joined
     held: list | None = None  # live events that arrive during a resume
     replayed_upto = 0  # a resume sent the events up to this seq; the feed may not have reached it yet
+    paced = 0  # frames still to send at the pace the client reads (a replay)
     close_code: int | None = None
 
     @property
@@ -266,6 +271,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
                 self.emit("resync_required", {"reason": reason, "current_seq": current})
                 return
             replayed = await database_sync_to_async(replay)(self.principal, last_seq)
+            self.paced += self.outbox.qsize() + len(replayed.frames)
             for text in replayed.frames:
                 await self.outbox.put(text)  # waits for a slow reader rather than overflowing
             self.replayed_upto = max(self.replayed_upto, replayed.last_seq)
@@ -314,10 +320,19 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             self._close_soon(SLOW_CONSUMER)
 
     async def _write(self) -> None:
+        unsent = self.scope.get(UNSENT_BYTES)  # set under daphne (realtime/daphne.py)
+        high_water = settings.PUOMEMO_WS_MAX_BUFFERED_BYTES // 2
         while True:
             text = await self.outbox.get()
             await self.send(text_data=text)
             metrics.messages_sent.inc()
+            if self.paced:
+                # A replay is a burst the client asked for: send it as fast as the client
+                # reads rather than pile it into the server's socket buffer, where past
+                # PUOMEMO_WS_MAX_BUFFERED_BYTES it would count as a client not reading.
+                self.paced -= 1
+                while unsent is not None and unsent() > high_water:
+                    await asyncio.sleep(WRITE_WAIT_SECONDS)
 
     def _touch(self) -> None:
         if self.idle_timer is not None:

@@ -5,6 +5,7 @@ import logging
 import select
 
 from daphne.http_protocol import HTTPFactory
+from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
 from twisted.web import http
@@ -223,6 +224,21 @@ def _http_channel(factory: HTTPFactory) -> http._GenericHTTPChannelProtocol:
     return http._GenericHTTPChannelProtocol(HeaderDeadlineChannel())
 
 
+# The scope key under which a WebSocket application finds a function that says how
+# many bytes of what it sent still wait in the server's socket buffer.
+UNSENT_BYTES = "puomemo.unsent_bytes"
+
+_original_create_application = Server.create_application
+
+
+def _create_application(self, protocol, scope):
+    # daphne's send() returns at once whatever the client reads: let the application
+    # see what is waiting, so that it can hold a burst back (backpressure).
+    if scope.get("type") == "websocket":
+        scope = {**scope, UNSENT_BYTES: lambda: unsent_bytes(protocol.transport)}
+    return _original_create_application(self, protocol, scope)
+
+
 def install() -> None:
     """Patch daphne's WebSocket and HTTP protocols (idempotent)."""
     WebSocketProtocol.serverClose = _server_close
@@ -230,3 +246,4 @@ def install() -> None:
     WebSocketProtocol.onClose = _on_close
     WebSocketFactory.__init__ = _websocket_factory_init
     HTTPFactory.protocol = _http_channel
+    Server.create_application = _create_application

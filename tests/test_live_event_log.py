@@ -181,7 +181,7 @@ def test_a_long_resume_arrives_whole_at_the_pace_the_client_reads(live):
             while (frame := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "resumed":
                 assert frame["seq"] == first + count
                 count += 1
-                await asyncio.sleep(0.001)
+                await asyncio.sleep(0.002)
             return count, frame["data"]
 
     count, resumed = asyncio.run(resume())
