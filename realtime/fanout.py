@@ -122,13 +122,11 @@ class TenantFeed:
 
 
 class Hub:
-    """All the tenant feeds of one event loop, and the refresh of its connections' registry entries."""
+    """All the tenant feeds of one event loop, and its background work: registry refresh, access re-check, log poll."""
 
     def __init__(self) -> None:
         self.feeds: dict[int, TenantFeed] = {}
-        self.refresher: asyncio.Task | None = None
-        self.revalidator: asyncio.Task | None = None
-        self.poller: asyncio.Task | None = None
+        self.background: list[asyncio.Task] = []
 
     async def join(self, connection: Connection) -> None:
         """Start feeding events of the connection's tenant to it; returns once the subscription is live."""
@@ -136,10 +134,9 @@ class Hub:
         if feed is None:
             feed = self.feeds[connection.tenant_id] = TenantFeed(connection.tenant_id)
         feed.connections.add(connection)
-        if self.refresher is None:
-            self.refresher = asyncio.get_running_loop().create_task(self._refresh())
-            self.revalidator = asyncio.get_running_loop().create_task(self._revalidate())
-            self.poller = asyncio.get_running_loop().create_task(self._poll_log())
+        if not self.background:
+            loop = asyncio.get_running_loop()
+            self.background = [loop.create_task(work()) for work in (self._refresh, self._revalidate, self._poll_log)]
         try:
             await asyncio.shield(feed.ready)
         except Exception:
