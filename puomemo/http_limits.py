@@ -1,9 +1,11 @@
-"""Answer requests Twisted refuses itself in JSON: 431 (414) over its header limits, 400 when it cannot parse."""
+"""Twisted's HTTP as daphne serves it: JSON answers to what it refuses (431, 414, 400), a header deadline (408)."""
 
 import json
 import logging
 
-from twisted.web.http import HTTPChannel
+from daphne.http_protocol import HTTPFactory
+from django.conf import settings
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +18,15 @@ LINGER_SECONDS = 5
 _original_line_received = HTTPChannel.lineReceived
 
 
+def _write_json_error(channel: HTTPChannel, status: int, reason: str, detail: str) -> None:
+    """Write a whole JSON error response that closes the connection."""
+    body = json.dumps({"detail": detail}).encode()
+    channel.transport.write(
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (status, reason.encode(), len(body), body)
+    )
+
+
 def _refuse(channel: HTTPChannel, status: int, reason: str) -> None:
     """Write a JSON error, stop parsing, half-close, and drop the connection after LINGER_SECONDS."""
     limit = channel.totalHeadersSize
@@ -23,11 +34,7 @@ def _refuse(channel: HTTPChannel, status: int, reason: str) -> None:
     logger.warning(
         "Refused a request from %s: %d %s", getattr(channel.transport.getPeer(), "host", "?"), status, reason
     )
-    body = json.dumps({"detail": f"{reason}: the request line and headers are limited to {limit} bytes."}).encode()
-    channel.transport.write(
-        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-        % (status, reason.encode(), len(body), body)
-    )
+    _write_json_error(channel, status, reason, f"{reason}: the request line and headers are limited to {limit} bytes.")
     channel.dataReceived = lambda data: None
     channel._networkProducer.unregisterProducer()
     channel.transport.loseWriteConnection()
@@ -54,16 +61,70 @@ def _line_received(self, line):
 def _respond_to_bad_request(self):
     # Twisted's own answer to a request it cannot parse (a malformed request
     # line or header, a multipart body without a boundary) is a bare 400.
-    body = b'{"detail": "Bad Request: the request line, headers or multipart body could not be parsed."}'
-    self.transport.write(
-        b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-        b"Connection: close\r\n\r\n%s" % (len(body), body)
-    )
+    detail = "Bad Request: the request line, headers or multipart body could not be parsed."
+    _write_json_error(self, 400, "Bad Request", detail)
     self.loseConnection()
 
 
+class HeaderDeadlineChannel(HTTPChannel):
+    """An HTTP channel that closes a connection whose request line and headers take too long to arrive."""
+
+    # Twisted's idle timeout restarts on every byte, so a client dripping its
+    # headers would hold a connection for ever (slowloris).
+    _header_deadline = None
+    _header_bytes_received = False
+
+    def connectionMade(self):
+        super().connectionMade()
+        self._start_header_clock()
+
+    def dataReceived(self, data):
+        self._header_bytes_received = True
+        super().dataReceived(data)
+
+    def allHeadersReceived(self):
+        self._stop_header_clock()
+        super().allHeadersReceived()
+
+    def requestDone(self, request):
+        if self.persistent:
+            # Before the parent, which may replay a pipelined request's headers at once.
+            self._start_header_clock()
+        super().requestDone(request)
+
+    def connectionLost(self, reason):
+        self._stop_header_clock()
+        super().connectionLost(reason)
+
+    def _start_header_clock(self) -> None:
+        self._stop_header_clock()
+        self._header_bytes_received = False
+        self._header_deadline = self.callLater(settings.PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS, self._headers_too_slow)
+
+    def _stop_header_clock(self) -> None:
+        if self._header_deadline is not None and self._header_deadline.active():
+            self._header_deadline.cancel()
+        self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        # An idle connection just closes: a keep-alive client could read an
+        # unasked-for 408 as the answer to its next request.
+        if self._header_bytes_received:
+            timeout = settings.PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS
+            logger.info("Closing a connection whose request headers took over %d s", timeout)
+            _write_json_error(self, 408, "Request Timeout", f"The request line and headers took over {timeout} s.")
+        self.loseConnection()
+
+
+def _http_channel(factory: HTTPFactory) -> _GenericHTTPChannelProtocol:
+    # What Twisted's HTTPFactory.protocol builds, with our channel inside.
+    return _GenericHTTPChannelProtocol(HeaderDeadlineChannel())
+
+
 def install() -> None:
-    """Patch Twisted's HTTPChannel, which daphne serves HTTP with (idempotent)."""
+    """Patch Twisted's HTTPChannel and daphne's HTTP factory (idempotent)."""
     HTTPChannel.lineLengthExceeded = _line_length_exceeded
     HTTPChannel.lineReceived = _line_received
     HTTPChannel._respondToBadRequestAndDisconnect = _respond_to_bad_request
+    HTTPFactory.protocol = _http_channel

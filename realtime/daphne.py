@@ -1,14 +1,11 @@
-"""Fixes to daphne: RFC 6455 close codes, bounds on what non-reading clients buffer, a deadline for request headers."""
+"""Fixes to daphne's WebSocket protocol: RFC 6455 close codes, bounds on unsent bytes, a way to see them."""
 
-import json
 import logging
 import select
 
-from daphne.http_protocol import HTTPFactory
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
-from twisted.web import http
 
 logger = logging.getLogger(__name__)
 
@@ -164,66 +161,6 @@ def _websocket_factory_init(self, *args, **kwargs):
     self.setProtocolOptions(failByDrop=False)
 
 
-class HeaderDeadlineChannel(http.HTTPChannel):
-    """An HTTP channel that closes a connection whose request line and headers take too long to arrive."""
-
-    # Twisted's idle timeout restarts on every byte, so a client dripping its
-    # headers would hold a connection for ever (slowloris).
-    _header_deadline = None
-    _header_bytes_received = False
-
-    def connectionMade(self):
-        super().connectionMade()
-        self._start_header_clock()
-
-    def dataReceived(self, data):
-        self._header_bytes_received = True
-        super().dataReceived(data)
-
-    def allHeadersReceived(self):
-        self._stop_header_clock()
-        super().allHeadersReceived()
-
-    def requestDone(self, request):
-        if self.persistent:
-            # Before the parent, which may replay a pipelined request's headers at once.
-            self._start_header_clock()
-        super().requestDone(request)
-
-    def connectionLost(self, reason):
-        self._stop_header_clock()
-        super().connectionLost(reason)
-
-    def _start_header_clock(self) -> None:
-        self._stop_header_clock()
-        self._header_bytes_received = False
-        self._header_deadline = self.callLater(settings.PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS, self._headers_too_slow)
-
-    def _stop_header_clock(self) -> None:
-        if self._header_deadline is not None and self._header_deadline.active():
-            self._header_deadline.cancel()
-        self._header_deadline = None
-
-    def _headers_too_slow(self) -> None:
-        self._header_deadline = None
-        # An idle connection just closes: a keep-alive client could read an
-        # unasked-for 408 as the answer to its next request.
-        if self._header_bytes_received:
-            timeout = settings.PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS
-            logger.info("Closing a connection whose request headers took over %d s", timeout)
-            body = json.dumps({"detail": f"The request line and headers took over {timeout} s."}).encode()
-            self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                b"Connection: close\r\n\r\n%s" % (len(body), body)
-            )
-        self.loseConnection()
-
-
-def _http_channel(factory: HTTPFactory) -> http._GenericHTTPChannelProtocol:
-    # What Twisted's HTTPFactory.protocol builds, with our channel inside.
-    return http._GenericHTTPChannelProtocol(HeaderDeadlineChannel())
-
-
 # The scope key under which a WebSocket application finds a function that says how
 # many bytes of what it sent still wait in the server's socket buffer.
 UNSENT_BYTES = "puomemo.unsent_bytes"
@@ -240,10 +177,9 @@ def _create_application(self, protocol, scope):
 
 
 def install() -> None:
-    """Patch daphne's WebSocket and HTTP protocols (idempotent)."""
+    """Patch daphne's WebSocket protocol (idempotent)."""
     WebSocketProtocol.serverClose = _server_close
     WebSocketProtocol.serverSend = _server_send
     WebSocketProtocol.onClose = _on_close
     WebSocketFactory.__init__ = _websocket_factory_init
-    HTTPFactory.protocol = _http_channel
     Server.create_application = _create_application
