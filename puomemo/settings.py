@@ -131,6 +131,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The JS client is one ES module with no build step: the web UI loads the same file that clients/js ships.
+STATICFILES_DIRS = [("puomemo", BASE_DIR / "clients" / "js")]
 
 # --- Real-time layer -------------------------------------------------------
 
