@@ -1,8 +1,8 @@
-// Drives clients/js/puomemo-ws.js against a live server for tests/test_clients.py; prints one JSON line per step.
+// Drives clients/js/puomemo-client.js against a live server for tests/test_js_client.py; prints one JSON line a step.
 // Needs WS_URL, HTTP_URL, BOB_KEY, DOOMED_KEY (a key the test revokes when it reads {"step": "revoke"}) and
 // SHORT_TOKENS (JWTs for a tokenProvider: the first expires within seconds). Last, a client whose connection
 // the server cuts (4002) while memories are written resumes from its last seq: the test compares with the log.
-import { PuoMemoWebSocket, jwtExpiry } from '../../clients/js/puomemo-ws.js';
+import { PuoMemoClient, jwtExpiry } from '../../clients/js/puomemo-client.js';
 
 const { WS_URL, HTTP_URL, BOB_KEY, DOOMED_KEY, SHORT_TOKENS } = process.env;
 const out = (line) => console.log(JSON.stringify(line));
@@ -24,17 +24,23 @@ async function aliceToken() {
   return (await response.json()).access;
 }
 
-const alice = new PuoMemoWebSocket(null, WS_URL, { tokenProvider: aliceToken });
-const bob = new PuoMemoWebSocket(BOB_KEY, WS_URL);
-const doomed = new PuoMemoWebSocket(DOOMED_KEY, WS_URL);
+const alice = new PuoMemoClient({ url: WS_URL, tokenProvider: aliceToken });
+const bob = new PuoMemoClient({ url: WS_URL, token: BOB_KEY });
+const doomed = new PuoMemoClient({ url: WS_URL, token: DOOMED_KEY });
 const shortTokens = JSON.parse(SHORT_TOKENS);
 const shortExpiry = jwtExpiry(shortTokens[0]);
-const short = new PuoMemoWebSocket(null, WS_URL, { tokenProvider: async () => shortTokens.shift() });
+const short = new PuoMemoClient({ url: WS_URL, tokenProvider: async () => shortTokens.shift() });
+// Heartbeat: with a short keepalive the client pings by itself, and the server's pongs keep it open.
+const beat = new PuoMemoClient({ url: WS_URL, token: BOB_KEY, channels: ['tenant.updates'], keepalive: 400 });
+const beatPongs = [];
+beat.on('pong', (data) => beatPongs.push(data.timestamp));
 const shortEvents = [];
 short.on('authenticated', (data) => shortEvents.push({ type: 'authenticated', data, at: Date.now() }));
 short.on('closed', (data) => shortEvents.push({ type: 'closed', data }));
 const doomedCloses = [];
+const doomedStates = [];
 doomed.on('closed', (data) => doomedCloses.push(data));
+doomed.on('state', ({ state, code }) => doomedStates.push([state, code]));
 
 bob.on('memory.created', (data) => {
   out({ client: 'bob', type: 'memory.created', data });
@@ -43,7 +49,7 @@ bob.on('memory.created', (data) => {
 });
 bob.on('memory.typing', async (data) => {
   out({ client: 'bob', type: 'memory.typing', data });
-  out({ step: 'presence', users: await alice.presence() });
+  out({ step: 'presence', users: await alice.presence(), pong: await alice.ping() });
   out({ step: 'refresh', expires_at: await alice.refresh(await aliceToken()) });
   out({ step: 'revoke' });
 });
@@ -52,18 +58,21 @@ setTimeout(() => {
   out({ step: 'timeout' });
   process.exit(1);
 }, 40000);
-await Promise.all([alice.connect(), bob.connect(), doomed.connect(), short.connect()]);
+await Promise.all([alice.connect(), bob.connect(), doomed.connect(), short.connect(), beat.connect()]);
 out({ step: 'ready' });
 while (!doomedCloses.length) await sleep(50);
 await sleep(2500); // a client that reconnected would have closed again by now (first backoff: 0.5-1 s)
 while (Date.now() < shortExpiry + 1500) await sleep(100); // past the first short token's expiry
-const shortState = { events: [...shortEvents], connected: short.connected, first_expiry: shortExpiry };
-for (const client of [alice, bob, short]) client.disconnect();
+const shortState = { events: [...shortEvents], state: short.state, first_expiry: shortExpiry };
+const beatState = { pongs: beatPongs.length, state: beat.state };
+for (const client of [alice, bob, short, beat]) client.disconnect();
 
 // Resume: reconnects wait for `gate`, so the writes below happen while the client has no connection.
 let gate = Promise.resolve();
 let openGate = () => {};
-const resumer = new PuoMemoWebSocket(BOB_KEY, WS_URL, {
+const resumer = new PuoMemoClient({
+  url: WS_URL,
+  token: BOB_KEY,
   tokenProvider: async () => {
     await gate;
     return BOB_KEY;
@@ -106,5 +115,12 @@ out({
   hidden_id: hidden.id,
 });
 resumer.disconnect();
-out({ step: 'done', doomed_closes: doomedCloses, doomed_close_code: doomed.closeCode, short: shortState });
+out({
+  step: 'done',
+  doomed_closes: doomedCloses,
+  doomed_close_code: doomed.closeCode,
+  doomed_states: doomedStates,
+  short: shortState,
+  beat: beatState,
+});
 process.exit(0);
