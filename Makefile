@@ -7,7 +7,7 @@ PORT ?= 8000
 # Development defaults; production sets DEBUG=0 and a real SECRET_KEY.
 export DEBUG ?= 1
 
-.PHONY: run test lint install install-test migrate clean
+.PHONY: run test lint bench install install-test migrate clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-test: requirements.txt requirements-test.txt $(VENV)/.installed
+$(VENV)/.installed-test: requirements.txt requirements-test.txt clients/python/pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
@@ -39,6 +39,11 @@ lint: install-test
 
 test: lint
 	$(VENV)/bin/pytest
+
+# Fan-out three ways in one run (README, "Performance"); needs PostgreSQL and Redis
+# (DATABASE_URL and REDIS_URL, by default the local ones .ci/run starts).
+bench: install-test
+	$(PY) bench/fanout.py
 
 clean:
 	rm -rf $(VENV) staticfiles db.sqlite3

@@ -1,13 +1,12 @@
 """A resilient client for PUO Memo's /ws: the spec's API plus reconnects that resume from the last seq seen,
-token refresh, presence and typing.
+token refresh, presence, typing and connection states.
 
-Usage: see the README, "Clients".
+Usage: see clients/python/README.md.
 """
 
 import asyncio
 import base64
 import binascii
-import contextlib
 import inspect
 import json
 import logging
@@ -17,7 +16,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import websockets
@@ -27,17 +26,24 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Any]
 TokenProvider = Callable[[], str | Awaitable[str]]
+Sleep = Callable[[float], Awaitable[Any]]
+State = Literal["connecting", "open", "reconnecting", "closed"]
 
+STATES: tuple[State, ...] = ("connecting", "open", "reconnecting", "closed")
 DEFAULT_CHANNELS = ("memories", "tenant.updates")
-# 4001 (auth failed, expired, revoked) and 4003 (invalid format): the same connection would fail again.
-STOP_CODES = frozenset({4001, 4003})
+# 4001 (auth failed, expired, revoked), 4003 (invalid format) and 1009 (frame too large): the same connection
+# would fail again.
+STOP_CODES = frozenset({4001, 4003, 1009})
+# The server asked the client to slow down (4002 rate limit, 4029 too many connections): the delay keeps growing
+# even after a connection that got subscribed. Every other code (1001, 1006, 1011, 1013, 4008, ...) reconnects.
+BACKOFF_CODES = frozenset({4002, 4029})
 TYPING_INTERVAL = 2.0  # the server relays one `typing` a memory per 2 s per connection
 MAX_FRAME_BYTES = 16 * 1_048_576  # server frames carry whole memories
 MAX_TRACKED_VERSIONS = 10_000  # memories whose last version seen is kept, to drop stale events
 
 
 class PuoMemoClosedError(Exception):
-    """The server closed with a code that reconnecting cannot fix (4001 or 4003): the client stopped."""
+    """The server closed with a code that reconnecting cannot fix (4001, 4003 or 1009): the client stopped."""
 
     def __init__(self, code: int, reason: str = "") -> None:
         super().__init__(f"WebSocket closed with {code}" + (f": {reason}" if reason else ""))
@@ -58,10 +64,12 @@ def jwt_expiry(token: str) -> float | None:
     return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
-def backoff_delay(attempt: int, *, base: float = 1.0, cap: float = 30.0) -> float:
-    """Seconds to wait before reconnect `attempt` (0, 1, …): 1, 2, 4 … capped at 30, with equal jitter."""
+def backoff_delay(
+    attempt: int, *, base: float = 1.0, cap: float = 60.0, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds before reconnect `attempt` (0, 1, …): 1, 2, 4 … capped at 60, less up to half of it (jitter)."""
     step = min(cap, base * 2 ** min(attempt, 32))
-    return step / 2 + random.uniform(0, step / 2)  # noqa: S311 - jitter, not cryptography
+    return step / 2 + rand() * step / 2  # equal jitter: clients cut off together do not return together
 
 
 def refresh_delay(remaining: float, *, lead: float = 60.0) -> float:
@@ -88,11 +96,15 @@ class PuoMemoClient:
         *,
         token_provider: TokenProvider | None = None,
         channels: Iterable[str] = DEFAULT_CHANNELS,
-        keepalive: float | None = 60.0,
+        keepalive: float | None = 30.0,
         reply_timeout: float = 10.0,
         backoff_base: float = 1.0,
-        backoff_cap: float = 30.0,
+        backoff_cap: float = 60.0,
+        stable_after: float = 5.0,
         last_seq: int | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         if token is None and token_provider is None:
             raise ValueError("PuoMemoClient needs a token or a token_provider")
@@ -102,10 +114,18 @@ class PuoMemoClient:
         self.url = url
         self.token_provider = token_provider
         self.channels = list(channels)  # kept as the server last confirmed them, and resubscribed after reconnects
-        self.keepalive = keepalive  # seconds without sending before a `ping` (the server closes idle sockets: 4008)
+        self.keepalive = keepalive  # seconds with nothing sent or received before a heartbeat `ping`
         self.reply_timeout = reply_timeout
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.stable_after = stable_after  # seconds a subscribed connection must last to reset the backoff
+        self.state: State = "closed"
+        self.attempt = 0  # reconnects since the last good connection: the next backoff step
+        # The client's time, injectable for tests: backoff waits, `stable_after`, the heartbeat's interval.
+        # Reply timeouts (presence, refresh, `subscribed`, `pong`) run on asyncio's own clock.
+        self._sleep = sleep
+        self._clock = clock
+        self._rand = rand
         self.ws: ClientConnection | None = None
         self.handlers: dict[str, list[Handler]] = {}
         self.close_code: int | None = None  # the code that stopped the client, if one did
@@ -116,6 +136,7 @@ class PuoMemoClient:
         self._waiters: dict[str, deque[asyncio.Future]] = {}
         self._typing_sent: dict[str, float] = {}
         self._last_sent = 0.0
+        self._last_received = 0.0
         self._tasks: list[asyncio.Task] = []
         self._last_seq = last_seq
         self._versions: dict[str, int] = {}  # memory id -> the newest `version` seen, at most MAX_TRACKED_VERSIONS
@@ -135,7 +156,12 @@ class PuoMemoClient:
         return self._last_seq
 
     def on(self, event: str, handler: Handler) -> None:
-        """Register a handler (sync or async) called with each `event`'s data, or a client event: `closed`.
+        """Register a handler (sync or async) called with each `event`'s data, or a client event.
+
+        Client events: `closed` ({code, reason, reconnect}); `state` ({state, previous, code, reason, delay,
+        attempt}) with state "connecting" (each attempt), "open" (subscribed), "reconnecting" (waiting `delay`
+        seconds after a close with `code`) or "closed" (stopped); and `*` (every frame received, whole:
+        {id, type, timestamp, data[, seq]}).
 
         `resync_required` ({reason, current_seq}) means events were missed that the log no longer has (or the
         position is ahead of the server): reload the state over REST. The client continues from `current_seq`.
@@ -150,34 +176,40 @@ class PuoMemoClient:
             self.handlers[event].remove(handler)
 
     async def connect(self) -> None:
-        """Connect and reconnect with backoff until disconnect(); raise PuoMemoClosedError on 4001 or 4003."""
+        """Connect and reconnect with backoff until disconnect(); raise PuoMemoClosedError on 4001, 4003, 1009."""
         self._running = True
         self.close_code = None
         self._wake.clear()
         dispatcher = asyncio.create_task(self._dispatch())
-        attempt = 0
+        self.attempt = 0
         try:
             fresh = False  # the first connection uses the token given, if any
             while self._running:
-                established, code, reason = await self._connect_once(fresh_token=fresh)
+                self._set_state("connecting")
+                good, code, reason = await self._connect_once(fresh_token=fresh)
                 fresh = True
                 stop = code in STOP_CODES
                 self._emit("closed", {"code": code, "reason": reason, "reconnect": self._running and not stop})
                 if stop:
                     self._running = False
                     self.close_code = code
+                    self._set_state("closed", code=code, reason=reason)
                     await self._events.join()
                     raise PuoMemoClosedError(code, reason)
                 if not self._running:
                     break
-                attempt = 0 if established else attempt + 1
-                delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
+                if good and code not in BACKOFF_CODES:
+                    self.attempt = 0  # a good connection: start again from the first step
+                delay = backoff_delay(self.attempt, base=self.backoff_base, cap=self.backoff_cap, rand=self._rand)
+                self.attempt += 1
+                self._set_state("reconnecting", code=code, reason=reason, delay=delay)
                 logger.info("WebSocket closed with %s; reconnecting in %.1f s", code, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)  # disconnect() cuts the wait short
+                await self._pause(delay)
+            self._set_state("closed")
             await self._events.join()
         finally:
             self._running = False
+            self.state = "closed"
             dispatcher.cancel()
 
     async def disconnect(self) -> None:
@@ -186,6 +218,23 @@ class PuoMemoClient:
         self._wake.set()
         if self.ws is not None:
             await self.ws.close()
+
+    async def _pause(self, delay: float) -> None:
+        """Sleep `delay` seconds of the client's time; disconnect() cuts it short."""
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+
+    def _set_state(
+        self, state: State, *, code: int | None = None, reason: str = "", delay: float | None = None
+    ) -> None:
+        previous, self.state = self.state, state
+        details = {"code": code, "reason": reason, "delay": delay, "attempt": self.attempt}
+        self._emit("state", {"state": state, "previous": previous, **details})
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until a connection is open and subscribed."""
@@ -201,10 +250,28 @@ class PuoMemoClient:
         try:
             await self.ws.send(json.dumps(frame))
         except websockets.ConnectionClosed:
-            logger.warning("WebSocket closed before %s could be sent", message_type)
+            logger.info("WebSocket closed before %s could be sent", message_type)  # its close code says why
             return False
-        self._last_sent = time.monotonic()
+        self._last_sent = self._clock()
         return True
+
+    async def subscribe(self, channels: Iterable[str]) -> list[str]:
+        """Add channels (kept for every reconnect); return all the channels subscribed."""
+        wanted = [channel for channel in channels if channel not in self.channels]
+        if not self.connected:
+            self.channels += wanted  # subscribed on the next connection
+        elif wanted:
+            await self._request("subscribe", {"channels": wanted}, "subscribed")
+        return self.channels
+
+    async def unsubscribe(self, channels: Iterable[str]) -> list[str]:
+        """Drop channels (for every reconnect too); return the channels still subscribed."""
+        unwanted = list(channels)
+        if not self.connected:
+            self.channels = [channel for channel in self.channels if channel not in unwanted]
+            return self.channels
+        await self._request("unsubscribe", {"channels": unwanted}, "unsubscribed")
+        return self.channels
 
     async def refresh(self, token: str) -> str | None:
         """Renew the connection's credentials in-band (`auth`); return `expires_at`, None for API keys."""
@@ -219,7 +286,7 @@ class PuoMemoClient:
 
     async def typing(self, memory_id: str) -> bool:
         """Tell teammates this user is typing in a memory; at most one a memory per 2 s (False when throttled)."""
-        now = time.monotonic()
+        now = self._clock()
         if now - self._typing_sent.get(memory_id, -TYPING_INTERVAL) < TYPING_INTERVAL:
             return False
         if not await self.send("typing", {"memory_id": memory_id}):
@@ -229,20 +296,30 @@ class PuoMemoClient:
         return True
 
     async def _connect_once(self, *, fresh_token: bool) -> tuple[bool, int, str]:
-        """One connection from open to close; returns whether it got subscribed, and its close code and reason."""
-        established = False
+        """One connection from open to close; returns whether it was good, and its close code and reason.
+
+        Good: subscribed, and open for `stable_after` seconds at least (a connection dropped at once is no
+        progress, so the backoff keeps growing).
+        """
+        opened_at: float | None = None
         ws = None
         try:
             url = await self._url(fresh_token)
             async with websockets.connect(url, max_size=MAX_FRAME_BYTES, open_timeout=self.reply_timeout) as ws:
                 self.ws = ws
                 if not self._running:  # disconnect() came while connecting
-                    return established, 1000, ""
-                subscribe: dict[str, Any] = {"channels": self.channels}
-                if self._last_seq is not None:
-                    subscribe["last_seq"] = self._last_seq  # the server replays what was missed, then `resumed`
-                await self.send("subscribe", subscribe)
+                    return False, 1000, ""
+                self._last_received = self._clock()
+                if self.channels:
+                    subscribe: dict[str, Any] = {"channels": self.channels}
+                    if self._last_seq is not None:
+                        subscribe["last_seq"] = self._last_seq  # the server replays what was missed, then `resumed`
+                    await self.send("subscribe", subscribe)
+                    self._tasks.append(asyncio.create_task(self._expect_subscribed(ws)))
+                else:
+                    opened_at = self._open(ws)
                 async for raw in ws:
+                    self._last_received = self._clock()
                     frame = self._parse(raw)
                     if frame is None:
                         continue
@@ -251,18 +328,15 @@ class PuoMemoClient:
                         continue  # an older version of a memory than one already seen
                     if message_type in ("subscribed", "unsubscribed") and isinstance(data, dict):
                         self.channels = list(data.get("channels", self.channels))
-                    if message_type == "subscribed" and not established:
-                        established = True
-                        self._connected.set()
-                        self._tasks = [asyncio.create_task(self._refresh_loop())]
-                        if self.keepalive:
-                            self._tasks.append(asyncio.create_task(self._keepalive_loop()))
+                    if message_type == "subscribed" and opened_at is None:
+                        opened_at = self._open(ws)  # state "open" before `subscribed`'s own handlers
+                    self._emit("*", frame)
                     self._resolve(message_type, data)
                     self._emit(message_type, data)
         except websockets.ConnectionClosed:
             pass
         except Exception as error:  # DNS, refused, handshake, or a token provider that failed: retry with backoff
-            logger.warning("WebSocket connection failed: %s", error)
+            logger.warning("WebSocket connection failed: %s", self._redact(str(error) or type(error).__name__))
         finally:
             self.ws = None
             self._connected.clear()
@@ -274,9 +348,27 @@ class PuoMemoClient:
                     if not future.done():
                         future.set_exception(ConnectionError("WebSocket closed"))
                 waiters.clear()
+        good = opened_at is not None and self._clock() - opened_at >= self.stable_after
         if ws is None:
-            return established, 1006, ""
-        return established, ws.close_code or 1006, ws.close_reason or ""
+            return good, 1006, ""
+        return good, ws.close_code or 1006, ws.close_reason or ""
+
+    def _open(self, ws: ClientConnection) -> float:
+        """The connection is subscribed: state "open", token renewal and heartbeat; return when it opened."""
+        self._connected.set()
+        self._set_state("open")
+        self._tasks.append(asyncio.create_task(self._refresh_loop()))
+        if self.keepalive:
+            self._tasks.append(asyncio.create_task(self._keepalive_loop(ws)))
+        return self._clock()
+
+    async def _expect_subscribed(self, ws: ClientConnection) -> None:
+        """Give up on a connection that does not confirm the subscription within the reply timeout."""
+        try:
+            await asyncio.wait_for(self._connected.wait(), self.reply_timeout)
+        except TimeoutError:
+            logger.warning("No `subscribed` reply within %s s: dropping the connection", self.reply_timeout)
+            ws.transport.abort()  # counts as 1006: reconnect with backoff
 
     def _track(self, message_type: str, seq: Any, data: Any) -> bool:
         """Follow the event position; return False for a memory event older than a version already seen."""
@@ -306,6 +398,12 @@ class PuoMemoClient:
                 while len(self._versions) > MAX_TRACKED_VERSIONS:
                     del self._versions[next(iter(self._versions))]
         return True
+
+    def _redact(self, text: str) -> str:
+        """`text` without the token (an invalid URI's error quotes the URL, which carries it)."""
+        if self.token:
+            text = text.replace(quote(self.token, safe=""), "***").replace(self.token, "***")
+        return text
 
     async def _url(self, fresh_token: bool) -> str:
         if self.token_provider is not None and (fresh_token or self.token is None):
@@ -369,13 +467,25 @@ class PuoMemoClient:
                 logger.warning("Token refresh failed: %s", error)
                 await asyncio.sleep(1)  # then again at 80% of what is left
 
-    async def _keepalive_loop(self) -> None:
+    async def _keepalive_loop(self, ws: ClientConnection) -> None:
+        """Heartbeat: a `ping` after `keepalive` seconds with nothing sent or nothing received.
+
+        Nothing sent: the server closes idle sockets (4008). Nothing received: the link may be dead; without a
+        `pong` within the reply timeout the connection is dropped and the client reconnects.
+        """
         while True:
-            idle = time.monotonic() - self._last_sent
-            if idle >= self.keepalive:
-                await self.send("ping")
-                idle = 0.0
-            await asyncio.sleep(self.keepalive - idle)
+            quiet = self._clock() - min(self._last_sent, self._last_received)
+            if quiet < self.keepalive:
+                await self._sleep(self.keepalive - quiet)
+                continue
+            try:
+                await self._request("ping", None, "pong")
+            except TimeoutError:
+                logger.warning("No `pong` within %s s: dropping the connection", self.reply_timeout)
+                ws.transport.abort()
+                return
+            except ConnectionError:
+                return
 
     @staticmethod
     def _parse(raw: str | bytes) -> dict[str, Any] | None:
