@@ -1,5 +1,6 @@
-// PUO Memo real-time client for `/ws`: one ES module with no dependencies and no build step, for browsers and
-// Node >= 20 (global WebSocket: `node --experimental-websocket` on Node 20, built in from Node 22).
+// PUO Memo real-time client for `/ws`: one ES module with no build step, for browsers and Node >= 20 (global
+// WebSocket: `node --experimental-websocket` on Node 20, built in from Node 22). Its only dependency, a vendored
+// MessagePack codec (vendor/msgpack/), is imported when a client asks for `encoding: 'msgpack'`, never before.
 // Reconnects with backoff, re-subscribes and resumes from the last seq seen, renews tokens in-band, sends heartbeat
 // pings, and reports its state. Usage and the rules it follows: README.md next to this file.
 
@@ -13,6 +14,11 @@ const TYPING_INTERVAL_MS = 2000; // the server relays one `typing` a memory per 
 const MAX_TIMER_MS = 2 ** 31 - 1; // setTimeout fires at once for longer delays
 const MAX_TRACKED_VERSIONS = 10000; // memories whose last version seen is kept, to drop stale events
 const OPEN = 1; // WebSocket.OPEN, which an injected constructor need not define
+export const ENCODINGS = Object.freeze(['json', 'msgpack']);
+/** The subprotocol a msgpack client offers; a server that echoes nothing speaks JSON on that connection. */
+export const MSGPACK_PROTOCOL = 'puomemo.msgpack';
+/** Names `publish()` accepts and custom events arrive under (the server checks the same pattern). */
+export const CUSTOM_EVENT_PATTERN = /^custom\.[a-z0-9][a-z0-9_.-]{0,63}$/;
 
 /** The client stopped for good: a close code reconnecting cannot fix (4001, 4003, 1009), or the server refused it. */
 export class PuoMemoClosedError extends Error {
@@ -57,7 +63,7 @@ const systemClock = {
 export class PuoMemoClient {
   /**
    * @param {object} [options]  see README.md: url, token, tokenProvider, ticketProvider, channels, lastSeq,
-   *   keepalive, replyTimeout, backoffBase, backoffCap, stableAfter, WebSocket, clock, random, logger
+   *   encoding, keepalive, replyTimeout, backoffBase, backoffCap, stableAfter, WebSocket, clock, random, logger
    */
   constructor(options = {}) {
     const {
@@ -67,6 +73,7 @@ export class PuoMemoClient {
       ticketProvider = null,
       channels = DEFAULT_CHANNELS,
       lastSeq = null,
+      encoding = 'json',
       keepalive = 30000,
       replyTimeout = 10000,
       backoffBase = 1000,
@@ -79,6 +86,7 @@ export class PuoMemoClient {
     } = options;
     if (lastSeq !== null && !isWhole(lastSeq)) throw new TypeError('lastSeq must be a whole number or null');
     if (!Array.isArray(channels)) throw new TypeError('channels must be an array of channel names');
+    if (!ENCODINGS.includes(encoding)) throw new TypeError(`encoding must be 'json' or 'msgpack', not ${encoding}`);
     if (!WebSocket) {
       throw new TypeError('No WebSocket: pass options.WebSocket, or run Node 20 with --experimental-websocket');
     }
@@ -87,6 +95,7 @@ export class PuoMemoClient {
     this.tokenProvider = tokenProvider;
     this.ticketProvider = ticketProvider;
     this.channels = [...channels]; // re-subscribed after every reconnect
+    this.encoding = encoding; // asked for; wireEncoding is what the open connection uses
     this.keepalive = keepalive;
     this.replyTimeout = replyTimeout;
     this.backoffBase = backoffBase;
@@ -97,13 +106,15 @@ export class PuoMemoClient {
     this._clock = clock;
     this._random = random;
     this._log = logger;
+    this._loadCodec = loadMsgpack;
+    this._warnedFallback = false;
     this._state = 'closed';
     this._handlers = new Map();
     this._running = false;
     this._generation = 0; // bumped by disconnect() and stops: an attempt in flight then gives up
     this._failures = 0; // retries since the last good connection: the backoff step
     this._connections = 0;
-    this._conn = null; // {ws, established, openedAt, lastSent, lastReceived, closed}
+    this._conn = null; // {ws, codec, binary, established, openedAt, lastSent, lastReceived, closed}
     this._retryTimer = null;
     this._timers = new Set(); // the connection's: heartbeat, refresh, reply timeouts
     this._waiters = new Map();
@@ -122,6 +133,13 @@ export class PuoMemoClient {
   /** True while the state is 'open'. */
   get connected() {
     return this._state === 'open';
+  }
+
+  /** 'msgpack' or 'json': the encoding of the open connection (JSON when the server chose no subprotocol); or null. */
+  get wireEncoding() {
+    const conn = this._conn;
+    if (!conn || conn.binary === null) return null;
+    return conn.binary ? 'msgpack' : 'json';
   }
 
   /**
@@ -193,6 +211,26 @@ export class PuoMemoClient {
     return (await this._request('presence', null, 'presence')).users;
   }
 
+  /**
+   * Relay a custom event `custom.<name>` with a payload object to the tenant's other connections subscribed to
+   * `custom` (only those that may see `memoryId` when given). Returns false when the client is not open.
+   */
+  publish(event, payload, memoryId = null) {
+    if (typeof event !== 'string' || !CUSTOM_EVENT_PATTERN.test(event)) {
+      throw new TypeError(`event must match ${CUSTOM_EVENT_PATTERN}, not ${JSON.stringify(event)}`);
+    }
+    if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
+      throw new TypeError('payload must be an object');
+    }
+    if (memoryId !== null && memoryId !== undefined && typeof memoryId !== 'string') {
+      throw new TypeError('memoryId must be a string (a memory id) or left out');
+    }
+    if (this._state !== 'open') return false; // an error reply before `subscribed` would stop the client
+    const data = { event, payload };
+    if (typeof memoryId === 'string') data.memory_id = memoryId;
+    return this._send('publish', data);
+  }
+
   /** Tell teammates this user is typing in a memory; at most one a memory per 2 s (false when throttled). */
   typing(memoryId) {
     const now = this._clock.now();
@@ -214,6 +252,16 @@ export class PuoMemoClient {
   async _attempt() {
     const generation = ++this._generation;
     this._setState('connecting', { attempt: this._failures });
+    let codec = null;
+    try {
+      if (this.encoding === 'msgpack') codec = await this._loadCodec(); // before the URL: a ticket is single-use
+    } catch (error) {
+      if (generation !== this._generation) return;
+      this._log.warn('PuoMemoClient: could not load the MessagePack codec:', error);
+      this._retry(1006, `no MessagePack codec: ${error?.message ?? error}`, false);
+      return;
+    }
+    if (generation !== this._generation) return;
     let url;
     try {
       url = await this._connectUrl(this._connections > 0 || this._failures > 0);
@@ -226,18 +274,34 @@ export class PuoMemoClient {
     if (generation !== this._generation) return; // disconnect() while the provider ran
     let ws;
     try {
-      ws = new this._WebSocket(url);
+      ws = codec ? new this._WebSocket(url, [MSGPACK_PROTOCOL]) : new this._WebSocket(url);
+      if (codec) ws.binaryType = 'arraybuffer';
     } catch (error) {
       // A malformed URL, or ws:// from an https page: every retry would throw too.
       this._halt(null, String(error?.message ?? error), new PuoMemoClosedError(null, String(error?.message ?? error)));
       return;
     }
     const now = this._clock.now();
-    const conn = { ws, established: false, openedAt: null, lastSent: now, lastReceived: now, closed: false };
+    const conn = {
+      ws,
+      codec,
+      binary: null, // whether frames are MessagePack, known once open
+      established: false,
+      openedAt: null,
+      lastSent: now,
+      lastReceived: now,
+      closed: false,
+    };
     this._conn = conn;
     ws.onopen = () => {
       if (this._conn !== conn) return;
       conn.lastReceived = this._clock.now();
+      // The server echoes the subprotocol it picked; none is a server from before MessagePack: JSON, both ways.
+      conn.binary = codec !== null && ws.protocol === MSGPACK_PROTOCOL;
+      if (codec && !conn.binary && !this._warnedFallback) {
+        this._warnedFallback = true;
+        this._log.warn('PuoMemoClient: the server chose no subprotocol (it predates MessagePack): using JSON');
+      }
       if (!this.channels.length) {
         this._established(conn);
         return;
@@ -252,17 +316,22 @@ export class PuoMemoClient {
     ws.onmessage = (event) => {
       if (this._conn === conn) this._receive(conn, event.data);
     };
-    ws.onerror = () => {}; // the close event that follows says what happened
+    ws.onerror = () => {
+      // Once open, the close event that follows says what happened. A failed handshake gets no close event from
+      // Node 20's WebSocket (nodejs/undici#3546), so it ends the attempt here, as the browser's 1006 would.
+      if (this._conn === conn && conn.binary === null) this._abandon(conn, 'handshake failed');
+    };
     ws.onclose = (event) => this._socketClosed(conn, event?.code || 1006, event?.reason || '');
   }
 
-  _receive(conn, text) {
+  _receive(conn, message) {
     conn.lastReceived = this._clock.now();
     let frame;
     try {
-      frame = JSON.parse(text);
-    } catch {
-      this._log.error('PuoMemoClient: failed to parse message', text);
+      // Each frame is read by its kind: a text frame is JSON, a binary one MessagePack.
+      frame = typeof message === 'string' ? JSON.parse(message) : decodeBinary(conn.codec, message);
+    } catch (error) {
+      this._log.error('PuoMemoClient: failed to parse message', message, error);
       return;
     }
     if (typeof frame?.type !== 'string') return;
@@ -393,7 +462,7 @@ export class PuoMemoClient {
 
   /** Give up on a connection that stopped answering: it counts as dropped (1006) without waiting for TCP. */
   _abandon(conn, reason) {
-    conn.ws.onopen = conn.ws.onmessage = conn.ws.onclose = null;
+    conn.ws.onopen = conn.ws.onmessage = conn.ws.onclose = conn.ws.onerror = null; // close() may fire them again
     try {
       conn.ws.close(1000);
     } catch {
@@ -420,7 +489,7 @@ export class PuoMemoClient {
     const conn = this._conn;
     if (!conn || conn.ws.readyState !== OPEN) return false;
     const frame = { id: randomId(), type, timestamp: new Date(this._clock.now()).toISOString(), data };
-    conn.ws.send(JSON.stringify(frame));
+    conn.ws.send(conn.binary ? conn.codec.encode(frame) : JSON.stringify(frame));
     conn.lastSent = this._clock.now();
     return true;
   }
@@ -536,6 +605,35 @@ function defaultUrl() {
   const location = globalThis.location;
   if (!location?.host) throw new TypeError('PuoMemoClient needs options.url outside a browser page');
   return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+}
+
+let msgpackCodec = null;
+
+/** The vendored MessagePack codec, imported once on first use; a failed import is tried again next time. */
+function loadMsgpack() {
+  msgpackCodec ??= import('./vendor/msgpack/index.mjs').then(
+    ({ Encoder, Decoder }) => {
+      // Undefined members are left out, as JSON.stringify leaves them out: the same envelope in both encodings.
+      const encoder = new Encoder({ ignoreUndefined: true });
+      const decoder = new Decoder();
+      return { encode: (frame) => encoder.encode(frame), decode: (bytes) => decoder.decode(bytes) };
+    },
+    (error) => {
+      msgpackCodec = null;
+      throw error;
+    },
+  );
+  return msgpackCodec;
+}
+
+/** A binary frame's envelope: an ArrayBuffer or a typed array (Node's Buffer), decoded as MessagePack. */
+function decodeBinary(codec, message) {
+  if (!codec) throw new TypeError('a binary frame on a JSON client');
+  if (message instanceof ArrayBuffer) return codec.decode(new Uint8Array(message));
+  if (ArrayBuffer.isView(message)) {
+    return codec.decode(new Uint8Array(message.buffer, message.byteOffset, message.byteLength));
+  }
+  throw new TypeError(`a binary frame as ${Object.prototype.toString.call(message)}, not an ArrayBuffer`);
 }
 
 function isWhole(value) {

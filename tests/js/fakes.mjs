@@ -1,21 +1,32 @@
 // Test doubles for the JS client's unit tests: a WebSocket the test drives by hand and a clock it moves.
+import { decode, encode } from '../../clients/js/vendor/msgpack/index.mjs';
 
-/** A WebSocket class whose instances the test opens, feeds and closes; `sockets` lists every one made. */
-export function fakeWebSocket() {
+export const MSGPACK = 'puomemo.msgpack';
+
+/**
+ * A WebSocket class whose instances the test opens, feeds and closes; `sockets` lists every one made.
+ * `serverProtocols`: the subprotocols the fake server knows, as the contract's (an old server: none).
+ */
+export function fakeWebSocket({ serverProtocols = [MSGPACK, 'puomemo.json'] } = {}) {
   const sockets = [];
   class FakeWebSocket {
-    constructor(url) {
+    constructor(url, protocols = []) {
       this.url = url;
+      this.protocols = typeof protocols === 'string' ? [protocols] : [...protocols]; // offered by the client
+      this.protocol = ''; // the server's pick, set by accept()
+      this.binaryType = 'blob'; // the browser's default
       this.readyState = 0;
-      this.sent = [];
+      this.sent = []; // every frame the client sent, decoded
+      this.raw = []; // the same frames as they went on the wire: strings (text) or bytes (binary)
       this.closedWith = null; // what the client passed to close()
       this.answersPings = true; // as the server does; false: a dead link
       sockets.push(this);
     }
 
-    send(text) {
+    send(data) {
       if (this.readyState !== 1) throw new Error('InvalidStateError: not open');
-      const frame = JSON.parse(text);
+      this.raw.push(data);
+      const frame = typeof data === 'string' ? JSON.parse(data) : decode(data);
       this.sent.push(frame);
       if (frame.type === 'ping' && this.answersPings) {
         queueMicrotask(() => this.readyState === 1 && this.push('pong', { timestamp: 'now' }));
@@ -23,6 +34,10 @@ export function fakeWebSocket() {
     }
 
     close(code = 1000, reason = '') {
+      if (this.failedWithoutClose) {
+        this.onerror?.({ type: 'error' }); // as Node 20's WebSocket does: close() fails the connection again
+        return;
+      }
       if (this.readyState >= 2) return;
       this.closedWith = { code, reason };
       this.readyState = 2;
@@ -30,15 +45,26 @@ export function fakeWebSocket() {
       queueMicrotask(() => this.drop(code, reason));
     }
 
-    /** The handshake succeeded. */
+    /** The handshake succeeded; the server picked the first subprotocol offered that it knows, if any. */
     accept() {
+      this.protocol = this.protocols.find((protocol) => serverProtocols.includes(protocol)) ?? '';
       this.readyState = 1;
       this.onopen?.({});
     }
 
-    /** The server sends a frame. */
+    /** The server sends a frame, in the connection's encoding. */
     push(type, data = {}, extra = {}) {
-      this.onmessage?.({ data: JSON.stringify({ id: `srv-${type}`, type, timestamp: 'now', data, ...extra }) });
+      const frame = { id: `srv-${type}`, type, timestamp: 'now', data, ...extra };
+      this.deliver(this.protocol === MSGPACK ? encode(frame) : JSON.stringify(frame));
+    }
+
+    /** The server sends a text frame (a string) or a binary one (bytes), as the browser hands it over. */
+    deliver(data) {
+      if (typeof data !== 'string') {
+        const bytes = new Uint8Array(data);
+        data = this.binaryType === 'arraybuffer' ? bytes.buffer : new Blob([bytes]);
+      }
+      this.onmessage?.({ data });
     }
 
     /** Open and answer the client's subscribe, as the server does. */
@@ -46,6 +72,13 @@ export function fakeWebSocket() {
       this.accept();
       const subscribe = this.sent.find((frame) => frame.type === 'subscribe');
       this.push('subscribed', { channels: [...subscribe.data.channels].sort() });
+    }
+
+    /** The handshake fails: an error event, then the close event (1006) unless `closeEvent` is false (Node 20). */
+    fail({ closeEvent = true } = {}) {
+      this.failedWithoutClose = !closeEvent;
+      this.onerror?.({ type: 'error' });
+      if (closeEvent) this.drop(1006);
     }
 
     /** The connection ends with `code` (the server closed it, or it dropped). */
