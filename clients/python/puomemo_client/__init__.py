@@ -2,7 +2,10 @@
 
 from puomemo_client.client import (
     BACKOFF_CODES,
+    CHANNELS,
+    CUSTOM_EVENT,
     DEFAULT_CHANNELS,
+    ENCODINGS,
     STATES,
     STOP_CODES,
     PuoMemoClient,
@@ -12,11 +15,14 @@ from puomemo_client.client import (
     refresh_delay,
 )
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
 __all__ = [
     "BACKOFF_CODES",
+    "CHANNELS",
+    "CUSTOM_EVENT",
     "DEFAULT_CHANNELS",
+    "ENCODINGS",
     "STATES",
     "STOP_CODES",
     "PuoMemoClient",

@@ -9,7 +9,14 @@ import signal
 import sys
 from typing import Any, TextIO
 
-from puomemo_client.client import DEFAULT_CHANNELS, PuoMemoClient, PuoMemoClosedError
+from puomemo_client.client import (
+    DEFAULT_CHANNELS,
+    ENCODINGS,
+    Encoding,
+    PuoMemoClient,
+    PuoMemoClosedError,
+    load_msgpack,
+)
 
 # Exit statuses: 0 after Ctrl-C or SIGTERM, 2 for a bad command line (argparse), and one a stop code.
 EXIT_STATUS = {4001: 3, 4003: 4, 1009: 5}
@@ -19,8 +26,9 @@ CLOSE_MEANING = {
     1009: "a message was larger than the server's limit",
 }
 EPILOG = """\
-Each event frame (memory.*, tenant.*) is printed on stdout as one JSON object a line; status messages go to
-stderr. The token may come from the environment (PUOMEMO_TOKEN) so it stays out of the shell history.
+Each event frame (memory.*, tenant.*, and custom.* with --channels ...,custom) is printed on stdout as one
+JSON object a line, whatever the --encoding on the wire; status messages go to stderr. The token may come
+from the environment (PUOMEMO_TOKEN) so it stays out of the shell history.
 Exit status: 0 after Ctrl-C or SIGTERM; 3 when the server refuses the token (close code 4001); 4 on 4003;
 5 on 1009; 2 for a bad command line. Other closes reconnect with backoff (1 s doubling to 60 s, jittered).
 """
@@ -57,6 +65,20 @@ def parser() -> argparse.ArgumentParser:
         "--channels", type=_channels, default=",".join(DEFAULT_CHANNELS), help="comma-separated (default: %(default)s)"
     )
     tail.add_argument("--last-seq", type=_whole, help="resume after this event position (`seq`)")
+    tail.add_argument(
+        "--encoding",
+        choices=ENCODINGS,
+        default="json",
+        help="frames on the wire: msgpack asks for MessagePack (needs the msgpack extra) (default: %(default)s)",
+    )
+    tail.add_argument(
+        "--no-compression",
+        dest="compression",
+        action="store_const",
+        const=None,
+        default="deflate",
+        help="do not offer permessage-deflate",
+    )
     return root
 
 
@@ -67,9 +89,12 @@ async def tail(
     last_seq: int | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
+    *,
+    encoding: Encoding = "json",
+    compression: str | None = "deflate",
 ) -> int:
     """Print the event frames until a signal (0) or a stop code (its exit status)."""
-    client = PuoMemoClient(token, url, channels=channels, last_seq=last_seq)
+    client = PuoMemoClient(token, url, channels=channels, last_seq=last_seq, encoding=encoding, compression=compression)
 
     def status(message: str) -> None:
         print(f"puomemo_client: {message}", file=err, flush=True)
@@ -87,7 +112,9 @@ async def tail(
             status(f"connecting to {url}")
         elif change["state"] == "open":
             position = f"; at seq {client.last_seq}" if client.last_seq is not None else ""
-            status(f"connected; subscribed to {', '.join(client.channels)}{position}")
+            # Asked for MessagePack: say what the server chose (one that does not know it answers in JSON).
+            wire = f" over {client.connection_encoding or 'json'}" if encoding == "msgpack" else ""
+            status(f"connected{wire}; subscribed to {', '.join(client.channels)}{position}")
         elif change["state"] == "reconnecting":
             status(f"connection closed ({change['code']}); reconnecting in {change['delay']:.1f} s")
 
@@ -119,5 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     token = args.token or os.environ.get("PUOMEMO_TOKEN")
     if not token:
         parser().error("a token is needed: --token TOKEN or the environment variable PUOMEMO_TOKEN")
+    if args.encoding == "msgpack":
+        try:
+            load_msgpack()
+        except ImportError as missing:
+            parser().error(str(missing))
     logging.basicConfig(level=logging.WARNING, format="puomemo_client: %(message)s", stream=sys.stderr)
-    return asyncio.run(tail(args.url, token, args.channels, args.last_seq))
+    return asyncio.run(
+        tail(args.url, token, args.channels, args.last_seq, encoding=args.encoding, compression=args.compression)
+    )

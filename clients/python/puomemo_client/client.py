@@ -1,5 +1,5 @@
 """A resilient client for PUO Memo's /ws: the spec's API plus reconnects that resume from the last seq seen,
-token refresh, presence, typing and connection states.
+token refresh, presence, typing, custom events, MessagePack frames and connection states.
 
 Usage: see clients/python/README.md.
 """
@@ -11,11 +11,13 @@ import inspect
 import json
 import logging
 import random
+import re
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -28,9 +30,14 @@ Handler = Callable[[Any], Any]
 TokenProvider = Callable[[], str | Awaitable[str]]
 Sleep = Callable[[float], Awaitable[Any]]
 State = Literal["connecting", "open", "reconnecting", "closed"]
+Encoding = Literal["json", "msgpack"]
 
 STATES: tuple[State, ...] = ("connecting", "open", "reconnecting", "closed")
 DEFAULT_CHANNELS = ("memories", "tenant.updates")
+CHANNELS = (*DEFAULT_CHANNELS, "custom")  # `custom` carries the custom.* events applications publish
+ENCODINGS: tuple[Encoding, ...] = ("json", "msgpack")
+MSGPACK_SUBPROTOCOL = "puomemo.msgpack"
+CUSTOM_EVENT = re.compile(r"custom\.[a-z0-9][a-z0-9_.-]{0,63}")  # the whole name; `$` would let "\n" through
 # 4001 (auth failed, expired, revoked), 4003 (invalid format) and 1009 (frame too large): the same connection
 # would fail again.
 STOP_CODES = frozenset({4001, 4003, 1009})
@@ -77,6 +84,17 @@ def refresh_delay(remaining: float, *, lead: float = 60.0) -> float:
     return max(0.0, remaining - min(lead, remaining * 0.2))
 
 
+def load_msgpack() -> ModuleType:
+    """The `msgpack` module, imported on first use: an optional extra of this package."""
+    try:
+        import msgpack
+    except ImportError as missing:
+        raise ImportError(
+            "encoding='msgpack' needs the msgpack package: pip install 'puomemo-client[msgpack]'"
+        ) from missing
+    return msgpack
+
+
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -102,6 +120,8 @@ class PuoMemoClient:
         backoff_cap: float = 60.0,
         stable_after: float = 5.0,
         last_seq: int | None = None,
+        encoding: Encoding = "json",
+        compression: str | None = "deflate",
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
@@ -110,6 +130,14 @@ class PuoMemoClient:
             raise ValueError("PuoMemoClient needs a token or a token_provider")
         if last_seq is not None and (isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0):
             raise ValueError("last_seq must be a whole number or None")
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
+        if compression not in ("deflate", None):
+            raise ValueError(f"compression must be 'deflate' or None, not {compression!r}")
+        # Imported now, so a missing extra fails here and not on every reconnect.
+        self._msgpack = load_msgpack() if encoding == "msgpack" else None
+        self.encoding = encoding  # asked for; the server may answer in JSON (see connection_encoding)
+        self.compression = compression  # permessage-deflate, offered to the server, which may decline
         self.token = token
         self.url = url
         self.token_provider = token_provider
@@ -127,6 +155,7 @@ class PuoMemoClient:
         self._clock = clock
         self._rand = rand
         self.ws: ClientConnection | None = None
+        self.connection_encoding: Encoding | None = None  # what the open connection speaks, None when closed
         self.handlers: dict[str, list[Handler]] = {}
         self.close_code: int | None = None  # the code that stopped the client, if one did
         self._running = False
@@ -162,6 +191,9 @@ class PuoMemoClient:
         attempt}) with state "connecting" (each attempt), "open" (subscribed), "reconnecting" (waiting `delay`
         seconds after a close with `code`) or "closed" (stopped); and `*` (every frame received, whole:
         {id, type, timestamp, data[, seq]}).
+
+        Custom events (channel `custom`) arrive by their full name, e.g. `custom.cursor` ({event, payload,
+        memory_id, user_id, user_name}); there are no patterns other than `*`.
 
         `resync_required` ({reason, current_seq}) means events were missed that the log no longer has (or the
         position is ahead of the server): reload the state over REST. The client continues from `current_seq`.
@@ -247,13 +279,34 @@ class PuoMemoClient:
             return False
         timestamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         frame = {"id": str(uuid.uuid4()), "type": message_type, "timestamp": timestamp, "data": data}
+        # A MessagePack connection takes binary frames only (bytes), a JSON one text frames only.
+        message = self._msgpack.packb(frame) if self.connection_encoding == "msgpack" else json.dumps(frame)
         try:
-            await self.ws.send(json.dumps(frame))
+            await self.ws.send(message)
         except websockets.ConnectionClosed:
             logger.info("WebSocket closed before %s could be sent", message_type)  # its close code says why
             return False
         self._last_sent = self._clock()
         return True
+
+    async def publish(self, event: str, payload: dict[str, Any], memory_id: str | uuid.UUID | None = None) -> bool:
+        """Relay a custom event to the tenant's other connections on `custom`; False when not connected.
+
+        `event` is `custom.<name>` (lowercase letters, digits, `_`, `.`, `-`; at most 64 after `custom.`) and
+        `payload` a dict; with `memory_id`, only those who may see that memory get it. The server answers
+        refusals (payload too large, too many a minute) with an `error` frame.
+        """
+        if not isinstance(event, str) or not CUSTOM_EVENT.fullmatch(event):
+            raise ValueError(f"event must match custom.<name> ({CUSTOM_EVENT.pattern}), not {event!r}")
+        if not isinstance(payload, dict):
+            raise ValueError(f"payload must be a dict, not {type(payload).__name__}")
+        data: dict[str, Any] = {"event": event, "payload": payload}
+        if memory_id is not None:
+            try:
+                data["memory_id"] = str(uuid.UUID(str(memory_id)))
+            except ValueError:
+                raise ValueError(f"memory_id must be a memory's UUID, not {memory_id!r}") from None
+        return await self.send("publish", data)
 
     async def subscribe(self, channels: Iterable[str]) -> list[str]:
         """Add channels (kept for every reconnect); return all the channels subscribed."""
@@ -305,7 +358,17 @@ class PuoMemoClient:
         ws = None
         try:
             url = await self._url(fresh_token)
-            async with websockets.connect(url, max_size=MAX_FRAME_BYTES, open_timeout=self.reply_timeout) as ws:
+            connection = websockets.connect(
+                url,
+                max_size=MAX_FRAME_BYTES,
+                open_timeout=self.reply_timeout,
+                compression=self.compression,
+                subprotocols=[MSGPACK_SUBPROTOCOL] if self.encoding == "msgpack" else None,
+            )
+            async with connection as ws:
+                self.connection_encoding = "msgpack" if ws.subprotocol == MSGPACK_SUBPROTOCOL else "json"
+                if self.encoding != self.connection_encoding:
+                    logger.info("The server did not select %s: JSON on this connection", MSGPACK_SUBPROTOCOL)
                 self.ws = ws
                 if not self._running:  # disconnect() came while connecting
                     return False, 1000, ""
@@ -339,6 +402,7 @@ class PuoMemoClient:
             logger.warning("WebSocket connection failed: %s", self._redact(str(error) or type(error).__name__))
         finally:
             self.ws = None
+            self.connection_encoding = None
             self._connected.clear()
             for task in self._tasks:
                 task.cancel()
@@ -487,11 +551,13 @@ class PuoMemoClient:
             except ConnectionError:
                 return
 
-    @staticmethod
-    def _parse(raw: str | bytes) -> dict[str, Any] | None:
+    def _parse(self, raw: str | bytes) -> dict[str, Any] | None:
         try:
-            frame = json.loads(raw)
-        except ValueError:
-            logger.error("Failed to parse message: %.200r", raw)
+            if isinstance(raw, bytes) and self.connection_encoding == "msgpack":
+                frame = self._msgpack.unpackb(raw)
+            else:
+                frame = json.loads(raw)
+        except (ValueError, TypeError) as error:  # msgpack's unpack errors are ValueErrors too
+            logger.error("Failed to parse message (%s): %.200r", type(error).__name__, raw)
             return None
         return frame if isinstance(frame, dict) and isinstance(frame.get("type"), str) else None
