@@ -1,10 +1,13 @@
 """Access that changes while a connection is open: what a change means for a principal, and a re-check of many."""
 
 from dataclasses import asdict, dataclass, replace
+from importlib import import_module
 from typing import Any
 
+from django.conf import settings
+
 from accounts.models import ApiKey, Membership
-from accounts.principal import InvalidToken, Principal, principal_from_token
+from accounts.principal import InvalidToken, Principal, principal_from_token, session_authenticates
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,9 @@ def principal_after(principal: Principal, change: AccessChange) -> Principal | N
 
 
 def revalidate(principals: list[Principal]) -> list[Principal | None]:
-    """Each principal as the database has it now (role updated), or None if revoked; two queries for all."""
+    """Each principal as the database has it now (role updated), or None if revoked.
+
+    Two queries for all, plus one a browser session (logged out, expired or password changed: None)."""
     memberships = {
         m.user_id: m
         for m in Membership.objects.select_related("user").filter(
@@ -54,11 +59,21 @@ def revalidate(principals: list[Principal]) -> list[Principal | None]:
     current = []
     for principal in principals:
         membership = memberships.get(principal.user_id)
-        if membership is None or (principal.api_key_id is not None and principal.api_key_id not in live_keys):
+        if (
+            membership is None
+            or (principal.api_key_id is not None and principal.api_key_id not in live_keys)
+            or (principal.session_key is not None and not _session_valid(principal.session_key, membership.user))
+        ):
             current.append(None)
         else:
             current.append(principal_after(principal, AccessChange.of_membership(membership)))
     return current
+
+
+def _session_valid(session_key: str, user) -> bool:
+    # load() answers {} for a session that is gone or expired.
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
+    return session_authenticates(data, user)
 
 
 def reauthenticate(principal: Principal, token: str) -> Principal:

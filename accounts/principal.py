@@ -1,10 +1,12 @@
-"""Who is calling: one user in one tenant, resolved from a JWT or an API key."""
+"""Who is calling: one user in one tenant, resolved from a JWT, an API key or a browser session."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -45,6 +47,8 @@ class Principal:
     api_key_id: int | None = None
     # When the credential stops being valid (a JWT's exp); None for API keys.
     expires_at: datetime | None = None
+    # The browser session it came from (a web UI socket): it lasts only as long as that session.
+    session_key: str | None = None
 
     @classmethod
     def from_membership(
@@ -110,3 +114,21 @@ def principal_of_user(user_id: int, *, api_key_id: int | None = None) -> Princip
         if not key.exists():
             raise InvalidToken("Unknown or revoked API key.")
     return Principal.from_membership(_active_membership(user_id), api_key_id=api_key_id)
+
+
+def session_authenticates(data: dict, user: AbstractBaseUser) -> bool:
+    """Whether session data still logs this user in: not logged out, and no password change since (Django's rule)."""
+    return data.get(SESSION_KEY) == str(user.pk) and constant_time_compare(
+        data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
+    )
+
+
+def principal_of_session(session) -> Principal:
+    """The principal of a logged-in browser session (a SessionStore), or raise InvalidToken."""
+    if session is None or not session.session_key:
+        raise InvalidToken("No session.")
+    data = session.load()
+    user = get_user_model().objects.filter(pk=data.get(SESSION_KEY) or None).first()
+    if user is None or not session_authenticates(data, user):
+        raise InvalidToken("The session is logged out, or its password changed.")
+    return replace(principal_of_user(user.pk), session_key=session.session_key)

@@ -28,4 +28,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v4/", include(api_v4)),
     path("metrics", metrics, name="prometheus-django-metrics"),
+    path("", include("web.urls")),
 ]
