@@ -1,5 +1,6 @@
 """Access that changes while a connection is open: what a change means for a principal, and a re-check of many."""
 
+import hashlib
 from dataclasses import asdict, dataclass, replace
 from importlib import import_module
 from typing import Any
@@ -19,6 +20,7 @@ class AccessChange:
     role: str = ""
     active: bool = True
     revoked_key_id: int | None = None  # only this API key was revoked
+    ended_session: str | None = None  # only this browser session ended (logout): session_digest of its key
 
     @classmethod
     def of_membership(cls, membership: Membership) -> "AccessChange":
@@ -39,9 +41,17 @@ def principal_after(principal: Principal, change: AccessChange) -> Principal | N
         return principal
     if change.revoked_key_id is not None:
         return None if change.revoked_key_id == principal.api_key_id else principal
+    if change.ended_session is not None:
+        ended = principal.session_key is not None and session_digest(principal.session_key) == change.ended_session
+        return None if ended else principal
     if not change.active or change.tenant_id != principal.tenant_id:
         return None
     return replace(principal, role=change.role)
+
+
+def session_digest(session_key: str) -> str:
+    """A session key as it may travel between processes: the key itself would be a credential."""
+    return hashlib.sha256(session_key.encode()).hexdigest()
 
 
 def revalidate(principals: list[Principal]) -> list[Principal | None]:

@@ -1,10 +1,11 @@
 """Memory writes become events once their transaction commits, whatever path made them."""
 
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_out
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
-from accounts.access import AccessChange
+from accounts.access import AccessChange, session_digest
 from accounts.models import ApiKey, Membership
 from memories.changes import MemoryChange
 from memories.embeddings import MODEL_NAME
@@ -109,3 +110,11 @@ def api_key_saved(sender, instance: ApiKey, raw: bool = False, **kwargs) -> None
     if not raw and instance.revoked_at is not None:
         change = AccessChange(user_id=instance.user_id, revoked_key_id=instance.pk)
         _publish_access(change, _tenant_of(instance.user_id))
+
+
+@receiver(user_logged_out, dispatch_uid="realtime.user_logged_out")
+def user_logged_out_(sender, request, user, **kwargs) -> None:
+    # Sent before the session is flushed: its sockets close now, not at the next re-check.
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    if user is not None and session_key:
+        _publish_access(AccessChange(user_id=user.pk, ended_session=session_digest(session_key)), _tenant_of(user.pk))

@@ -7,6 +7,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
+from django.test import Client
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import ApiKey, Membership, Role
@@ -190,3 +191,32 @@ async def test_a_deactivated_user_cannot_connect_with_an_old_token(member):
     with pytest.raises(Refused) as refused:
         await connect(token)
     assert refused.value.code == 4001
+
+
+async def test_logging_out_closes_that_sessions_sockets_at_once(member):
+    """A logout ends its session's sockets now (not at the next re-check, 30 s away); other sessions stay."""
+
+    def session_cookie() -> tuple[Client, str]:
+        client = Client()
+        client.force_login(member)
+        return client, client.cookies["sessionid"].value
+
+    (leaving, leaving_key), (_, staying_key) = await sync(session_cookie), await sync(session_cookie)
+
+    async def socket(session_key: str) -> WebsocketCommunicator:
+        headers = [
+            (b"origin", b"http://localhost"),
+            (b"host", b"localhost"),
+            (b"cookie", f"sessionid={session_key}".encode()),
+        ]
+        comm = WebsocketCommunicator(websocket_application(), "/ws", headers=headers)
+        assert (await comm.connect())[0]
+        assert await still_open(comm)
+        return comm
+
+    ended, kept = await socket(leaving_key), await socket(staying_key)
+    await sync(leaving.post, "/logout/")
+    assert await close_code(ended, WITHIN) == 4001
+    assert await still_open(kept)
+    await ended.disconnect()
+    await kept.disconnect()
