@@ -1,6 +1,11 @@
 """Every frame the server sends, with the shape of its data: publish and the tests hold frames to it."""
 
+import re
 from typing import Any, NotRequired, TypedDict, get_type_hints, is_typeddict
+
+# Applications name their own events (realtime/custom.py); each such name has the shape of CustomEvent.
+CUSTOM_NAME_PATTERN = r"custom\.[a-z0-9][a-z0-9_.-]{0,63}"
+_CUSTOM_NAME = re.compile(CUSTOM_NAME_PATTERN)
 
 
 class MemoryPayload(TypedDict):
@@ -88,12 +93,21 @@ class Error(TypedDict):
     retry_after: NotRequired[float]
 
 
+class CustomEvent(TypedDict):
+    event: str
+    payload: dict
+    memory_id: str | None
+    user_id: str
+    user_name: str
+
+
 class AccessChanged(TypedDict):  # between server processes only, never sent to clients
     user_id: int
     tenant_id: int | None
     role: str
     active: bool
     revoked_key_id: int | None
+    ended_session: str | None
 
 
 # Memory events are logged and carry `seq`; the others do not.
@@ -126,9 +140,19 @@ class ShapeError(ValueError):
     """A frame's data is not what the catalogue declares for its type."""
 
 
+def is_custom(message_type: str) -> bool:
+    """Whether a type names a custom event."""
+    return _CUSTOM_NAME.fullmatch(message_type) is not None
+
+
 def check(message_type: str, data: Any, *, kinds: dict[str, type] | None = None) -> None:
     """Raise ShapeError unless `data` has exactly the shape declared for `message_type`."""
     kinds = kinds if kinds is not None else {**EVENTS, **REPLIES}
+    if is_custom(message_type):
+        _check(CustomEvent, data, message_type)
+        if data["event"] != message_type:
+            raise ShapeError(f"{message_type}: data.event is {data['event']!r}")
+        return
     if message_type not in kinds:
         raise ShapeError(f"{message_type!r} is not in the event catalogue")
     _check(kinds[message_type], data, message_type)
