@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "accounts",
     "memories",
     "realtime",
+    "web",
     # Last: the project package wires the apps together (serve, demo).
     "puomemo",
 ]
@@ -85,6 +86,11 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "puomemo.urls"
+
+# The web UI (web/): Django's own login and (POST) logout views.
+LOGIN_URL = "web:login"
+LOGIN_REDIRECT_URL = "web:home"
+LOGOUT_REDIRECT_URL = "web:login"
 
 TEMPLATES = [
     {
@@ -121,6 +127,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     # One test database per test run, so that two runs on one machine do not share it.
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Keep connections open between requests: opening one costs a write a few milliseconds.
+    # A process's requests, consumers, worker and publisher share at most this many.
+    PUOMEMO_DB_POOL_SIZE = env_int("PUOMEMO_DB_POOL_SIZE", 10)
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(2, PUOMEMO_DB_POOL_SIZE),
+        "max_size": PUOMEMO_DB_POOL_SIZE,
+        "timeout": 10,  # seconds a request waits for a free connection before it fails
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -152,7 +167,8 @@ if REDIS_URL:
     # process; it has no 5-second BZPOPMIN loop (docs/architecture.md).
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # channels-redis pub/sub, with a transaction's events sent in one round trip.
+            "BACKEND": "realtime.layers.PipelinedPubSubChannelLayer",
             "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_OPTIONS}]},
         }
     }
@@ -200,6 +216,8 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.BearerAuthentication",
+        # The web UI's page calls the API (polling /events) with its session cookie; writes need the CSRF token.
+        "web.authentication.SessionPrincipalAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",

@@ -13,11 +13,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from accounts.access import reauthenticate
-from accounts.principal import InvalidToken, Principal, principal_from_token
+from accounts.principal import InvalidToken, Principal, principal_from_token, principal_of_session
 from memories.selectors import memory_audience
 from memories.visibility import seen_as
 from realtime import frames, metrics
-from realtime.daphne import UNSENT_BYTES
+from realtime.daphne import SEND_TEXT, UNSENT_BYTES
 from realtime.events import CHANNELS, MEMORIES, TENANT_UPDATES, EventFrames, actor_data, apublish, change_audience
 from realtime.fanout import hub
 from realtime.limits import TYPING_INTERVAL_SECONDS, SlidingWindow, Throttle, connection_registry
@@ -54,6 +54,10 @@ class MemoryConsumer(AsyncWebsocketConsumer):
     held: list | None = None  # live events that arrive during a resume
     replayed_upto = 0  # a resume sent the events up to this seq; the feed may not have reached it yet
     paced = 0  # frames still to send at the pace the client reads (a replay)
+    writing = False  # the writer holds a frame from the outbox that it has not sent yet
+    # Made when a frame first has to wait (see _queue): an idle connection holds neither.
+    outbox: asyncio.Queue | None = None
+    writer: asyncio.Task | None = None
     close_code: int | None = None
 
     @property
@@ -71,8 +75,10 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         try:
             if "ticket" in query:  # browsers: a single-use ticket keeps long-lived tokens out of URLs
                 self.principal = await database_sync_to_async(principal_from_ticket)(query["ticket"][0])
-            else:
-                self.principal = await database_sync_to_async(principal_from_token)(query.get("token", [""])[0])
+            elif "token" in query:
+                self.principal = await database_sync_to_async(principal_from_token)(query["token"][0])
+            else:  # the web UI: its session cookie, loaded only for a same-origin page (realtime/routing.py)
+                self.principal = await database_sync_to_async(principal_of_session)(self.scope.get("session"))
         except InvalidToken:
             await self.close(AUTH_FAILED)
             return
@@ -87,8 +93,6 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         self.rate = SlidingWindow()
         self.invalid = SlidingWindow()
         self.typing = Throttle(TYPING_INTERVAL_SECONDS)
-        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.PUOMEMO_WS_OUTBOUND_QUEUE)
-        self.writer = asyncio.get_running_loop().create_task(self._write())
         self.idle_timer = self.expiry_timer = None
         self._touch()
         self._arm_expiry()
@@ -104,7 +108,8 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             return
         self.joined = False
         metrics.connections.dec()
-        self.writer.cancel()
+        if self.writer is not None:
+            self.writer.cancel()
         self.idle_timer.cancel()
         if self.expiry_timer is not None:
             self.expiry_timer.cancel()
@@ -271,11 +276,12 @@ class MemoryConsumer(AsyncWebsocketConsumer):
                 self.emit("resync_required", {"reason": reason, "current_seq": current})
                 return
             replayed = await database_sync_to_async(replay)(self.principal, last_seq)
-            self.paced += self.outbox.qsize() + len(replayed.frames)
+            outbox = self._queue()
+            self.paced += outbox.qsize() + len(replayed.frames)
             for text in replayed.frames:
-                await self.outbox.put(text)  # waits for a slow reader rather than overflowing
+                await outbox.put(text)  # waits for a slow reader rather than overflowing
             self.replayed_upto = max(self.replayed_upto, replayed.last_seq)
-            await self.outbox.put(frames.encode("resumed", {"last_seq": replayed.last_seq}))
+            await outbox.put(frames.encode("resumed", {"last_seq": replayed.last_seq}))
         finally:
             # Live events that came meanwhile, and any that come while these wait for room.
             while self.held:
@@ -284,23 +290,25 @@ class MemoryConsumer(AsyncWebsocketConsumer):
                     continue  # the replay sent it
                 text = self._frame_for(event, rendered)
                 if text is not None:
-                    await self.outbox.put(text)
+                    await self._queue().put(text)
             self.held = None
 
-    def deliver(self, event: dict[str, Any], frames: EventFrames) -> None:
-        """Queue an event's frame if this connection subscribed to its channel and may see it, as it sees it."""
+    def deliver(self, event: dict[str, Any], frames: EventFrames) -> bool:
+        """Send or queue an event's frame if this connection subscribed to its channel and may see it, as it sees it.
+
+        Returns whether a frame was sent now (the caller counts them, once per event).
+        """
         if event["channel"] not in self.subscriptions or not self.joined or event["origin"] == self.connection_id:
-            return
+            return False
         if event["seq"] is not None and event["seq"] <= self.replayed_upto:
-            return  # sent by the replay already
+            return False  # sent by the replay already
         if self.held is not None:
             if len(self.held) >= settings.PUOMEMO_WS_OUTBOUND_QUEUE:
                 self._close_soon(SLOW_CONSUMER)
             self.held.append((event, frames))
-            return
+            return False
         text = self._frame_for(event, frames)
-        if text is not None:
-            self._enqueue(text)
+        return text is not None and self._enqueue(text)
 
     def _frame_for(self, event: dict[str, Any], frames: EventFrames) -> str | None:
         if event["audience"] is None:  # everyone in the tenant
@@ -309,22 +317,39 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         return frames.text(seen) if seen is not None else None
 
     def emit(self, message_type: str, data: Any) -> None:
-        """Queue a reply frame behind the events already queued."""
-        self._enqueue(frames.encode(message_type, data))
+        """Send a reply frame, behind the events already queued."""
+        if self._enqueue(frames.encode(message_type, data)):
+            metrics.messages_sent.inc()
 
-    def _enqueue(self, text: str) -> None:
+    def _enqueue(self, text: str) -> bool:
+        """Send a frame now if nothing waits before it, else queue it for the writer; returns whether it was sent."""
+        send_text = self.scope.get(SEND_TEXT)  # under daphne (realtime/daphne.py)
+        if send_text is not None and not self.writing and (self.outbox is None or self.outbox.empty()):
+            # No task wake-up and no send chain per frame; the unsent-bytes limits apply as for the writer's sends.
+            send_text(text)
+            return True
         try:
-            self.outbox.put_nowait(text)
+            self._queue().put_nowait(text)
         except asyncio.QueueFull:
             # A client that does not read must not grow server memory: drop it.
             self._close_soon(SLOW_CONSUMER)
+        return False
+
+    def _queue(self) -> asyncio.Queue:
+        """The bounded outbox, and the writer task that empties it in order, made on first use."""
+        if self.outbox is None:
+            self.outbox = asyncio.Queue(maxsize=settings.PUOMEMO_WS_OUTBOUND_QUEUE)
+            self.writer = asyncio.get_running_loop().create_task(self._write())
+        return self.outbox
 
     async def _write(self) -> None:
         unsent = self.scope.get(UNSENT_BYTES)  # set under daphne (realtime/daphne.py)
         high_water = settings.PUOMEMO_WS_MAX_BUFFERED_BYTES // 2
         while True:
             text = await self.outbox.get()
+            self.writing = True
             await self.send(text_data=text)
+            self.writing = False
             metrics.messages_sent.inc()
             if self.paced:
                 # A replay is a burst the client asked for: send it as fast as the client

@@ -136,6 +136,10 @@ def _server_send(self, content, binary=False):
         return  # its buffer went with its TCP connection; daphne tells the application soon
     before = unsent_bytes(self.transport)
     _original_server_send(self, content, binary)
+    _check_after_send(self, before)
+
+
+def _check_after_send(self: WebSocketProtocol, before: int) -> None:
     after = unsent_bytes(self.transport)
     unsent.record(self, after, after - before)
     limit, budget = settings.PUOMEMO_WS_MAX_BUFFERED_BYTES, settings.PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL
@@ -165,14 +169,60 @@ def _websocket_factory_init(self, *args, **kwargs):
 # many bytes of what it sent still wait in the server's socket buffer.
 UNSENT_BYTES = "puomemo.unsent_bytes"
 
+# The scope key under which a WebSocket application finds a plain function that sends a
+# text frame at once: what its ASGI send() does, without a coroutine and its chain per frame.
+SEND_TEXT = "puomemo.send_text"
+
 _original_create_application = Server.create_application
+
+
+# The last text sent and its WebSocket frame: a fan-out sends the same text to many connections.
+_last_frame: tuple[str, bytes, int] = ("", b"\x81\x00", 0)
+
+
+def _text_frame(text: str) -> tuple[bytes, int]:
+    """An unmasked, unfragmented text frame (RFC 6455 5.2) and its payload's length."""
+    global _last_frame
+    if _last_frame[0] is not text:
+        payload = text.encode()
+        size = len(payload)
+        if size < 126:
+            header = bytes((0x81, size))
+        elif size < 65536:
+            header = b"\x81\x7e" + size.to_bytes(2, "big")
+        else:
+            header = b"\x81\x7f" + size.to_bytes(8, "big")
+        _last_frame = (text, header + payload, size)
+    return _last_frame[1], _last_frame[2]
+
+
+def _send_text(server: Server, protocol: WebSocketProtocol, text: str) -> None:
+    # The checks of daphne's Server.handle_reply and WebSocketProtocol.handle_reply for a send.
+    connection = server.connections.get(protocol)
+    if connection is None or connection.get("disconnected") or protocol.state != protocol.STATE_OPEN:
+        return
+    if getattr(protocol, "dropped_for_not_reading", False):
+        return
+    frame, size = _text_frame(text)
+    limit = protocol.maxMessagePayloadSize
+    if protocol._perMessageCompress is not None or protocol.autoFragmentSize or protocol.send_queue or 0 < limit < size:
+        protocol.serverSend(text, False)  # what autobahn's sendMessage does differently: let it
+        return
+    # autobahn's sendMessage would build this frame again for each connection; write the one built.
+    before = unsent_bytes(protocol.transport)
+    protocol.transport.write(frame)
+    _check_after_send(protocol, before)
 
 
 def _create_application(self, protocol, scope):
     # daphne's send() returns at once whatever the client reads: let the application
     # see what is waiting, so that it can hold a burst back (backpressure).
     if scope.get("type") == "websocket":
-        scope = {**scope, UNSENT_BYTES: lambda: unsent_bytes(protocol.transport)}
+        scope = {
+            **scope,
+            UNSENT_BYTES: lambda: unsent_bytes(protocol.transport),
+            SEND_TEXT: lambda text: _send_text(self, protocol, text),
+        }
     return _original_create_application(self, protocol, scope)
 
 

@@ -1,10 +1,12 @@
 """Real-time events: what they carry and the one function that publishes them."""
 
+import asyncio
 import logging
+import os
+import threading
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 from accounts.principal import Actor
@@ -105,14 +107,35 @@ async def apublish(**event: Any) -> bool:
     never raised: the write that caused the event has committed, and its caller
     must not report it as failed (a logged event is delivered from the log).
     """
-    message = event_message(**event)
+    return (await _asend([event_message(**event)]))[0]
+
+
+async def _asend(messages: list[dict[str, Any]]) -> list[bool]:
+    # Concurrent group sends: the Redis layer (realtime/layers.py) pipelines them into one round trip.
+    layer = get_channel_layer()
+    if len(messages) == 1:
+        results = [await _outcome(layer.group_send(tenant_group(messages[0]["tenant_id"]), messages[0]))]
+    else:
+        results = await asyncio.gather(
+            *(layer.group_send(tenant_group(message["tenant_id"]), message) for message in messages),
+            return_exceptions=True,
+        )
+    sent = []
+    for message, result in zip(messages, results, strict=True):
+        if isinstance(result, asyncio.CancelledError):
+            raise result
+        if isinstance(result, BaseException):
+            logger.error("Publishing %s for tenant %s failed", message["event"], message["tenant_id"], exc_info=result)
+            metrics.publish_failures.labels(event=message["event"]).inc()
+        sent.append(not isinstance(result, BaseException))
+    return sent
+
+
+async def _outcome(sending: Any) -> Any:
     try:
-        await get_channel_layer().group_send(tenant_group(message["tenant_id"]), message)
-    except Exception:
-        logger.exception("Publishing %s for tenant %s failed", message["event"], message["tenant_id"])
-        metrics.publish_failures.labels(event=message["event"]).inc()
-        return False
-    return True
+        return await sending
+    except Exception as error:
+        return error
 
 
 def change_audience(before: Audience | None, after: Audience | None, before_title: str = "") -> dict[str, Any]:
@@ -126,17 +149,106 @@ def change_audience(before: Audience | None, after: Audience | None, before_titl
 
 def publish(**event: Any) -> bool:
     """Synchronous form of apublish, for signal handlers and other sync code."""
-    return async_to_sync(apublish)(**event)
+    return _send([event_message(**event)])[0]
 
 
 def publish_on_commit(**event: Any) -> None:
-    """Publish once the current transaction commits; a rolled-back transaction publishes nothing."""
+    """Publish once the current transaction commits; a rolled-back transaction publishes nothing.
+
+    The events of one transaction are sent together, in one round trip to Redis.
+    """
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        publish(**event)
+        return
+    batch = getattr(connection, "puomemo_publish_batch", None)
+    if batch is None:
+        batch = connection.puomemo_publish_batch = _Batch(connection)
+    message = event_message(**event)  # checked against the catalogue now, in the writer's code
 
     # A plain function rather than a partial: on_commit(robust=True) logs the callback's __qualname__.
-    def send() -> None:
-        publish(**event)
+    def committed() -> None:
+        batch.messages.append(message)
 
-    transaction.on_commit(send, robust=True)
+    # Each event's own hook: Django drops it if its savepoint rolls back.
+    transaction.on_commit(committed, robust=True)
+    batch.send_last()
+
+
+class _Batch:
+    """The events of a connection's current transaction, sent by one hook that runs after theirs."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.messages: list[dict[str, Any]] = []
+        self.hook = (set(), self.send, True)
+
+    def send_last(self) -> None:
+        # Django runs commit hooks in order and offers no "after the others" hook: keep
+        # this one last in its list. No savepoint ids: a savepoint rollback must not drop
+        # it, and it sends only what the surviving hooks added.
+        hooks = self.connection.run_on_commit
+        if hooks and hooks[-1] is self.hook:
+            return
+        if self.hook in hooks:
+            hooks.remove(self.hook)
+        hooks.append(self.hook)
+
+    def send(self) -> None:
+        # A commit hook that writes in a transaction of its own may reuse this batch
+        # while its hooks run: send what is here now, and what comes later next time.
+        if getattr(self.connection, "puomemo_publish_batch", None) is self:
+            del self.connection.puomemo_publish_batch
+        messages, self.messages = self.messages, []
+        if messages:
+            _send(messages)
+
+
+def _send(messages: list[dict[str, Any]]) -> list[bool]:
+    """Send from sync code through the process's persistent publisher, and wait for the outcome."""
+    layer = get_channel_layer()
+    if isinstance(layer, InMemoryChannelLayer):
+        # Only this process's own event loop (daphne's) has listeners on the embedded layer.
+        from realtime.fanout import listening_loop
+
+        loop = listening_loop()
+        if loop is None:
+            return [True] * len(messages)  # nobody here listens; other processes read the log
+    else:
+        loop = _publisher_loop()
+    try:
+        if asyncio.get_running_loop() is loop:  # sync code called on the loop itself: cannot wait
+            sending = loop.create_task(_asend(messages))
+            _sending.add(sending)  # a task nobody references may be collected mid-way
+            sending.add_done_callback(_sending.discard)
+            return [True] * len(messages)
+    except RuntimeError:
+        pass
+    try:
+        return asyncio.run_coroutine_threadsafe(_asend(messages), loop).result(PUBLISH_TIMEOUT_SECONDS)
+    except Exception:
+        logger.exception("Publishing %d event(s) timed out", len(messages))
+        for message in messages:
+            metrics.publish_failures.labels(event=message["event"]).inc()
+        return [False] * len(messages)
+
+
+# Longer than a Redis command's own timeouts (settings.REDIS_OPTIONS), so those answer first.
+PUBLISH_TIMEOUT_SECONDS = 10
+_publisher: tuple[int, asyncio.AbstractEventLoop] | None = None
+_publisher_lock = threading.Lock()
+_sending: set[asyncio.Task] = set()
+
+
+def _publisher_loop() -> asyncio.AbstractEventLoop:
+    """This process's publishing event loop, in a thread of its own: its Redis connection stays open."""
+    global _publisher
+    with _publisher_lock:
+        if _publisher is None or _publisher[0] != os.getpid():  # a forked child starts its own
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="puomemo-publisher", daemon=True).start()
+            _publisher = (os.getpid(), loop)
+        return _publisher[1]
 
 
 def log_and_publish(

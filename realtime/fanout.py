@@ -11,6 +11,7 @@ from django.conf import settings
 
 from accounts.access import AccessChange, principal_after, revalidate
 from accounts.principal import Principal
+from realtime import metrics
 from realtime.events import ACCESS_CHANGED, EventFrames, event_message, logged_event, tenant_group
 from realtime.limits import REFRESH_SECONDS, connection_registry
 from realtime.log import current_seq, current_seqs, events_after
@@ -26,7 +27,7 @@ class Connection(Protocol):
 
     def revise(self, principal: Principal | None) -> None: ...
 
-    def deliver(self, event: dict[str, Any], frames: EventFrames) -> None: ...
+    def deliver(self, event: dict[str, Any], frames: EventFrames) -> bool: ...
 
     async def close(self, code: int) -> None: ...
 
@@ -108,8 +109,11 @@ class TenantFeed:
                     connection.revise(principal_after(connection.principal, change))
             return
         rendered = EventFrames(event)
+        sent = 0
         for connection in tuple(self.connections):
-            connection.deliver(event, rendered)
+            sent += connection.deliver(event, rendered)
+        if sent:
+            metrics.messages_sent.inc(sent)  # once per event, not per connection
 
     async def close(self) -> None:
         try:
@@ -206,6 +210,14 @@ class Hub:
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def listening_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop whose hub feeds connections here, if any: the embedded layer's listeners live there."""
+    for loop, loop_hub in list(_hubs.items()):
+        if loop_hub.feeds and loop.is_running() and not loop.is_closed():
+            return loop
+    return None
 
 
 def hub() -> Hub:

@@ -4,11 +4,14 @@ import asyncio
 import base64
 import json
 import os
+import pwd
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -288,3 +291,102 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+# --- nginx in front of the servers --------------------------------------------
+
+NGINX = "/usr/sbin/nginx"
+
+
+def render_nginx_conf(upstreams: list[int], port: int, access_log: Path) -> str:
+    """docker/nginx.conf with only its addresses changed: upstreams on loopback, a listen port, a log file."""
+    text = (ROOT / "docker" / "nginx.conf").read_text()
+    servers = re.findall(r"^ *server web\d+:8000(.*);$", text, flags=re.MULTILINE)
+    assert servers, "docker/nginx.conf names no web upstreams"
+    options = servers[0]
+    text = re.sub(r"^ *server web\d+:8000.*;\n", "", text, flags=re.MULTILINE)
+    lines = "".join(f"    server 127.0.0.1:{upstream}{options};\n" for upstream in upstreams)
+    text, found = re.subn(r"(upstream puomemo \{\n)", lambda m: m.group(1) + lines, text)
+    assert found == 1
+    text, found = re.subn(r"listen 8000;", f"listen 127.0.0.1:{port};", text)
+    assert found == 1
+    text, found = re.subn(r"access_log /dev/stdout ", f"access_log {access_log} ", text)
+    assert found == 1
+    text, found = re.subn(r"error_log /dev/stderr ", f"error_log {access_log.parent / 'error.log'} ", text)
+    assert found == 1
+    return text
+
+
+@dataclass
+class Nginx:
+    port: int
+    process: subprocess.Popen
+    directory: Path
+    access_log: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # nginx's fast shutdown
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_nginx(upstreams: list[int]) -> Nginx:
+    """Debian's nginx in the foreground, unprivileged, on a free port, running docker/nginx.conf."""
+    # A directory of its own outside pytest's (0700) tmp, so that an unprivileged nginx may write there.
+    directory = Path(tempfile.mkdtemp(prefix="puomemo-nginx-"))
+    port = free_port()
+    access_log = directory / "access.log"
+    (directory / "puomemo.conf").write_text(render_nginx_conf(upstreams, port, access_log))
+    temp = "".join(
+        f"{name}_temp_path {directory / name};\n" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (directory / "nginx.conf").write_text(
+        f"daemon off;\nworker_processes 1;\npid {directory / 'nginx.pid'};\nerror_log {directory / 'error.log'};\n"
+        f"events {{}}\nhttp {{\n{temp}include {directory / 'puomemo.conf'};\n}}\n"
+    )
+    user = {}
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        for path in [directory, *directory.iterdir()]:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        user = {"user": nobody.pw_uid, "group": nobody.pw_gid}
+    process = subprocess.Popen(
+        [NGINX, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-e", str(directory / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        **user,
+    )
+    nginx = Nginx(port, process, directory, access_log)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"nginx exited early:\n{(directory / 'error.log').read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return nginx
+        except OSError:
+            time.sleep(0.1)
+    nginx.stop()
+    raise RuntimeError("nginx did not start")
+
+
+def metric(server, name: str) -> float:
+    """One sample of a server's /metrics, 0 when absent."""
+    with urllib.request.urlopen(f"{server.http}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -42,7 +42,9 @@ class Command(BaseCommand):
                 memory_create(author=author, title=title, content=content, tags=tags, visibility=Visibility(visibility))
             self.stdout.write(f"  created {len(MEMORIES)} memories")
         self.stdout.write(self.style.SUCCESS("Demo tenant 'demo' is ready."))
-        self.stdout.write(f"Log in as alice (admin), bob (member) or carol (guest) with password {DEMO_PASSWORD!r}:")
+        self.stdout.write(f"Log in as alice (admin), bob (member) or carol (guest) with password {DEMO_PASSWORD!r}")
+        self.stdout.write(f"Web UI: {url}/")
+        self.stdout.write("REST: a token for the API and /ws")
         self.stdout.write(
             f"  curl -s -X POST {url}/api/v4/auth/token/ -H 'Content-Type: application/json' "
             f"""-d '{{"username": "alice", "password": "{DEMO_PASSWORD}"}}'"""

@@ -84,8 +84,13 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--proxy-headers", action="store_true", help="Trust X-Forwarded-For (behind nginx).")
+        parser.add_argument(
+            "--preload-model",
+            action="store_true",
+            help="Load the embedding model at start (~+400 MiB) rather than on the first search or embedding.",
+        )
 
-    def handle(self, *args, host: str, port: int, proxy_headers: bool, no_worker: bool, **options):
+    def handle(self, *args, host: str, port: int, proxy_headers: bool, no_worker: bool, preload_model: bool, **options):
         daphne_max = settings.PUOMEMO_WS_MAX_MESSAGE_BYTES + DAPHNE_HEADROOM_BYTES
         heartbeat = settings.PUOMEMO_WS_HEARTBEAT_SECONDS
         argv = [
@@ -100,9 +105,9 @@ class Command(BaseCommand):
         ]  # fmt: skip
         _close_connections_on_shutdown()
         _prune_the_event_log_hourly()
-        if no_worker:
+        if preload_model:
             _on_a_thread_once_running(embeddings.model)  # so that no search waits for the model
-        else:
+        if not no_worker:
             from twisted.internet import reactor
 
             worker = embedding_worker()

@@ -1,0 +1,112 @@
+"""Fan-out: frames go straight to the socket when nothing waits, through the queue when something does, in order."""
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db import transaction
+
+from realtime.consumers import MemoryConsumer
+from realtime.daphne import SEND_TEXT
+from realtime.routing import websocket_application
+from tests.conftest import jwt_for
+from tests.factories import MemoryFactory
+from tests.wsclient import close_code, frames
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def sync(fn, *args, **kwargs):
+    return database_sync_to_async(fn)(*args, **kwargs)
+
+
+def write(owner, *titles: str) -> None:
+    with transaction.atomic():
+        for title in titles:
+            MemoryFactory(owner=owner, title=title)
+
+
+async def connect_with_direct_send(token: str) -> tuple[WebsocketCommunicator, list[str]]:
+    """A connection whose scope offers a direct send, as daphne's does (realtime/daphne.py), into the same stream."""
+    application = websocket_application()
+    direct: list[str] = []
+
+    async def with_direct_send(scope, receive, send):
+        output = send.__self__  # the communicator's output queue: direct and queued frames share one stream
+
+        def send_text(text: str) -> None:
+            direct.append(text)
+            output.put_nowait({"type": "websocket.send", "text": text})
+
+        await application({**scope, SEND_TEXT: send_text}, receive, send)
+
+    comm = WebsocketCommunicator(with_direct_send, f"/ws?token={token}")
+    assert (await comm.connect())[0]
+    await comm.send_json_to({"type": "subscribe", "data": {"channels": ["memories"]}})
+    assert (await comm.receive_json_from())["type"] == "subscribed"
+    return comm, direct
+
+
+def seqs(texts: list[str]) -> list[int]:
+    """The sequence numbers of the memory events among frames (replies have none)."""
+    return [seq for seq in (json.loads(text).get("seq") for text in texts) if seq is not None]
+
+
+async def test_direct_and_queued_frames_arrive_in_order(make_user, monkeypatch):
+    owner = await sync(make_user)
+    await sync(write, owner, "old 1", "old 2", "old 3")
+    comm, direct = await connect_with_direct_send(jwt_for(owner))
+
+    await sync(write, owner, "live 4", "live 5")  # nothing queued: straight to the socket
+    assert [f["seq"] for f in await frames(comm)] == [4, 5] and seqs(direct) == [4, 5]
+
+    # A replay goes through the queue; its writer stalls on the first frame, so what comes meanwhile queues behind.
+    gate, queued = asyncio.Event(), []
+    real_send = MemoryConsumer.send
+
+    async def stalled_send(self, text_data=None, bytes_data=None, close=False):
+        queued.append(text_data)
+        await gate.wait()
+        await real_send(self, text_data=text_data)
+
+    monkeypatch.setattr(MemoryConsumer, "send", stalled_send)
+    await comm.send_json_to({"type": "resume", "data": {"last_seq": 0}})
+    await asyncio.sleep(0.3)
+    await sync(write, owner, "live 6", "live 7")
+    await comm.send_json_to({"type": "ping"})  # a reply queues behind them too
+    await asyncio.sleep(0.3)
+    assert seqs(direct) == [4, 5]  # nothing jumped the queue
+    gate.set()
+    received = await frames(comm, quiet=0.5)
+    assert [(f["type"], f.get("seq")) for f in received] == [
+        *(("memory.created", seq) for seq in (1, 2, 3, 4, 5)),
+        ("resumed", None),
+        ("memory.created", 6),
+        ("memory.created", 7),
+        ("pong", None),
+    ]
+    assert seqs(queued) == [1, 2, 3, 4, 5, 6, 7]
+
+    await sync(write, owner, "live 8")  # the queue drained: direct again
+    assert [f["seq"] for f in await frames(comm)] == [8] and seqs(direct) == [4, 5, 8]
+    await comm.disconnect()
+
+
+async def test_a_connection_that_falls_behind_with_direct_send_still_gets_1013(make_user, settings, monkeypatch):
+    settings.PUOMEMO_WS_OUTBOUND_QUEUE = 3
+    owner = await sync(make_user)
+    await sync(write, owner, "old")
+    comm, direct = await connect_with_direct_send(jwt_for(owner))
+    stuck = asyncio.Event()
+
+    async def never_completes(self, text_data=None, bytes_data=None, close=False):
+        await stuck.wait()
+
+    monkeypatch.setattr(MemoryConsumer, "send", never_completes)
+    await comm.send_json_to({"type": "resume", "data": {"last_seq": 0}})  # the writer takes it and stalls
+    await asyncio.sleep(0.3)
+    await sync(write, owner, *(f"burst {i}" for i in range(6)))
+    assert await close_code(comm) == 1013
+    assert seqs(direct) == []
