@@ -32,6 +32,10 @@ class Connection(Protocol):
     async def close(self, code: int) -> None: ...
 
 
+# How often a feed tries to join its tenant's group before the connection that wanted it is refused.
+SUBSCRIBE_ATTEMPTS = 3
+
+
 class TenantFeed:
     """This process's subscription to one tenant's group, and the local connections it feeds."""
 
@@ -48,7 +52,18 @@ class TenantFeed:
 
     async def _subscribe(self) -> None:
         self.channel = await self.layer.new_channel()
-        await self.layer.group_add(tenant_group(self.tenant_id), self.channel)
+        for attempt in range(SUBSCRIBE_ATTEMPTS):
+            try:
+                await self.layer.group_add(tenant_group(self.tenant_id), self.channel)
+                break
+            except Exception:
+                # Just after a Redis restart, redis-py reconnects the pub/sub connection under the
+                # layer's own reader and the subscribe can fail once ("readuntil() called while
+                # another coroutine is already waiting"): try again before refusing the connection.
+                if attempt == SUBSCRIBE_ATTEMPTS - 1:
+                    raise
+                logger.warning("Subscribing to tenant %s failed; retrying", self.tenant_id, exc_info=True)
+                await asyncio.sleep(0.25 * (attempt + 1))
         # Events logged before the feed existed are history: clients ask for them with resume.
         self.last_seq = await database_sync_to_async(current_seq)(self.tenant_id)
         loop = asyncio.get_running_loop()

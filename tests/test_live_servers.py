@@ -126,9 +126,11 @@ async def test_a_rest_write_on_a_reaches_clients_on_b_by_visibility(cluster):
 
 async def test_a_management_command_write_reaches_clients(cluster):
     bob = await subscribed(cluster["a"].ws, cluster["keys"]["bob"])
-    await asyncio.to_thread(manage, cluster["env"], "demo")  # writes memories in another process
+    # Writes memories in another process; next_of_type pings meanwhile, so the 3 s idle timeout cannot strike.
+    demo = asyncio.create_task(asyncio.to_thread(manage, cluster["env"], "demo"))
     event = await next_of_type(bob, "memory.created")
     assert event["data"]["user_name"] in {"alice", "bob"}
+    await demo
     await bob.close()
 
 

@@ -83,6 +83,24 @@ async def test_a_failure_while_joining_closes_1011_and_releases_the_count(member
     assert (await counts(member))["user_connections"] == 0
 
 
+async def test_a_subscribe_that_fails_once_after_a_redis_restart_is_retried(member, monkeypatch):
+    layer = channel_layers["default"]
+    group_add, failures = layer.group_add, []
+
+    async def once_broken(group, channel):
+        if not failures:  # what redis-py raises while it reconnects under the layer's reader
+            failures.append(group)
+            raise RuntimeError("readuntil() called while another coroutine is already waiting for incoming data")
+        await group_add(group, channel)
+
+    monkeypatch.setattr(layer, "group_add", once_broken)
+    comm = await connect(jwt_for(member))  # accepted, subscribed and answering: not closed 1011
+    assert failures
+    await sync(MemoryFactory, owner=member)
+    assert [f["type"] for f in await frames(comm, 1)] == ["memory.created"]
+    await comm.disconnect()
+
+
 async def test_every_cleanup_step_runs_when_an_earlier_one_fails(member, make_user, monkeypatch):
     watcher = await connect(jwt_for(await sync(make_user)), subscribe=["tenant.updates"])
     comm = await connect(jwt_for(member), subscribe=None)
