@@ -6,8 +6,9 @@ Needs PostgreSQL and Redis: DATABASE_URL and REDIS_URL, by default the local one
 (a) PUO Memo on daphne with the Redis layer: M memories written in one transaction through the
     real write path, then REST writes at a steady rate; (b) the naive Channels pattern
     (bench/naive_channels.py); (c) the ceiling, websockets.broadcast() fed by Redis pub/sub
-    (bench/ceiling.py). Also: sync-publish events/s, idle memory per connection at 2,000
-    connections against a bare Channels consumer, and what a server process weighs.
+    (bench/ceiling.py). Also: (a) again with permessage-deflate and with MessagePack (server CPU
+    and bytes on the wire too, for a small and a 50 KB memory), sync-publish events/s, idle memory
+    per connection at 2,000 connections against a bare Channels consumer, and what a server process weighs.
 """
 
 import argparse
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,32 +61,44 @@ def percentile(samples: list[float], q: int) -> float:
 
 
 def masked_text_frame(text: str) -> bytes:
-    payload, mask = text.encode(), os.urandom(4)
+    return masked_frame(text.encode(), 0x1)
+
+
+def masked_frame(payload: bytes, opcode: int) -> bytes:
+    mask, first = os.urandom(4), 0x80 | opcode
     header = (
-        bytes([0x81, 0x80 | len(payload)]) if len(payload) < 126 else bytes([0x81, 0xFE]) + len(payload).to_bytes(2)
+        bytes([first, 0x80 | len(payload)]) if len(payload) < 126 else bytes([first, 0xFE]) + len(payload).to_bytes(2)
     )
     return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 class Client(asyncio.Protocol):
-    """One WebSocket client: counts text frames (and keeps them while `keep` is set), answers pings."""
+    """One WebSocket client: counts text and binary frames (and keeps them while `keep` is set), answers pings.
 
-    def __init__(self, harness: "Harness", path: str) -> None:
-        self.harness, self.path = harness, path
+    With `deflate` it offers permessage-deflate and inflates compressed frames; with `msgpack` it asks for MessagePack.
+    """
+
+    def __init__(self, harness: "Harness", path: str, deflate: bool = False, msgpack: bool = False) -> None:
+        self.harness, self.path, self.msgpack = harness, path, msgpack
         self.buffer = bytearray()
         self.upgraded = asyncio.get_running_loop().create_future()
         self.transport = None
+        self.inflate = zlib.decompressobj(-15) if deflate else None
+        self.wire = 0  # bytes read off the socket
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         key = base64.b64encode(os.urandom(16)).decode()
+        extra = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if self.inflate else ""
+        extra += "Sec-WebSocket-Protocol: puomemo.msgpack\r\n" if self.msgpack else ""
         transport.write(
             f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n".encode()
         )
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
+        self.wire += len(data)
         self.buffer += data
         if not self.upgraded.done():
             end = self.buffer.find(b"\r\n\r\n")
@@ -111,7 +125,10 @@ class Client(asyncio.Protocol):
                 break
             opcode = buffer[offset] & 0x0F
             start = offset + header
-            if opcode == 1:
+            if opcode in (1, 2) and buffer[offset] & 0x40:  # RSV1: compressed (RFC 7692)
+                data = self.inflate.decompress(bytes(buffer[start : start + length]) + b"\x00\x00\xff\xff")
+                self.harness.frame(data, 0, len(data), now)
+            elif opcode in (1, 2):
                 self.harness.frame(buffer, start, start + length, now)
             elif opcode == 9:  # ping: pong with the same payload
                 payload = bytes(buffer[start : start + length])
@@ -119,8 +136,11 @@ class Client(asyncio.Protocol):
             offset = start + length
         del buffer[:offset]
 
-    def send_text(self, text: str) -> None:
-        self.transport.write(masked_text_frame(text))
+    def send_frame(self, frame: dict) -> None:
+        if self.msgpack:
+            self.transport.write(masked_frame(msgpack_module().packb(frame), 0x2))
+        else:
+            self.transport.write(masked_text_frame(json.dumps(frame)))
 
     def connection_lost(self, exc) -> None:
         if not self.upgraded.done():
@@ -135,7 +155,11 @@ class Harness:
         self.count = 0  # event frames received
         self.receipts: list[tuple[float, bytes]] | None = None  # (time, frame) while kept
 
-    def frame(self, buffer: bytearray, start: int, end: int, now: float) -> None:
+    @property
+    def wire(self) -> int:
+        return sum(client.wire for client in self.clients)
+
+    def frame(self, buffer: bytearray | bytes, start: int, end: int, now: float) -> None:
         # Replies (subscribed, pong) are small; events carry the bench's marker in their title.
         if buffer.find(b"bench ", start, end) < 0:
             return
@@ -143,17 +167,17 @@ class Harness:
         if self.receipts is not None:
             self.receipts.append((now, bytes(buffer[start:end])))
 
-    async def open(self, port: int, path: str, n: int, subscribe: bool = False) -> None:
+    async def open(self, port: int, path: str, n: int, subscribe: bool = False, **options: bool) -> None:
         loop = asyncio.get_running_loop()
         for first in range(0, n, 100):  # a hundred at a time: no SYN flood on the listen backlog
             batch = []
             for _ in range(first, min(n, first + 100)):
-                _, client = await loop.create_connection(lambda: Client(self, path), "127.0.0.1", port)
+                _, client = await loop.create_connection(lambda: Client(self, path, **options), "127.0.0.1", port)
                 batch.append(client)
             await asyncio.wait_for(asyncio.gather(*(c.upgraded for c in batch)), TIMEOUT)
             if subscribe:
                 for client in batch:
-                    client.send_text(json.dumps({"type": "subscribe", "data": {"channels": ["memories"]}}))
+                    client.send_frame({"type": "subscribe", "data": {"channels": ["memories"]}})
             self.clients += batch
         await asyncio.sleep(1 if subscribe else 0.2)  # let the subscriptions land
 
@@ -171,7 +195,32 @@ class Harness:
 
 def written_at(frame: bytes) -> float:
     """The write time a frame's title carries ("bench <unix time>")."""
-    return float(json.loads(frame)["data"]["memory"]["title"].split()[1])
+    decoded = json.loads(frame) if frame[:1] == b"{" else msgpack_module().unpackb(frame)
+    return float(decoded["data"]["memory"]["title"].split()[1])
+
+
+def msgpack_module():
+    import msgpack  # only the MessagePack rows need it
+
+    return msgpack
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def prose(size: int) -> str:
+    """Text that compresses about as well as writing does: random words from a small vocabulary."""
+    import random
+
+    rng = random.Random(12)  # noqa: S311  (a fixed text, not a secret)
+    words = ["".join(rng.choice("etaoinshrdlucmfwyp") for _ in range(rng.randint(2, 9))) for _ in range(2000)]
+    text = ""
+    while len(text) < size:
+        text += " ".join(rng.choice(words) for _ in range(200)) + ". "
+    return text[:size]
 
 
 # --- Writers: a separate process per server kind, driven over stdin/stdout ---
@@ -228,6 +277,11 @@ def drive(kind: str) -> None:
             response = http_connection.getresponse()
             response.read()
             assert response.status == 201, response.status
+
+        def sized(chars: int) -> float:
+            with transaction.atomic():
+                memory_create(author=author, title="bench 0 sized", content=prose(chars), visibility="team")
+            return time.time()
 
         def publish_speed() -> dict:
             event = {
@@ -306,6 +360,8 @@ def drive(kind: str) -> None:
             result = {"t0": burst(command["m"])}
         elif command["do"] == "steady":
             result = steady(write, command["rate"], command["seconds"], command["port"])
+        elif command["do"] == "sized":
+            result = {"t0": sized(command["chars"])}
         elif command["do"] == "publish_speed":
             result = publish_speed()
         else:
@@ -377,10 +433,12 @@ def stop(process: subprocess.Popen, how: int = signal.SIGTERM) -> None:
         process.wait()
 
 
-async def measure(name: str, port: int, path: str, writer: Writer, args, subscribe: bool) -> dict:
+async def measure(
+    name: str, port: int, path: str, writer: Writer, args, subscribe: bool, pid: int | None = None, **options: bool
+) -> dict:
     harness = Harness()
     say(f"{name}: opening {args.subscribers} connections")
-    await harness.open(port, path, args.subscribers, subscribe=subscribe)
+    await harness.open(port, path, args.subscribers, subscribe=subscribe, **options)
     loop = asyncio.get_running_loop()
     # Warm up (first-use costs: imports, connections), then the burst.
     await loop.run_in_executor(None, lambda: writer.ask(do="burst", m=10))
@@ -388,8 +446,10 @@ async def measure(name: str, port: int, path: str, writer: Writer, args, subscri
     harness.count, harness.receipts = 0, []
     expected = args.burst * args.subscribers
     say(f"{name}: burst of {args.burst} events to {args.subscribers} subscribers")
+    cpu, wire = cpu_seconds(pid) if pid else 0.0, harness.wire
     t0 = (await loop.run_in_executor(None, lambda: writer.ask(do="burst", m=args.burst)))["t0"]
     complete = await harness.wait_for(expected)
+    cpu, wire = (cpu_seconds(pid) - cpu if pid else float("nan")), harness.wire - wire
     times = [at for at, _ in harness.receipts]
     elapsed = max(times) - t0 if times else float("nan")
     burst = {
@@ -400,6 +460,9 @@ async def measure(name: str, port: int, path: str, writer: Writer, args, subscri
         "deliveries_per_s": harness.count / elapsed if times else 0,
         "latency_p50_ms": percentile([at - t0 for at in times], 50) * 1000,
         "latency_p99_ms": percentile([at - t0 for at in times], 99) * 1000,
+        # The server's CPU time from the write to the last receipt (its writes included), and the wire bytes.
+        "server_cpu_us_per_delivery": cpu * 1e6 / max(harness.count, 1),
+        "wire_bytes_per_delivery": wire / max(harness.count, 1),
     }
     say(
         f"{name}: {burst['deliveries_per_s']:,.0f} deliveries/s ({harness.count}/{expected} in {elapsed * 1000:.0f} ms)"
@@ -425,6 +488,35 @@ async def measure(name: str, port: int, path: str, writer: Writer, args, subscri
     )
     harness.close()
     return {"burst": burst, "steady": steady}
+
+
+# The encodings the (a) server is measured with besides plain JSON: (name, Client options).
+VARIANTS = {"a_deflate": {"deflate": True}, "a_msgpack": {"msgpack": True}}
+SIZES = {"small": 200, "50 KB": 50_000}  # memory content, in characters
+
+
+async def wire_sizes(port: int, path: str, writer: Writer) -> dict:
+    """Bytes on the wire (frame headers included) of one memory.created frame, per encoding and size."""
+    loop = asyncio.get_running_loop()
+    sizes: dict = {}
+    for name, options in {
+        "json": {},
+        "json+deflate": {"deflate": True},
+        "msgpack": {"msgpack": True},
+        "msgpack+deflate": {"deflate": True, "msgpack": True},
+    }.items():
+        harness = Harness()
+        await harness.open(port, path, 1, subscribe=True, **options)
+        sizes[name] = {}
+        for label, chars in SIZES.items():
+            harness.count, wire = 0, harness.wire
+            await loop.run_in_executor(None, lambda chars=chars: writer.ask(do="sized", chars=chars))
+            await harness.wait_for(1)
+            await asyncio.sleep(0.2)  # nothing else comes, but let it show if it does
+            sizes[name][label] = harness.wire - wire
+        harness.close()
+    say(f"bytes on the wire: {sizes}")
+    return sizes
 
 
 async def idle_memory(name: str, process: subprocess.Popen, port: int, path: str, n: int, subscribe: bool) -> dict:
@@ -499,7 +591,11 @@ async def run(args) -> dict:
     writer = Writer("puomemo", env)
     try:
         results["server_rss_mib"] = {"serve --no-worker, idle": rss_mib(server.pid)}
-        results["a"] = await measure("(a) PUO Memo", port, f"/ws?token={writer.hello['key']}", writer, args, True)
+        path = f"/ws?token={writer.hello['key']}"
+        results["a"] = await measure("(a) PUO Memo", port, path, writer, args, True, server.pid)
+        for key, options in VARIANTS.items():
+            results[key] = await measure(f"(a) {key[2:]}", port, path, writer, args, True, server.pid, **options)
+        results["wire_bytes"] = await wire_sizes(port, path, writer)
         say("sync publish: 1,000 calls, then 10 transactions of 200 events")
         results["sync_publish_events_per_s"] = writer.ask(do="publish_speed")
         say(f"sync publish: {results['sync_publish_events_per_s']}")
@@ -521,6 +617,22 @@ async def run(args) -> dict:
         stop(server, signal.SIGINT if args.profile else signal.SIGTERM)
     if args.profile:
         say(f"profile of (a): {profile}")
+
+    # (a) again, compressing with each connection's own context (the setting off): what the default saves
+    port = free_port()
+    takeover = {**env, "PUOMEMO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER": "0"}
+    server = start(
+        [PY, "manage.py", "serve", "--no-worker", "--port", str(port)], takeover, port, logs / "takeover.log"
+    )
+    writer = Writer("puomemo", takeover)
+    try:
+        path = f"/ws?token={writer.hello['key']}"
+        name = "(a) deflate, context takeover"
+        results["a_deflate_takeover"] = await measure(name, port, path, writer, args, True, server.pid, deflate=True)
+        results["wire_bytes_takeover"] = await wire_sizes(port, path, writer)
+    finally:
+        writer.stop()
+        stop(server)
 
     # (b) the naive Channels pattern
     port = free_port()
@@ -573,6 +685,28 @@ def report(results: dict) -> None:
             f" {burst['latency_p50_ms']:8.0f}ms {burst['latency_p99_ms']:8.0f}ms"
             f" {steady['latency_p50_ms']:9.1f}ms {steady['latency_p99_ms']:9.1f}ms"
         )
+    variants = [*VARIANTS, "a_deflate_takeover"]
+    for key in variants:
+        burst, steady = results[key]["burst"], results[key]["steady"]
+        print(
+            f"{'(a) ' + key[2:].replace('_', ' '):28} {burst['deliveries_per_s']:13,.0f}"
+            f" {burst['latency_p50_ms']:8.0f}ms {burst['latency_p99_ms']:8.0f}ms"
+            f" {steady['latency_p50_ms']:9.1f}ms {steady['latency_p99_ms']:9.1f}ms"
+        )
+    print(f"{'(a) server, burst:':28} {'CPU us/delivery':>16} {'wire bytes/delivery':>20} {'deliveries/s vs json':>21}")
+    for key in ("a", *variants):
+        burst, label = results[key]["burst"], "json" if key == "a" else key[2:].replace("_", " ")
+        print(
+            f"{'  ' + label:28} {burst['server_cpu_us_per_delivery']:16.1f}"
+            f" {burst['wire_bytes_per_delivery']:20.0f} {burst['deliveries_per_s'] / rate['a']:20.2f}x"
+        )
+    print("bytes on the wire of one memory.created frame:")
+    for name, sizes in results["wire_bytes"].items():
+        print(f"  {name:26} " + "   ".join(f"{label}: {size:,} B" for label, size in sizes.items()))
+    for name, sizes in results["wire_bytes_takeover"].items():
+        if "deflate" in name:
+            line = "   ".join(f"{label}: {size:,} B" for label, size in sizes.items())
+            print(f"  {name + ', context takeover':26} {line}")
     a_b, a_c = rate["a"] / rate["b"], rate["a"] / rate["c"]
     results["ratios"] = {"a/b": a_b, "a/c": a_c}
     print(f"a/b = {a_b:.2f}x (target >= 6x)   a/c = {a_c:.2f}x (target >= 0.6x)")

@@ -205,6 +205,18 @@ PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL = env_int("PUOMEMO_WS_MAX_BUFFERED_BYTES_TOT
 PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS = env_int("PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS", 10)
 # Browser origins allowed to open /ws; defaults to the allowed hosts.
 PUOMEMO_WS_ALLOWED_ORIGINS = env_list("PUOMEMO_WS_ALLOWED_ORIGINS", ",".join(ALLOWED_HOSTS))
+# permessage-deflate (README, "Encodings and compression"): offered by the client, accepted unless off here.
+PUOMEMO_WS_COMPRESSION = env_bool("PUOMEMO_WS_COMPRESSION", True)
+PUOMEMO_WS_COMPRESSION_LEVEL = env_int("PUOMEMO_WS_COMPRESSION_LEVEL", 6)
+# Each message compressed on its own: one compression per event for all connections, no compressor kept between.
+PUOMEMO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER = env_bool("PUOMEMO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER", True)
+# Messages smaller than this go uncompressed.
+PUOMEMO_WS_COMPRESSION_MIN_BYTES = env_int("PUOMEMO_WS_COMPRESSION_MIN_BYTES", 256)
+# Custom events (realtime/custom.py): largest payload as compact JSON, publishes a connection may make a minute,
+# and whether guests may publish them.
+PUOMEMO_CUSTOM_MAX_PAYLOAD_BYTES = env_int("PUOMEMO_CUSTOM_MAX_PAYLOAD_BYTES", 16_384)
+PUOMEMO_CUSTOM_RATE_PER_MINUTE = env_int("PUOMEMO_CUSTOM_RATE_PER_MINUTE", 60)
+PUOMEMO_CUSTOM_ALLOW_GUESTS = env_bool("PUOMEMO_CUSTOM_ALLOW_GUESTS")
 
 # --- Embeddings --------------------------------------------------------------
 

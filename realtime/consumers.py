@@ -17,6 +17,7 @@ from accounts.principal import InvalidToken, Principal, principal_from_token, pr
 from memories.selectors import memory_audience
 from memories.visibility import seen_as
 from realtime import frames, metrics
+from realtime.custom import CUSTOM, InvalidCustomEvent, check_publish
 from realtime.daphne import SEND_TEXT, UNSENT_BYTES
 from realtime.events import CHANNELS, MEMORIES, TENANT_UPDATES, EventFrames, actor_data, apublish, change_audience
 from realtime.fanout import hub
@@ -59,6 +60,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
     outbox: asyncio.Queue | None = None
     writer: asyncio.Task | None = None
     close_code: int | None = None
+    encoding = frames.JSON  # the subprotocol the client chose: its frames and ours in JSON or MessagePack
 
     @property
     def user_id(self) -> int:
@@ -70,7 +72,9 @@ class MemoryConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         # Accept first: daphne turns a close before accept into HTTP 403, and the client would never see 4001.
-        await self.accept()
+        subprotocol = next((p for p in self.scope.get("subprotocols", []) if p in frames.SUBPROTOCOLS), None)
+        self.encoding = frames.SUBPROTOCOLS.get(subprotocol, frames.JSON)
+        await self.accept(subprotocol)
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         try:
             if "ticket" in query:  # browsers: a single-use ticket keeps long-lived tokens out of URLs
@@ -93,6 +97,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         self.rate = SlidingWindow()
         self.invalid = SlidingWindow()
         self.typing = Throttle(TYPING_INTERVAL_SECONDS)
+        self.published = SlidingWindow()  # custom events, limited per connection
         self.idle_timer = self.expiry_timer = None
         self._touch()
         self._arm_expiry()
@@ -161,9 +166,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             self.emit("error", {"message": f"Rate limit exceeded; retry after {retry} s", "retry_after": retry})
             return
         try:
-            if bytes_data is not None:
-                raise frames.InvalidFrame("Invalid message format")
-            message_type, data = frames.decode(text_data)
+            message_type, data = frames.decode(bytes_data if bytes_data is not None else text_data, self.encoding)
             await self.handle(message_type, data)
         except frames.InvalidFrame as error:
             if self.invalid.hit() >= settings.PUOMEMO_WS_INVALID_LIMIT_PER_MINUTE:
@@ -181,6 +184,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             "auth": self.on_auth,
             "presence": self.on_presence,
             "typing": self.on_typing,
+            "publish": self.on_publish,
         }.get(message_type)
         if handler is None:
             self.emit("error", {"message": f"Unknown message type: {message_type[:100]}"})
@@ -243,6 +247,29 @@ class MemoryConsumer(AsyncWebsocketConsumer):
                 origin=self.connection_id,
             )
 
+    async def on_publish(self, data: dict) -> None:
+        if "event" not in data:
+            raise frames.InvalidFrame("Invalid message format: publish needs data.event and data.payload")
+        try:
+            event = check_publish(self.principal, data, self.published)
+        except InvalidCustomEvent as error:
+            self.emit("error", error.error_data())
+            return
+        memory_id, audience = event["memory_id"], None
+        if memory_id is not None:
+            audience = await database_sync_to_async(memory_audience)(viewer=self.principal, memory_id=memory_id)
+            if audience is None:
+                self.emit("error", {"message": f"Unknown memory: {memory_id}"})
+                return
+        await apublish(
+            tenant_id=self.tenant_id,
+            event_type=event["event"],
+            channel=CUSTOM,
+            data=event,
+            audience=change_audience(audience, audience) if audience is not None else None,
+            origin=self.connection_id,  # never echoed to the connection that published it
+        )
+
     def _channels(self, data: dict, message_type: str) -> list[str] | None:
         """The known channels a (un)subscribe names; raises InvalidFrame, or answers an error and returns None."""
         channels = data.get("channels")
@@ -275,13 +302,13 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             if reason is not None:
                 self.emit("resync_required", {"reason": reason, "current_seq": current})
                 return
-            replayed = await database_sync_to_async(replay)(self.principal, last_seq)
+            replayed = await database_sync_to_async(replay)(self.principal, last_seq, encoding=self.encoding)
             outbox = self._queue()
             self.paced += outbox.qsize() + len(replayed.frames)
             for text in replayed.frames:
                 await outbox.put(text)  # waits for a slow reader rather than overflowing
             self.replayed_upto = max(self.replayed_upto, replayed.last_seq)
-            await outbox.put(frames.encode("resumed", {"last_seq": replayed.last_seq}))
+            await outbox.put(frames.encode("resumed", {"last_seq": replayed.last_seq}, encoding=self.encoding))
         finally:
             # Live events that came meanwhile, and any that come while these wait for room.
             while self.held:
@@ -310,18 +337,18 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         text = self._frame_for(event, frames)
         return text is not None and self._enqueue(text)
 
-    def _frame_for(self, event: dict[str, Any], frames: EventFrames) -> str | None:
+    def _frame_for(self, event: dict[str, Any], frames: EventFrames) -> str | bytes | None:
         if event["audience"] is None:  # everyone in the tenant
-            return frames.text()
+            return frames.text(None, self.encoding)
         seen = seen_as(self.principal, before=frames.before, after=frames.after)
-        return frames.text(seen) if seen is not None else None
+        return frames.text(seen, self.encoding) if seen is not None else None
 
     def emit(self, message_type: str, data: Any) -> None:
         """Send a reply frame, behind the events already queued."""
-        if self._enqueue(frames.encode(message_type, data)):
+        if self._enqueue(frames.encode(message_type, data, encoding=self.encoding)):
             metrics.messages_sent.inc()
 
-    def _enqueue(self, text: str) -> bool:
+    def _enqueue(self, text: str | bytes) -> bool:
         """Send a frame now if nothing waits before it, else queue it for the writer; returns whether it was sent."""
         send_text = self.scope.get(SEND_TEXT)  # under daphne (realtime/daphne.py)
         if send_text is not None and not self.writing and (self.outbox is None or self.outbox.empty()):
@@ -348,7 +375,10 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         while True:
             text = await self.outbox.get()
             self.writing = True
-            await self.send(text_data=text)
+            if isinstance(text, bytes):
+                await self.send(bytes_data=text)
+            else:
+                await self.send(text_data=text)
             self.writing = False
             metrics.messages_sent.inc()
             if self.paced:

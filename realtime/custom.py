@@ -14,12 +14,30 @@ from accounts.principal import Actor, Principal
 from memories.models import Memory
 from memories.visibility import Audience
 from realtime.catalogue import CUSTOM_NAME_PATTERN, is_custom
+from realtime.limits import SlidingWindow
 
 CUSTOM = "custom"  # the channel custom events go to
 
 
 class InvalidCustomEvent(ValueError):
     """A custom event that may not be sent; the message says why."""
+
+    retry_after: float | None = None
+
+    def error_data(self) -> dict[str, Any]:
+        """The data of the `error` frame that answers the publish."""
+        data: dict[str, Any] = {"message": str(self)}
+        if self.retry_after is not None:
+            data["retry_after"] = self.retry_after
+        return data
+
+
+class PublishRateExceeded(InvalidCustomEvent):
+    """A connection published more custom events in the last minute than PUOMEMO_CUSTOM_RATE_PER_MINUTE."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"Custom event rate limit exceeded; retry after {retry_after} s")
+        self.retry_after = retry_after
 
 
 def custom_data(event: Any, payload: Any, memory_id: Any, actor: Actor) -> dict[str, Any]:
@@ -30,7 +48,12 @@ def custom_data(event: Any, payload: Any, memory_id: Any, actor: Actor) -> dict[
     if not isinstance(payload, dict):
         raise InvalidCustomEvent("Invalid custom event: data.payload must be an object")
     limit = settings.PUOMEMO_CUSTOM_MAX_PAYLOAD_BYTES
-    if len(json.dumps(payload, separators=(",", ":"), default=str).encode()) > limit:
+    try:
+        # Strict JSON: what JSON connections receive must parse anywhere (no NaN, no MessagePack binary or ext).
+        size = len(json.dumps(payload, separators=(",", ":"), allow_nan=False).encode())
+    except (TypeError, ValueError, RecursionError):
+        raise InvalidCustomEvent("Invalid custom event: data.payload must be a JSON object") from None
+    if size > limit:
         raise InvalidCustomEvent(f"Custom event payload is larger than {limit} bytes")
     if memory_id is not None:
         try:
@@ -51,16 +74,35 @@ def may_publish(principal: Principal) -> bool:
     return principal.role != Role.GUEST or settings.PUOMEMO_CUSTOM_ALLOW_GUESTS
 
 
+def check_publish(principal: Principal, data: dict[str, Any], window: SlidingWindow) -> dict[str, Any]:
+    """The data of the custom event a client's `publish` asks for; raises InvalidCustomEvent when it may not go.
+
+    `window` holds the connection's recent publishes; a refused one does not count against it.
+    The caller still checks that the principal may see `memory_id`, when one is given.
+    """
+    if not may_publish(principal):
+        raise InvalidCustomEvent("Guests may not publish custom events")
+    event = custom_data(data.get("event"), data.get("payload"), data.get("memory_id"), principal.actor)
+    if window.hit() > settings.PUOMEMO_CUSTOM_RATE_PER_MINUTE:
+        window.forget_last()  # a client retrying too fast is not locked out
+        raise PublishRateExceeded(round(window.retry_after(), 1))
+    return event
+
+
 def publish_custom(
     *, tenant_id: int, event: str, payload: dict[str, Any], actor: Actor, memory: Memory | None = None
-) -> bool:
-    """Publish a custom event from server code: to the tenant, or to those who may see `memory` when given."""
-    from realtime.events import change_audience, publish  # events imports this module
+) -> None:
+    """Publish a custom event from server code: to the tenant, or to those who may see `memory` when given.
+
+    Sent when the current transaction commits (at once outside one), so it follows the writes it may be about;
+    raises InvalidCustomEvent for a bad name or payload.
+    """
+    from realtime.events import change_audience, publish_on_commit  # events imports this module
 
     if memory is not None and memory.tenant_id != tenant_id:
         raise ValueError("The memory belongs to another tenant")
     audience = Audience.of(memory) if memory is not None else None
-    return publish(
+    publish_on_commit(
         tenant_id=tenant_id,
         event_type=event,
         channel=CUSTOM,

@@ -1,8 +1,11 @@
-"""Fixes to daphne's WebSocket protocol: RFC 6455 close codes, bounds on unsent bytes, a way to see them."""
+"""Fixes to daphne's WebSocket protocol: RFC 6455 close codes, bounds on unsent bytes, a way to see them,
+permessage-deflate (RFC 7692) with shared compression."""
 
 import logging
 import select
+import zlib
 
+from autobahn.websocket.compress import PerMessageDeflate, PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
@@ -14,9 +17,9 @@ logger = logging.getLogger(__name__)
 # valid on the wire; send them with the lower-level call.
 PROTOCOL_CLOSE_CODES = frozenset({1001, 1008, 1009, 1011, 1013})
 
-_original_server_send = WebSocketProtocol.serverSend
 _original_on_close = WebSocketProtocol.onClose
 _original_factory_init = WebSocketFactory.__init__
+_original_end_compress = PerMessageDeflate.end_compress_message
 
 
 def unsent_bytes(transport) -> int:
@@ -135,7 +138,11 @@ def _server_send(self, content, binary=False):
     if getattr(self, "dropped_for_not_reading", False):
         return  # its buffer went with its TCP connection; daphne tells the application soon
     before = unsent_bytes(self.transport)
-    _original_server_send(self, content, binary)
+    if self.state == self.STATE_CONNECTING:
+        self.serverAccept()
+    payload = content if binary else content.encode()
+    # daphne's serverSend, but small messages go uncompressed: deflate would save a few bytes for its CPU.
+    self.sendMessage(payload, binary, doNotCompress=len(payload) < settings.PUOMEMO_WS_COMPRESSION_MIN_BYTES)
     _check_after_send(self, before)
 
 
@@ -163,6 +170,50 @@ def _websocket_factory_init(self, *args, **kwargs):
     # daphne's cap reached the client as 1006. Failing with a close frame sends
     # 1009 as soon as the frame's header declares the size, before its payload.
     self.setProtocolOptions(failByDrop=False)
+    if settings.PUOMEMO_WS_COMPRESSION:
+        self.setProtocolOptions(perMessageCompressionAccept=_accept_deflate)
+
+
+def _accept_deflate(offers: list) -> PerMessageDeflateOfferAccept | None:
+    """Accept the client's first permessage-deflate offer (None: no compression on this connection)."""
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer):
+            # Without context takeover each message is compressed on its own, so a fan-out
+            # compresses an event once for every connection (see _frame), and a connection
+            # holds no compressor (~256 KiB) between messages.
+            no_takeover = True if settings.PUOMEMO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER else None
+            return _DeflateAccept(offer, no_context_takeover=no_takeover)
+    return None
+
+
+class _DeflateAccept(PerMessageDeflateOfferAccept):
+    """autobahn's acceptance, which also tells the client when the server does without context takeover."""
+
+    def get_extension_string(self) -> str:
+        text = super().get_extension_string()
+        if self.no_context_takeover and "server_no_context_takeover" not in text:
+            text += "; server_no_context_takeover"  # RFC 7692 7.1.1.1: a server may declare it unasked
+        return text
+
+
+def _compressor(window_bits: int, mem_level: int):
+    return zlib.compressobj(settings.PUOMEMO_WS_COMPRESSION_LEVEL, zlib.DEFLATED, -window_bits, mem_level)
+
+
+def _start_compress_message(self: PerMessageDeflate) -> None:
+    # autobahn's, with the configured level rather than zlib's default.
+    if self._is_server:
+        if self._compressor is None or self.server_no_context_takeover:
+            self._compressor = _compressor(self.server_max_window_bits, self.mem_level)
+    elif self._compressor is None or self.client_no_context_takeover:
+        self._compressor = _compressor(self.client_max_window_bits, self.mem_level)
+
+
+def _end_compress_message(self: PerMessageDeflate) -> bytes:
+    data = _original_end_compress(self)
+    if self._is_server and self.server_no_context_takeover:
+        self._compressor = None  # the next message makes a fresh one: do not hold it meanwhile
+    return data
 
 
 # The scope key under which a WebSocket application finds a function that says how
@@ -170,45 +221,62 @@ def _websocket_factory_init(self, *args, **kwargs):
 UNSENT_BYTES = "puomemo.unsent_bytes"
 
 # The scope key under which a WebSocket application finds a plain function that sends a
-# text frame at once: what its ASGI send() does, without a coroutine and its chain per frame.
+# text frame (str) or binary frame (bytes) at once: what its ASGI send() does, without a
+# coroutine and its chain per frame.
 SEND_TEXT = "puomemo.send_text"
 
 _original_create_application = Server.create_application
 
 
-# The last text sent and its WebSocket frame: a fan-out sends the same text to many connections.
-_last_frame: tuple[str, bytes, int] = ("", b"\x81\x00", 0)
+# The last message sent and its WebSocket frames, plain and compressed: a fan-out sends the same
+# message to many connections. Compressed ones by (window bits, memory level) of the connection.
+_last_frames: tuple[str | bytes | None, bytes, dict] = (None, b"", {})
 
 
-def _text_frame(text: str) -> tuple[bytes, int]:
-    """An unmasked, unfragmented text frame (RFC 6455 5.2) and its payload's length."""
-    global _last_frame
-    if _last_frame[0] is not text:
-        payload = text.encode()
-        size = len(payload)
-        if size < 126:
-            header = bytes((0x81, size))
-        elif size < 65536:
-            header = b"\x81\x7e" + size.to_bytes(2, "big")
-        else:
-            header = b"\x81\x7f" + size.to_bytes(8, "big")
-        _last_frame = (text, header + payload, size)
-    return _last_frame[1], _last_frame[2]
+def _header(first_byte: int, size: int) -> bytes:
+    """An unmasked, unfragmented frame's header (RFC 6455 5.2)."""
+    if size < 126:
+        return bytes((first_byte, size))
+    if size < 65536:
+        return bytes((first_byte, 0x7E)) + size.to_bytes(2, "big")
+    return bytes((first_byte, 0x7F)) + size.to_bytes(8, "big")
 
 
-def _send_text(server: Server, protocol: WebSocketProtocol, text: str) -> None:
+def _frame(message: str | bytes, deflate: tuple[int, int] | None = None) -> tuple[bytes, int]:
+    """A text (str) or binary (bytes) frame, compressed with `deflate`'s parameters if given, and its payload's
+    uncompressed length."""
+    global _last_frames
+    if _last_frames[0] is not message:
+        _last_frames = (message, message.encode() if isinstance(message, str) else message, {})
+    _, payload, frames = _last_frames
+    if deflate not in frames:
+        first, data = (0x81 if isinstance(message, str) else 0x82), payload  # FIN + text or binary opcode
+        if deflate is not None:
+            compressor = _compressor(*deflate)
+            data = (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]  # RFC 7692 7.2.1
+            first |= 0x40  # RSV1: a compressed message
+        frames[deflate] = _header(first, len(data)) + data
+    return frames[deflate], len(payload)
+
+
+def _send_text(server: Server, protocol: WebSocketProtocol, message: str | bytes) -> None:
     # The checks of daphne's Server.handle_reply and WebSocketProtocol.handle_reply for a send.
     connection = server.connections.get(protocol)
     if connection is None or connection.get("disconnected") or protocol.state != protocol.STATE_OPEN:
         return
     if getattr(protocol, "dropped_for_not_reading", False):
         return
-    frame, size = _text_frame(text)
-    limit = protocol.maxMessagePayloadSize
-    if protocol._perMessageCompress is not None or protocol.autoFragmentSize or protocol.send_queue or 0 < limit < size:
-        protocol.serverSend(text, False)  # what autobahn's sendMessage does differently: let it
+    frame, size = _frame(message)
+    deflate = protocol._perMessageCompress
+    compress = deflate is not None and size >= settings.PUOMEMO_WS_COMPRESSION_MIN_BYTES
+    # With context takeover, only autobahn can compress: with the connection's own context.
+    shared = not compress or deflate.server_no_context_takeover
+    if not shared or protocol.autoFragmentSize or protocol.send_queue or 0 < protocol.maxMessagePayloadSize < size:
+        protocol.serverSend(message, isinstance(message, bytes))  # what autobahn's sendMessage does differently: let it
         return
-    # autobahn's sendMessage would build this frame again for each connection; write the one built.
+    if compress:  # each message compressed on its own: the same bytes for every connection with these parameters
+        frame, size = _frame(message, (deflate.server_max_window_bits, deflate.mem_level))
+    # autobahn's sendMessage would build (and compress) this frame again for each connection; write the one built.
     before = unsent_bytes(protocol.transport)
     protocol.transport.write(frame)
     _check_after_send(protocol, before)
@@ -232,4 +300,6 @@ def install() -> None:
     WebSocketProtocol.serverSend = _server_send
     WebSocketProtocol.onClose = _on_close
     WebSocketFactory.__init__ = _websocket_factory_init
+    PerMessageDeflate.start_compress_message = _start_compress_message
+    PerMessageDeflate.end_compress_message = _end_compress_message
     Server.create_application = _create_application

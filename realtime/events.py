@@ -13,7 +13,8 @@ from accounts.principal import Actor
 from memories.models import Memory
 from memories.visibility import Audience
 from realtime import catalogue, metrics
-from realtime.frames import encode, iso, new_id, now_iso
+from realtime.custom import CUSTOM
+from realtime.frames import JSON, encode, iso, new_id, now_iso
 from realtime.log import record_event
 from realtime.models import Event
 
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 MEMORIES = "memories"
 TENANT_UPDATES = "tenant.updates"
-CHANNELS = (MEMORIES, TENANT_UPDATES)
+CHANNELS = (MEMORIES, TENANT_UPDATES, CUSTOM)
 
 # The channel-layer message type that each process's fan-out reads.
 LAYER_MESSAGE_TYPE = "tenant.event"
@@ -266,22 +267,26 @@ TRANSITIONS = frozenset(NATURAL_VIEW)
 
 
 class EventFrames:
-    """An event's frames, rendered once per way of seeing it rather than once per connection."""
+    """An event's frames, rendered once per way of seeing it and encoding rather than once per connection."""
 
     def __init__(self, event: dict[str, Any]) -> None:
         self.event = event
         audience = event["audience"]
         self.before = Audience(**audience["before"]) if audience and audience["before"] else None
         self.after = Audience(**audience["after"]) if audience and audience["after"] else None
-        self._texts: dict[str | None, str | None] = {}
+        self._texts: dict[tuple[str | None, str], str | bytes | None] = {}
 
-    def text(self, seen: str | None = None) -> str | None:
-        """The frame for a viewer who sees the change as `seen` (None: events for everyone); None for no frame."""
-        if seen not in self._texts:
-            self._texts[seen] = self._render(seen)
-        return self._texts[seen]
+    def text(self, seen: str | None = None, encoding: str = JSON) -> str | bytes | None:
+        """The frame for a viewer who sees the change as `seen` (None: events for everyone); None for no frame.
 
-    def _render(self, seen: str | None) -> str | None:
+        JSON text, or MessagePack bytes for `encoding` "msgpack".
+        """
+        key = (seen, encoding)
+        if key not in self._texts:
+            self._texts[key] = self._render(seen, encoding)
+        return self._texts[key]
+
+    def _render(self, seen: str | None, encoding: str) -> str | bytes | None:
         event, data = self.event, self.event["data"]
         message_type = event["event"]
         if message_type not in TRANSITIONS and seen in ("created", "updated"):
@@ -298,4 +303,11 @@ class EventFrames:
                 message_type, data = "memory.created", {"memory": data["memory"], **actor}
         elif message_type == "memory.updated" and not data["changes"]:
             return None  # only who may see it changed, and this viewer could and can
-        return encode(message_type, data, message_id=event["id"], timestamp=event["timestamp"], seq=event["seq"])
+        return encode(
+            message_type,
+            data,
+            message_id=event["id"],
+            timestamp=event["timestamp"],
+            seq=event["seq"],
+            encoding=encoding,
+        )

@@ -228,6 +228,10 @@ class SlidingWindow:
             self.times.popleft()
         return len(self.times)
 
+    def forget_last(self) -> None:
+        """Take back the last hit, for an event that was refused and so takes no room."""
+        self.times.pop()
+
     def retry_after(self) -> float:
         """Seconds until the oldest event leaves the window."""
         return max(0.0, self.times[0] + self.seconds - time.monotonic()) if self.times else 0.0

@@ -6,16 +6,17 @@ from accounts.principal import Principal
 from memories.models import Memory
 from memories.visibility import Audience, can_view, seen_as
 from realtime.events import EventFrames, event_message, logged_event
+from realtime.frames import JSON
 from realtime.log import events_after
 
 
 @dataclass(frozen=True)
 class Replay:
-    frames: list[str]  # the frames the viewer may see, in seq order
+    frames: list[str | bytes]  # the frames the viewer may see, in seq order, in the encoding asked for
     last_seq: int  # the last logged event looked at, seen or not
 
 
-def replay(viewer: Principal, after_seq: int, *, limit: int | None = None) -> Replay:
+def replay(viewer: Principal, after_seq: int, *, limit: int | None = None, encoding: str = JSON) -> Replay:
     """The viewer's frames of the events after `after_seq`: each as they would have seen it live with the role
     they have now, and only while the memory is still theirs to see."""
     events = events_after(viewer.tenant_id, after_seq, limit=limit)
@@ -33,7 +34,7 @@ def replay(viewer: Principal, after_seq: int, *, limit: int | None = None) -> Re
         seen = seen_as(viewer, before=rendered.before, after=rendered.after)
         if seen in ("created", "updated") and not _may_see(viewer, now.get(event.memory_id)):
             continue  # private since, or deleted since: the memory is no longer theirs to see
-        text = rendered.text(seen) if seen is not None else None
+        text = rendered.text(seen, encoding) if seen is not None else None
         if text is not None:
             frames.append(text)
     return Replay(frames=frames, last_seq=events[-1].seq if events else after_seq)

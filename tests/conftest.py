@@ -1,5 +1,6 @@
 import json
 
+import msgpack
 import pytest
 import websockets.asyncio.connection
 from asgiref.sync import async_to_sync
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.db import connections
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
+from websockets.protocol import Side
 
 from accounts.models import Role
 from realtime import catalogue, limits, tickets
@@ -48,6 +50,12 @@ def close_connections_of_async_tests(django_db_setup, django_db_blocker):
                 )
 
 
+def from_puomemo(connection: websockets.asyncio.connection.Connection) -> bool:
+    """Whether a connection is a client's of a real PUO Memo server (daphne), not of a test's scripted server."""
+    # The client tests' scripted websockets servers send malformed binary frames on purpose.
+    return connection.protocol.side == Side.CLIENT and connection.response.headers.get("Server") == "daphne"
+
+
 @pytest.fixture(autouse=True)
 def frames_match_the_catalogue(monkeypatch):
     """Every frame any test receives, from the communicator or a real server, must match the event catalogue."""
@@ -58,12 +66,16 @@ def frames_match_the_catalogue(monkeypatch):
         message = await receive_output(self, *args, **kwargs)
         if message.get("text") is not None:
             catalogue.check_frame(json.loads(message["text"]))
+        elif message.get("bytes") is not None:  # a MessagePack connection's frames
+            catalogue.check_frame(msgpack.unpackb(message["bytes"]))
         return message
 
     async def checked_recv(self, *args, **kwargs):
         data = await recv(self, *args, **kwargs)
         if isinstance(data, str):
             catalogue.check_frame(json.loads(data))
+        elif isinstance(data, bytes) and self.subprotocol == "puomemo.msgpack" and from_puomemo(self):
+            catalogue.check_frame(msgpack.unpackb(data))  # what a MessagePack connection receives
         return data
 
     monkeypatch.setattr(WebsocketCommunicator, "receive_output", checked_output)

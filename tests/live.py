@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import http.cookiejar
 import json
 import os
 import pwd
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -390,3 +392,36 @@ def metric(server, name: str) -> float:
             if line.startswith(name + " "):
                 return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+class CookieClient:
+    """Cookies and forms without a browser: log in and out through the pages, open /ws with the cookie."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def cookie(self, name: str) -> str:
+        return next(c.value for c in self.jar if c.name == name)
+
+    def post_form(self, path: str, fields: dict) -> str:
+        page = self.opener.open(f"{self.server.http}/login/", timeout=10).read().decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        body = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": token}).encode()
+        # As a browser posts a form: with its Origin, which Django's CSRF check compares with the Host.
+        request = urllib.request.Request(f"{self.server.http}{path}", data=body, headers={"Origin": self.server.http})
+        with self.opener.open(request, timeout=10) as response:
+            return response.geturl()
+
+    def login(self, username: str) -> "CookieClient":
+        assert self.post_form("/login/", {"username": username, "password": "pw-live-123"}).endswith("/")
+        return self
+
+    def logout(self) -> None:
+        assert "/login/" in self.post_form("/logout/", {})
+
+    async def socket(self, origin: str | None):
+        """/ws with the session cookie and no token, as the page opens it."""
+        headers = {"Cookie": f"sessionid={self.cookie('sessionid')}"}
+        return await websockets.connect(self.server.ws, origin=origin, additional_headers=headers)

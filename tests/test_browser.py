@@ -1,7 +1,6 @@
 """The web UI in Chromium against a real server: live lists, roles, restarts, polling, conflicts, the test client."""
 
 import asyncio
-import http.cookiejar
 import json
 import re
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 import websockets
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
 
-from tests.live import ROOT, Server, api, close_code, manage, next_of_type, start_cluster
+from tests.live import ROOT, CookieClient, Server, api, close_code, manage, next_of_type, start_cluster
 
 USERS = {"ann": ("crew", "admin"), "max": ("crew", "member"), "gus": ("crew", "guest")}
 LIVE = 2000  # ms: the issue's bound for a change to show in another browser
@@ -235,37 +234,6 @@ def test_a_page_of_another_origin_cannot_ride_the_session(cluster, browser):
         other.server_close()
     assert code == 4001
     ann.context.close()
-
-
-class CookieClient:
-    """Cookies and forms without a browser: log in and out through the pages, open /ws with the cookie."""
-
-    def __init__(self, server) -> None:
-        self.server = server
-        self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
-
-    def cookie(self, name: str) -> str:
-        return next(c.value for c in self.jar if c.name == name)
-
-    def post_form(self, path: str, fields: dict) -> str:
-        page = self.opener.open(f"{self.server.http}/login/", timeout=10).read().decode()
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-        body = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": token}).encode()
-        with self.opener.open(f"{self.server.http}{path}", data=body, timeout=10) as response:
-            return response.geturl()
-
-    def login(self, username: str) -> "CookieClient":
-        assert self.post_form("/login/", {"username": username, "password": "pw-live-123"}).endswith("/")
-        return self
-
-    def logout(self) -> None:
-        assert "/login/" in self.post_form("/logout/", {})
-
-    async def socket(self, origin: str | None):
-        """/ws with the session cookie and no token, as the page opens it."""
-        headers = {"Cookie": f"sessionid={self.cookie('sessionid')}"}
-        return await websockets.connect(self.server.ws, origin=origin, additional_headers=headers)
 
 
 def apart(scenario) -> None:

@@ -14,7 +14,18 @@ import websockets
 import yaml
 
 from realtime.limits import ENTRY_TTL
-from tests.live import ROOT, api, close_code, metric, next_of_type, ready, start_cluster, start_nginx, subscribed
+from tests.live import (
+    ROOT,
+    CookieClient,
+    api,
+    close_code,
+    metric,
+    next_of_type,
+    ready,
+    start_cluster,
+    start_nginx,
+    subscribed,
+)
 
 COMPOSE = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
 NGINX_CONF = (ROOT / "docker" / "nginx.conf").read_text()
@@ -161,6 +172,18 @@ async def test_events_caps_and_counts_across_instances_held_past_every_ttl(scale
     # A clean close releases at once, cluster-wide.
     body = await asyncio.to_thread(status, nginx, keys["alice"])
     assert (body["tenant_connections"], body["total_connections"]) == (0, 0)
+
+
+async def test_the_web_ui_logs_in_and_rides_its_session_through_nginx(scaled):
+    """nginx passes the Host with its port: Django's CSRF origin check and the /ws same-origin check both need it."""
+    cluster, nginx = scaled
+    browser = await asyncio.to_thread(CookieClient(nginx).login, "dave")  # a CSRF-checked form POST
+    ws = await browser.socket(origin=nginx.http)
+    await ws.send(json.dumps({"type": "subscribe", "data": {"channels": ["memories"]}}))
+    assert (await asyncio.wait_for(next_of_type(ws, "subscribed"), 10))["type"] == "subscribed"
+    memory = await create(cluster.servers[1], cluster.keys["dave"], "through nginx, by session")
+    assert (await memory_events(ws, 1))[0]["data"]["memory"]["id"] == memory["id"]
+    await ws.close()
 
 
 async def test_sigkill_of_one_instance(scaled):

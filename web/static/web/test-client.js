@@ -1,9 +1,32 @@
 // The WebSocket test client: a raw /ws socket and a log of every frame both ways, with timestamps.
+// With MessagePack chosen, binary frames are shown decoded (as JSON) with their size on the wire.
 
 const $ = (id) => document.getElementById(id);
 const log = $('tc-log');
 const state = $('tc-state');
 let ws = null;
+let codec = null; // the vendored MessagePack codec, loaded when MessagePack is first chosen
+
+const MSGPACK_PROTOCOL = 'puomemo.msgpack';
+
+async function loadCodec() {
+  // Served from clients/js (STATICFILES_DIRS "puomemo"), next to this file's static directory.
+  const { Encoder, Decoder } = await import('../puomemo/vendor/msgpack/index.mjs');
+  const encoder = new Encoder({ ignoreUndefined: true });
+  const decoder = new Decoder();
+  return { encode: (frame) => encoder.encode(frame), decode: (bytes) => decoder.decode(new Uint8Array(bytes)) };
+}
+
+/** How an incoming frame is shown: text as is, a binary frame decoded as MessagePack (or in hex if it is not). */
+function shown(data) {
+  if (typeof data === 'string') return data;
+  try {
+    return `[binary, ${data.byteLength} bytes] ${JSON.stringify(codec.decode(data))}`;
+  } catch (error) {
+    const hex = [...new Uint8Array(data).slice(0, 64)].map((b) => b.toString(16).padStart(2, '0')).join(' ');
+    return `[binary, ${data.byteLength} bytes, not MessagePack: ${error.message}] ${hex}`;
+  }
+}
 
 function stamp() {
   return new Date().toISOString().slice(11, 23);
@@ -56,6 +79,20 @@ function sendRaw(text) {
     entry('info', 'not connected');
     return;
   }
+  if (ws.protocol === MSGPACK_PROTOCOL) {
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      ws.send(text); // not JSON: sent as a text frame, which a MessagePack connection refuses
+      entry('out', `[text] ${text}`);
+      return;
+    }
+    const bytes = codec.encode(frame);
+    ws.send(bytes);
+    entry('out', `[binary, ${bytes.byteLength} bytes] ${JSON.stringify(frame)}`);
+    return;
+  }
   ws.send(text);
   entry('out', text);
 }
@@ -78,13 +115,25 @@ $('tc-connect').addEventListener('submit', async (event) => {
     setState('closed');
     return;
   }
+  const msgpack = $('tc-encoding').value === 'msgpack';
+  if (msgpack && !codec) {
+    try {
+      codec = await loadCodec();
+    } catch (error) {
+      entry('info', `MessagePack codec not loaded: ${error.message ?? error}`);
+      setState('closed');
+      return;
+    }
+  }
   entry('info', `connecting to ${url.replace(/ticket=[^&]+/, 'ticket=…')}`);
-  ws = new WebSocket(url);
+  ws = msgpack ? new WebSocket(url, [MSGPACK_PROTOCOL]) : new WebSocket(url);
+  ws.binaryType = 'arraybuffer';
   ws.onopen = () => {
     setState('open');
-    entry('info', 'open');
+    const extensions = ws.extensions ? `, ${ws.extensions}` : '';
+    entry('info', `open (${ws.protocol === MSGPACK_PROTOCOL ? 'MessagePack' : 'JSON'}${extensions})`);
   };
-  ws.onmessage = (message) => entry('in', message.data);
+  ws.onmessage = (message) => entry('in', shown(message.data));
   ws.onclose = (close) => {
     setState('closed');
     entry('info', `closed ${close.code}${close.reason ? ` ${close.reason}` : ''}`);
