@@ -1,6 +1,6 @@
 """Who is calling: one user in one tenant, resolved from a JWT, an API key or a browser session."""
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
@@ -48,7 +48,7 @@ class Principal:
     # When the credential stops being valid (a JWT's exp); None for API keys.
     expires_at: datetime | None = None
     # The browser session it came from (a web UI socket): it lasts only as long as that session.
-    session_key: str | None = None
+    session_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_membership(

@@ -375,11 +375,13 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         while True:
             text = await self.outbox.get()
             self.writing = True
-            if isinstance(text, bytes):
-                await self.send(bytes_data=text)
-            else:
-                await self.send(text_data=text)
-            self.writing = False
+            try:
+                if isinstance(text, bytes):
+                    await self.send(bytes_data=text)
+                else:
+                    await self.send(text_data=text)
+            finally:
+                self.writing = False  # else direct sends would wait forever behind a dead writer
             metrics.messages_sent.inc()
             if self.paced:
                 # A replay is a burst the client asked for: send it as fast as the client

@@ -7,6 +7,7 @@ import json
 import uuid
 from typing import Any
 
+import msgpack
 from django.conf import settings
 
 from accounts.models import Role
@@ -51,7 +52,9 @@ def custom_data(event: Any, payload: Any, memory_id: Any, actor: Actor) -> dict[
     try:
         # Strict JSON: what JSON connections receive must parse anywhere (no NaN, no MessagePack binary or ext).
         size = len(json.dumps(payload, separators=(",", ":"), allow_nan=False).encode())
-    except (TypeError, ValueError, RecursionError):
+        # And what MessagePack carries (the Redis layer, msgpack connections): no integers beyond 64 bits.
+        msgpack.packb(payload)
+    except (TypeError, ValueError, OverflowError, RecursionError):
         raise InvalidCustomEvent("Invalid custom event: data.payload must be a JSON object") from None
     if size > limit:
         raise InvalidCustomEvent(f"Custom event payload is larger than {limit} bytes")

@@ -4,6 +4,7 @@ permessage-deflate (RFC 7692) with shared compression."""
 import logging
 import select
 import zlib
+from collections import OrderedDict
 
 from autobahn.websocket.compress import PerMessageDeflate, PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from daphne.server import Server
@@ -228,9 +229,12 @@ SEND_TEXT = "puomemo.send_text"
 _original_create_application = Server.create_application
 
 
-# The last message sent and its WebSocket frames, plain and compressed: a fan-out sends the same
-# message to many connections. Compressed ones by (window bits, memory level) of the connection.
-_last_frames: tuple[str | bytes | None, bytes, dict] = (None, b"", {})
+# The last few messages sent and their WebSocket frames, plain and compressed: a fan-out sends
+# each of an event's renderings (one per way of seeing it and encoding) to many connections, in
+# the connections' order. Keyed by the message object itself; compressed frames by the
+# connection's (window bits, memory level).
+_RECENT_MESSAGES = 16
+_recent_frames: "OrderedDict[int, tuple[str | bytes, bytes, dict]]" = OrderedDict()
 
 
 def _header(first_byte: int, size: int) -> bytes:
@@ -243,12 +247,13 @@ def _header(first_byte: int, size: int) -> bytes:
 
 
 def _frame(message: str | bytes, deflate: tuple[int, int] | None = None) -> tuple[bytes, int]:
-    """A text (str) or binary (bytes) frame, compressed with `deflate`'s parameters if given, and its payload's
-    uncompressed length."""
-    global _last_frames
-    if _last_frames[0] is not message:
-        _last_frames = (message, message.encode() if isinstance(message, str) else message, {})
-    _, payload, frames = _last_frames
+    """A text (str) or binary (bytes) frame, compressed with `deflate`'s parameters if given, and its payload's size."""
+    cached = _recent_frames.get(id(message))
+    if cached is None or cached[0] is not message:  # the entry holds the message, so its id is not reused
+        cached = _recent_frames[id(message)] = (message, message.encode() if isinstance(message, str) else message, {})
+        if len(_recent_frames) > _RECENT_MESSAGES:
+            _recent_frames.popitem(last=False)
+    _, payload, frames = cached
     if deflate not in frames:
         first, data = (0x81 if isinstance(message, str) else 0x82), payload  # FIN + text or binary opcode
         if deflate is not None:

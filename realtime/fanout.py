@@ -126,7 +126,11 @@ class TenantFeed:
         rendered = EventFrames(event)
         sent = 0
         for connection in tuple(self.connections):
-            sent += connection.deliver(event, rendered)
+            try:
+                sent += connection.deliver(event, rendered)
+            except Exception:
+                # One connection's failure (a frame it cannot be sent) must not cost the others the event.
+                logger.exception("Delivering %s in tenant %s failed", event["event"], self.tenant_id)
         if sent:
             metrics.messages_sent.inc(sent)  # once per event, not per connection
 

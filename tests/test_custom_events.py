@@ -427,3 +427,19 @@ async def test_a_custom_event_published_on_one_instance_reaches_subscribers_on_t
     assert json.loads(await asyncio.wait_for(sender.recv(), 10))["type"] == "pong"
     for ws in (sender, alice_on_a, alice_on_b, bob_on_b, guest_on_b):
         await ws.close()
+
+
+async def test_a_payload_msgpack_cannot_carry_is_refused_not_dropped(team):
+    """JSON allows integers of any size; MessagePack (the Redis layer, msgpack clients) stops at 64 bits."""
+    ann, bob, _gus = team
+    sender = await connect(jwt_for(ann), subscribe=None)
+    watcher = await connect(jwt_for(bob), subscribe=CUSTOM)
+    for number in (2**64, -(2**63) - 1):
+        frame = publish_frame()
+        frame["data"]["payload"] = {"n": number}
+        await sender.send_json_to(frame)
+        assert (await sender.receive_json_from())["data"] == {
+            "message": "Invalid custom event: data.payload must be a JSON object"
+        }
+    assert await frames(watcher) == []
+    await disconnect(sender, watcher)

@@ -154,5 +154,17 @@ def test_a_message_is_compressed_once_for_all_connections_with_the_same_paramete
     header = {126: 4, 127: 10}.get(first[1], 2)
     assert len(first) - header < size / 2
     assert zlib.decompressobj(-15).decompress(first[header:] + b"\x00\x00\xff\xff") == text.encode()
+    # A fan-out alternates between an event's renderings (members' and guests' frames, JSON and MessagePack)
+    # in the connections' order: each is still compressed once.
+    other = text.replace("content", "summary")
+    compressions = []
+    real = daphne._compressor
+    daphne._compressor = lambda *args: compressions.append(args) or real(*args)
+    try:
+        frames = [daphne._frame(message, (15, 8))[0] for message in (text, other, text, other, text)]
+    finally:
+        daphne._compressor = real
+    assert frames[0] is frames[2] is frames[4] is first and frames[1] is frames[3]
+    assert len(compressions) == 1  # only `other`'s; `text` was compressed above
     binary, _ = daphne._frame(msgpack.packb({"type": "pong"}))
     assert binary[:2] == bytes((0x82, len(msgpack.packb({"type": "pong"}))))  # FIN, binary, uncompressed
