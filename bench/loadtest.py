@@ -162,10 +162,12 @@ async def open_client(base: str, client: Client, deadline: float) -> None:
         timeout = max(0.1, deadline - time.monotonic())
         ws = await asyncio.wait_for(websockets.connect(f"{ws_base}/ws?ticket={body['ticket']}", max_size=None), timeout)
         await ws.send(json.dumps({"type": "subscribe", "data": {"channels": ["memories"]}}))
-        while True:
+        while time.monotonic() < deadline:  # presence frames may come first; bounded all the same
             frame = json.loads(await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic())))
             if frame["type"] == "subscribed":
                 break
+        else:
+            raise TimeoutError("no subscribed reply before the deadline")
         client.ws = ws
     except Exception as error:  # counted and reported, never fatal: a refused connection is a result
         code = getattr(getattr(error, "rcvd", None), "code", None)
