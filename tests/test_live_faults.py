@@ -3,12 +3,11 @@
 import asyncio
 import json
 import time
-import urllib.request
 
 import pytest
 import websockets
 
-from tests.live import api, close_code, next_of_type, ready, start_cluster
+from tests.live import api, close_code, metric, next_of_type, ready, start_cluster
 
 DEEPLY_NESTED = '{"type":"ping","data":' + "[" * 100_000 + "]" * 100_000 + "}"
 # Longer than the registry's entry TTL (30 s) and a minute, the span the bypass needed.
@@ -31,14 +30,6 @@ def faulty(tmp_path_factory):
 
 def status(server, key: str) -> tuple[int, dict]:
     return api(server, "GET", "/api/v4/ws/status", key)
-
-
-def metric(server, name: str) -> float:
-    with urllib.request.urlopen(f"{server.http}/metrics", timeout=10) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def test_caps_and_counts_hold_past_every_ttl_on_both_instances(faulty):
