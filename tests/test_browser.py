@@ -170,12 +170,14 @@ def test_a_guest_never_sees_a_team_memory_during_a_burst_of_writes(cluster, brow
     writer = threading.Thread(target=burst)
     writer.start()
     writer.join(60)
-    expected = sorted(f"open {i}" for i in range(12) if i % 3 == 2)
-    expect(memories(gus).filter(has_text=re.compile(r"^open \d+$"))).to_have_count(len(expected), timeout=5000)
+    expected = [f"open {i}" for i in reversed(range(12)) if i % 3 == 2]  # newest first
+    # The exact list, not just its length: mid-burst, a deleted one can stand in for one still to come.
+    expect(memories(gus).filter(has_text=re.compile(r"^open \d+$"))).to_have_text(expected, timeout=10000)
     shown = gus.evaluate("window.shown")
-    assert "open 0" in shown  # it did show the public ones live
+    # Drawn live: the observer was set after the page loaded. (A memory made team within one
+    # 100 ms batch of its creation is rightly never drawn, so only the ones that stay are asserted.)
+    assert set(expected) <= set(shown)
     assert not [title for title in shown if "secret" in title]
-    assert sorted(t for t in memories(gus).all_text_contents() if t.startswith("open")) == expected
     gus.context.close()
 
 
