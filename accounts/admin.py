@@ -1,8 +1,10 @@
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 
-from accounts.models import ApiKey, Membership, Tenant
+from accounts.login_throttle import ThrottledAuthenticationForm
+from accounts.models import ApiKey, LoginFailure, Membership, Tenant
 from accounts.services import api_key_create, api_key_revoke
 
 
@@ -56,3 +58,25 @@ admin.site.unregister(User)
 @admin.register(User)
 class PuoUserAdmin(UserAdmin):
     inlines = [MembershipInline]
+
+
+class ThrottledAdminAuthenticationForm(ThrottledAuthenticationForm, AdminAuthenticationForm):
+    """Admin's login form (staff only), saying so when logins are throttled."""
+
+
+admin.site.login_form = ThrottledAdminAuthenticationForm
+
+
+@admin.register(LoginFailure)
+class LoginFailureAdmin(admin.ModelAdmin):
+    """Who is failing to log in, from where; deleting a row lifts that lockout."""
+
+    list_display = ["username", "address", "failures", "first_at", "last_at"]
+    search_fields = ["username", "address"]
+    readonly_fields = ["username", "address", "failures", "first_at", "last_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -60,3 +60,19 @@ class ApiKey(models.Model):
     def generate() -> str:
         """Make a new full key; it is shown once and only its hash is stored."""
         return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class LoginFailure(models.Model):
+    """Failed password logins of one username from one address, since `first_at` (the throttle's window)."""
+
+    address = models.CharField(max_length=64)
+    username = models.CharField(max_length=150)  # as typed (casefolded): it need not exist
+    failures = models.PositiveIntegerField(default=0)
+    first_at = models.DateTimeField(db_index=True)
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["address", "username"], name="one_login_failure_row")]
+
+    def __str__(self) -> str:
+        return f"{self.username} from {self.address}: {self.failures}"

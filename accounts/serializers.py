@@ -1,6 +1,7 @@
 from rest_framework import exceptions, serializers
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 
+from accounts.login_throttle import LoginThrottled, check_login_allowed
 from accounts.models import ApiKey, Membership
 
 
@@ -15,6 +16,13 @@ class TenantTokenObtainPairSerializer(TokenObtainPairSerializer):
         token = super().get_token(user)
         token["tenant"] = membership.tenant.slug
         return token
+
+    def validate(self, attrs):
+        try:
+            check_login_allowed(self.context["request"], attrs[self.username_field])
+        except LoginThrottled as throttled:
+            raise exceptions.Throttled(wait=throttled.retry_after) from None
+        return super().validate(attrs)
 
 
 class ApiKeySerializer(serializers.ModelSerializer):

@@ -87,6 +87,14 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "puomemo.urls"
 
+# Every password login counts its failures (accounts/login_throttle.py).
+AUTHENTICATION_BACKENDS = ["accounts.login_throttle.ThrottledModelBackend"]
+# Failed logins within the lockout window: this many for one username from one address, or this
+# many from one address in all, lock further tries from there until the window's first failure ages out.
+PUOMEMO_LOGIN_FAILURES_PER_USER = env_int("PUOMEMO_LOGIN_FAILURES_PER_USER", 5)
+PUOMEMO_LOGIN_FAILURES_PER_ADDRESS = env_int("PUOMEMO_LOGIN_FAILURES_PER_ADDRESS", 30)
+PUOMEMO_LOGIN_LOCKOUT_SECONDS = env_int("PUOMEMO_LOGIN_LOCKOUT_SECONDS", 900)
+
 # The web UI (web/): Django's own login and (POST) logout views.
 LOGIN_URL = "web:login"
 LOGIN_REDIRECT_URL = "web:home"

@@ -294,3 +294,20 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_keep_up(cluster
         await reader.close()
     finally:
         await asyncio.to_thread(server.stop)
+
+
+def test_failed_logins_on_one_process_lock_the_username_on_the_other(cluster):
+    def login(server, password: str) -> tuple[int, dict]:
+        return api(server, "POST", "/api/v4/auth/token/", "", {"username": "carol", "password": password})
+
+    try:
+        for _ in range(5):  # PUOMEMO_LOGIN_FAILURES_PER_USER's default
+            assert login(cluster["a"], "wrong-guess-123")[0] == 401
+        status, body = login(cluster["b"], "pw-live-123")
+        assert status == 429 and "Request was throttled" in body["detail"]
+    finally:
+        lift = "from accounts.models import LoginFailure; LoginFailure.objects.all().delete()"
+        manage(cluster["env"], "shell", "-c", lift)
+    assert login(cluster["b"], "pw-live-123")[0] == 200
+    logs = "".join(server.log.read_text() for server in (cluster["a"], cluster["b"]))
+    assert "wrong-guess-123" not in logs and "pw-live-123" not in logs

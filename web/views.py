@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.login_throttle import ThrottledAuthenticationForm
 from accounts.models import Role
 from accounts.principal import InvalidToken, Principal, display_name, principal_of_user
 from memories.models import Memory
@@ -54,6 +55,7 @@ def page(request: HttpRequest, template: str, context: dict | None = None, statu
 
 class Login(LoginView):
     template_name = "web/login.html"
+    authentication_form = ThrottledAuthenticationForm
     redirect_authenticated_user = True
 
     def get_context_data(self, **kwargs) -> dict:

@@ -1,0 +1,106 @@
+"""Failed password logins lock further tries: the token endpoint, the web login and Django admin alike."""
+
+import time
+
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from accounts.models import LoginFailure, Role
+from tests.factories import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+TOKEN = "/api/v4/auth/token/"
+
+
+@pytest.fixture(autouse=True)
+def limits(settings):
+    settings.PUOMEMO_LOGIN_FAILURES_PER_USER = 3
+    settings.PUOMEMO_LOGIN_FAILURES_PER_ADDRESS = 7
+    settings.PUOMEMO_LOGIN_LOCKOUT_SECONDS = 900
+    return settings
+
+
+def token_login(username: str, password: str, address: str = "10.0.0.1"):
+    return APIClient().post(TOKEN, {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+def test_the_token_endpoint_locks_a_username_after_its_failures_from_one_address(make_user):
+    user = make_user()
+    for _ in range(3):
+        assert token_login(user.username, "guess").status_code == 401
+    refused = token_login(user.username, PASSWORD)  # the right password too, while locked
+    assert refused.status_code == 429
+    assert 890 <= int(refused["Retry-After"]) <= 901
+    assert "Retry-After" not in token_login(user.username, PASSWORD, address="10.0.0.2")  # another address: 200
+    assert token_login(user.username.upper(), PASSWORD).status_code == 429  # one username, however typed
+    other = make_user()
+    assert token_login(other.username, PASSWORD).status_code == 200  # another user from the same address
+
+
+def test_a_good_password_forgives_earlier_failures(make_user):
+    user = make_user()
+    for _ in range(2):
+        assert token_login(user.username, "guess").status_code == 401
+    assert token_login(user.username, PASSWORD).status_code == 200
+    for _ in range(2):
+        assert token_login(user.username, "guess").status_code == 401
+    assert token_login(user.username, PASSWORD).status_code == 200
+
+
+def test_an_address_guessing_many_usernames_is_locked_for_all_of_them(make_user):
+    user = make_user()
+    for n in range(7):
+        assert token_login(f"nobody-{n}", "guess").status_code == 401
+    assert token_login(user.username, PASSWORD).status_code == 429
+    assert token_login(user.username, PASSWORD, address="10.0.0.2").status_code == 200
+
+
+def test_the_lock_lifts_when_the_window_has_passed(make_user, limits):
+    limits.PUOMEMO_LOGIN_LOCKOUT_SECONDS = 2
+    user = make_user()
+    for _ in range(3):
+        token_login(user.username, "guess")
+    assert token_login(user.username, PASSWORD).status_code == 429
+    time.sleep(2.1)
+    assert token_login(user.username, PASSWORD).status_code == 200
+    token_login("someone-else", "guess")  # a later failure sweeps the expired rows
+    assert list(LoginFailure.objects.values_list("username", flat=True)) == ["someone-else"]
+
+
+def test_the_web_login_says_so_and_does_not_log_in(make_user):
+    user = make_user(Role.MEMBER)
+    client = Client(REMOTE_ADDR="10.0.0.3")
+    for _ in range(3):
+        response = client.post("/login/", {"username": user.username, "password": "guess"})
+        assert "did not match" in response.text
+    response = client.post("/login/", {"username": user.username, "password": PASSWORD})
+    assert response.status_code == 200
+    assert "Too many failed logins. Try again in 15 minutes." in response.text
+    assert client.get("/").status_code == 302  # still not logged in
+
+
+def test_admin_login_is_throttled_and_an_admin_lifts_the_lock(make_user):
+    staff = make_user(Role.ADMIN, is_staff=True, is_superuser=True)
+    client = Client(REMOTE_ADDR="10.0.0.4")
+    for _ in range(3):
+        client.post("/admin/login/", {"username": staff.username, "password": "guess"})
+    response = client.post("/admin/login/", {"username": staff.username, "password": PASSWORD})
+    assert "Too many failed logins" in response.text
+
+    rescuer = Client()
+    rescuer.force_login(make_user(Role.ADMIN, is_staff=True, is_superuser=True))
+    listing = rescuer.get("/admin/accounts/loginfailure/")
+    assert listing.status_code == 200 and staff.username in listing.text and "10.0.0.4" in listing.text
+    row = LoginFailure.objects.get()
+    assert rescuer.get(f"/admin/accounts/loginfailure/{row.pk}/change/").status_code == 200  # view only
+    assert rescuer.post(f"/admin/accounts/loginfailure/{row.pk}/delete/", {"post": "yes"}).status_code == 302
+    response = client.post("/admin/login/", {"username": staff.username, "password": PASSWORD})
+    assert response.status_code == 302  # logged in
+
+
+def test_logins_without_a_request_are_not_counted(make_user):
+    user = make_user()
+    assert not Client().login(username=user.username, password="guess")  # tests, shells, scripts
+    assert not LoginFailure.objects.exists()
