@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -18,7 +19,8 @@ from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_play
 
 from tests.live import ROOT, CookieClient, Server, api, close_code, manage, next_of_type, start_cluster
 
-USERS = {"ann": ("crew", "admin"), "max": ("crew", "member"), "gus": ("crew", "guest")}
+# pat's password is changed by a test: the others keep theirs.
+USERS = {"ann": ("crew", "admin"), "max": ("crew", "member"), "gus": ("crew", "guest"), "pat": ("crew", "member")}
 LIVE = 2000  # ms: the issue's bound for a change to show in another browser
 
 
@@ -44,18 +46,26 @@ def artifacts(tmp_path_factory):
     return tmp_path_factory.mktemp("test-artifacts")
 
 
-def logged_in(browser: Browser, server: Server, username: str, *, block_websocket: dict | None = None) -> Page:
+def logged_in(
+    browser: Browser,
+    server: Server,
+    username: str,
+    *,
+    block_websocket: dict | None = None,
+    route_websocket: Callable[[WebSocketRoute], None] | None = None,
+) -> Page:
     """A fresh browser context, logged in through the form, on the memory page with its socket live."""
     context = browser.new_context(viewport={"width": 1200, "height": 820})
     if block_websocket is not None:
         # As a proxy that refuses WebSockets: every /ws handshake fails while block_websocket["on"].
-        def route(ws: WebSocketRoute) -> None:
+        def route_websocket(ws: WebSocketRoute) -> None:
             if block_websocket["on"]:
                 ws.close(reason="blocked")
             else:
                 ws.connect_to_server()
 
-        context.route_web_socket(re.compile(r"/ws$"), route)
+    if route_websocket is not None:  # a Playwright handler for every /ws the context's pages open
+        context.route_web_socket(re.compile(r"/ws$"), route_websocket)
     page = context.new_page()
     page.goto(f"{server.http}/login/")
     page.get_by_label("Username").fill(username)
@@ -119,6 +129,7 @@ def test_an_edit_made_meanwhile_is_shown_live_and_never_overwritten(cluster, bro
     max_, ann = logged_in(browser, server, "max"), logged_in(browser, server, "ann")
     _, memory = api(server, "POST", "/api/v4/memories/", cluster.keys["max"], {"title": "Agenda", "content": "1. plan"})
     max_.goto(f"{server.http}/memories/{memory['id']}/edit/")
+    max_.wait_for_function("window.puomemo?.client.state === 'open'")  # typing before then is not relayed
     max_.get_by_label("Content").fill("1. plan\n2. mine")
     # Others' lists show who is editing.
     expect(ann.locator(f"#memory-{memory['id']} .typing")).to_have_text("max is editing…", timeout=LIVE)
@@ -317,6 +328,63 @@ async def a_password_change_closes_the_users_session_sockets(cluster):
     assert await asyncio.wait_for(close_code(ws), 8) == 4001
     # The pages agree: that session is logged out.
     assert "/login/" in browser.opener.open(f"{server.http}/", timeout=10).geturl()
+
+
+# Every state the page's client reports from now on, as "state code".
+RECORD_STATES = "() => { window.states = []; puomemo.client.on('state', (e) => states.push(`${e.state} ${e.code}`)); }"
+
+
+def test_a_password_changed_in_another_tab_keeps_this_tab_live_and_signs_other_browsers_out(cluster, browser):
+    server = cluster.servers[0]
+    tab_a = logged_in(browser, server, "pat")
+    elsewhere = logged_in(browser, server, "pat")  # another browser: a session of its own
+    tab_a.evaluate(RECORD_STATES)
+    tab_b = tab_a.context.new_page()  # the same browser: the same cookies
+    tab_b.goto(f"{server.http}/")
+    tab_b.get_by_role("link", name="Change password").click()
+    tab_b.get_by_label("Current password").fill("pw-live-123")
+    tab_b.get_by_label("New password", exact=True).fill("pw-live-456-changed")
+    tab_b.get_by_label("New password again").fill("pw-live-456-changed")
+    tab_b.get_by_role("button", name="Change password").click()
+    expect(tab_b.get_by_role("heading", name="Password changed")).to_be_visible()
+
+    # The re-check (every second here) closes tab A's socket of the old session key with 4001; the page finds
+    # the browser still signed in, and its new socket (the new cookie) opens.
+    tab_a.wait_for_function("() => states.includes('closed 4001') && states.at(-1) === 'open null'", timeout=10_000)
+    expect(tab_a.locator("#connection")).to_have_text("live")
+    assert tab_a.evaluate("states").count("closed 4001") == 1
+    expect(elsewhere.locator("#connection")).to_have_text(re.compile("^signed out"), timeout=10_000)
+
+    status, _ = api(server, "POST", "/api/v4/memories/", cluster.keys["max"], {"title": "After the change"})
+    assert status == 201
+    expect(memories(tab_a).filter(has_text="After the change")).to_have_count(1, timeout=LIVE)
+    expect(tab_a.locator("#connection")).to_have_text("live")
+    tab_a.context.close()
+    elsewhere.context.close()
+
+
+def test_a_reconnect_refused_again_after_4001_shows_signed_out_and_stops(cluster, browser):
+    server = cluster.servers[0]
+    sockets: list[WebSocketRoute] = []
+    refuse = {"on": False}
+
+    def route(ws: WebSocketRoute) -> None:
+        sockets.append(ws)
+        if refuse["on"]:  # as if the server refused the cookie the session still logs in with
+            ws.close(code=4001, reason="refused")
+        else:
+            ws.connect_to_server()
+
+    max_ = logged_in(browser, server, "max", route_websocket=route)
+    max_.evaluate(RECORD_STATES)
+    opened = len(sockets)
+    refuse["on"] = True
+    sockets[-1].close(code=4001, reason="closed")  # the live socket, as the re-check closes it
+    expect(max_.locator("#connection")).to_have_text(re.compile("^signed out"), timeout=10_000)
+    assert max_.evaluate("states").count("closed 4001") == 2
+    max_.wait_for_timeout(1500)  # no further attempt: one reconnect a 4001 in a row
+    assert len(sockets) == opened + 1
+    max_.context.close()
 
 
 def test_a_server_restart_shows_reconnecting_then_live_with_what_changed_meanwhile(cluster, browser):

@@ -90,6 +90,66 @@ def test_the_list_shows_what_the_viewer_may_see_with_the_snapshot_seq(make_user,
     assert "/ws/test-client/" not in browser_for(member).get("/").text
 
 
+def test_the_password_page_is_linked_in_the_header_and_needs_a_login(make_user, browser_for):
+    client = browser_for(make_user(Role.MEMBER))
+    assert 'href="/password/"' in client.get("/").text
+    page = client.get("/password/")
+    assert page.status_code == 200
+    assert 'name="old_password"' in page.text and 'name="new_password1"' in page.text
+    assert 'href="/password/"' not in Client().get("/login/").text  # not for anonymous users
+    response = Client().get("/password/")
+    assert response.status_code == 302 and response["Location"] == "/login/?next=/password/"
+
+
+def test_a_refused_password_change_shows_why_next_to_the_field_and_changes_nothing(make_user):
+    user = make_user(Role.MEMBER)
+    client = Client()
+    client.force_login(user)
+    session_key = client.session.session_key
+    for data, field, message in [
+        ({"old_password": PASSWORD, "new_password1": "12345", "new_password2": "12345"}, "new_password2", "too short"),
+        (
+            {"old_password": PASSWORD, "new_password1": "a good new one 1", "new_password2": "a good new one 2"},
+            "new_password2",
+            "password fields didn",
+        ),
+        (
+            {"old_password": "wrong", "new_password1": "a good new one 1", "new_password2": "a good new one 1"},
+            "old_password",
+            "incorrectly",
+        ),
+    ]:
+        response = client.post("/password/", data)
+        assert response.status_code == 200
+        # The message follows its own field's input, before the next field's label.
+        after_field = response.text.split(f'name="{field}"', 1)[1].split("<label", 1)[0]
+        assert message in after_field
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD)
+    assert client.session.session_key == session_key and client.get("/").status_code == 200
+
+
+def test_a_password_change_keeps_this_browser_logged_in_with_a_new_session(make_user):
+    user = make_user(Role.MEMBER)
+    client, other = Client(), Client()
+    client.force_login(user)
+    other.force_login(user)
+    session_key = client.session.session_key
+    new = "a brand new password 42"
+    response = client.post("/password/", {"old_password": PASSWORD, "new_password1": new, "new_password2": new})
+    assert response.status_code == 302 and response["Location"] == "/password/done/"
+    user.refresh_from_db()
+    assert user.check_password(new)
+    assert client.session.session_key != session_key  # rotated: sockets of the old key close at the re-check
+    assert not SessionStore().exists(session_key)
+    done = client.get(response["Location"])
+    assert done.status_code == 200 and done.wsgi_request.user == user and "Password changed" in done.text
+    assert client.get("/").status_code == 200
+    assert client.get("/api/v4/events", {"after_seq": 0, "limit": 1}).status_code == 200  # what app.js asks
+    assert other.get("/").status_code == 302  # the user's other sessions are logged out
+    assert other.get("/api/v4/events", {"after_seq": 0, "limit": 1}).status_code in (401, 403)
+
+
 def test_creating_through_the_form_uses_the_service_and_its_rules(make_user, browser_for):
     member = make_user(Role.MEMBER)
     client = browser_for(member)

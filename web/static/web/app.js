@@ -113,6 +113,35 @@ function signedOut() {
 
 const client = new PuoMemoClient({ lastSeq: boot.seq });
 let failures = 0;
+// A 4001 can mean only that this socket's session was replaced (a password change in another tab gives the
+// browser a new session cookie): one reconnect a 4001 in a row finds out; 'open' allows the next one.
+let reconnectedAfter4001 = false;
+
+/** After a 4001: reconnect if this browser is still signed in, else show "signed out". */
+async function authFailed() {
+  if (reconnectedAfter4001) {
+    signedOut(); // the reconnect with the current cookie was refused too
+    return;
+  }
+  reconnectedAfter4001 = true;
+  show('reconnecting', 'reconnecting…');
+  let response;
+  try {
+    // Any cheap authenticated URL: the same-origin fetch sends the cookie the browser has now.
+    response = await fetch(`${boot.urls.events}?after_seq=${list.seq}&limit=1`, {
+      credentials: 'same-origin',
+      headers: { Accept: 'application/json' },
+    });
+  } catch {
+    show('offline', 'offline'); // the server is away: poll, as after other closes
+    startPolling();
+    return;
+  }
+  // 401/403: the cookie signs no one in. Anything else got past authentication (a 410 too); a reconnect that
+  // still fails with 4001 ends in "signed out" above.
+  if (response.status === 401 || response.status === 403) signedOut();
+  else client.connect().catch(() => {}); // stops are reported through 'state'
+}
 
 client.on('*', (frame) => {
   if (frame.type === 'tenant.user_joined') joined(frame.data, +1);
@@ -124,6 +153,7 @@ client.on('resync_required', () => resync());
 client.on('state', ({ state, code }) => {
   if (state === 'open') {
     failures = 0;
+    reconnectedAfter4001 = false;
     stopPolling();
     show('live', 'live');
     client
@@ -141,7 +171,7 @@ client.on('state', ({ state, code }) => {
   } else if (state === 'connecting') {
     if (!polling && indicator.dataset.state !== 'reconnecting') show('connecting', 'connecting…');
   } else if (state === 'closed') {
-    if (code === 4001) signedOut();
+    if (code === 4001) authFailed();
     else {
       show('offline', 'offline');
       startPolling();

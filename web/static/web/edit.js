@@ -36,3 +36,4 @@ load.addEventListener('click', () => {
 // Others' lists show that you are editing (the client sends at most one a memory every 2 s).
 document.getElementById('edit-form').addEventListener('input', () => client.typing(boot.memory_id));
 client.connect().catch(() => {});
+window.puomemo = { client }; // for the browser tests and the curious
