@@ -87,6 +87,17 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "puomemo.urls"
 
+# Django's own rules for new passwords (the password change page, createsuperuser, admin).
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in [
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    ]
+]
+
 # Every password login counts its failures (accounts/login_throttle.py).
 AUTHENTICATION_BACKENDS = ["accounts.login_throttle.ThrottledModelBackend"]
 # Failed logins within the lockout window: this many for one username from one address, or this
