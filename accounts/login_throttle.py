@@ -1,15 +1,17 @@
 """Failed password logins lock further tries, per (address, username) and per address, for a while.
 
 Every password login (the web page, Django admin, POST /api/v4/auth/token/) goes through
-`ThrottledModelBackend`; the counts are rows in the database, so every process shares them.
+`ThrottledModelBackend`, and the web page's current-password check through
+`ThrottledPasswordChangeForm`; the counts are rows in the database, so every process shares them.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.backends import ModelBackend
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import F, Min, Sum
 from django.http import HttpRequest
 from django.utils import timezone
@@ -24,45 +26,59 @@ class LoginThrottled(PermissionDenied):
         super().__init__(f"Too many failed logins. Try again in {retry_after} seconds.")
         self.retry_after = retry_after
 
+    def as_validation_error(self) -> ValidationError:
+        """The same, in minutes, for a form."""
+        minutes = -(-self.retry_after // 60)
+        plural = "s" if minutes != 1 else ""
+        return ValidationError(f"Too many failed logins. Try again in {minutes} minute{plural}.", code="throttled")
+
 
 def _who(request: HttpRequest, username: str) -> tuple[str, str]:
-    # Behind nginx, REMOTE_ADDR is the client's own address (daphne runs with --proxy-headers).
-    return request.META.get("REMOTE_ADDR") or "unknown", username.casefold()[:150]
+    # REMOTE_ADDR is the peer's, or with `serve --proxy-headers` the X-Forwarded-For address nginx sets.
+    address = (request.META.get("REMOTE_ADDR") or "unknown")[: LoginFailure._meta.get_field("address").max_length]
+    return address, username.casefold()[: LoginFailure._meta.get_field("username").max_length]
 
 
 def _window() -> timedelta:
     return timedelta(seconds=settings.PUOMEMO_LOGIN_LOCKOUT_SECONDS)
 
 
-def check_login_allowed(request: HttpRequest, username: str) -> None:
-    """Raise LoginThrottled if this address, or this username from it, failed too often in the window."""
-    address, username = _who(request, username)
-    now = timezone.now()
-    recent = LoginFailure.objects.filter(address=address, first_at__gt=now - _window())
-    mine = recent.filter(username=username).first()
-    if mine and mine.failures >= settings.PUOMEMO_LOGIN_FAILURES_PER_USER:
-        raise LoginThrottled(_seconds_until(mine.first_at + _window(), now))
-    totals = recent.aggregate(failures=Sum("failures"), oldest=Min("first_at"))
-    if (totals["failures"] or 0) >= settings.PUOMEMO_LOGIN_FAILURES_PER_ADDRESS:
-        raise LoginThrottled(_seconds_until(totals["oldest"] + _window(), now))
-
-
-def _seconds_until(moment, now) -> int:
+def _seconds_until(moment: datetime, now: datetime) -> int:
     return max(1, int((moment - now).total_seconds()) + 1)
 
 
-def record_login_failure(request: HttpRequest, username: str) -> None:
-    """Count one failed login; a row older than the window starts over."""
+def _refuse_past_limits(address: str, username: str) -> None:
+    """Raise LoginThrottled when this window's counts are past a limit."""
+    now = timezone.now()
+    recent = LoginFailure.objects.filter(address=address, first_at__gt=now - _window())
+    mine = recent.filter(username=username).first()
+    if mine and mine.failures > settings.PUOMEMO_LOGIN_FAILURES_PER_USER:
+        raise LoginThrottled(_seconds_until(mine.first_at + _window(), now))
+    totals = recent.aggregate(failures=Sum("failures"), oldest=Min("first_at"))
+    if (totals["failures"] or 0) > settings.PUOMEMO_LOGIN_FAILURES_PER_ADDRESS:
+        raise LoginThrottled(_seconds_until(totals["oldest"] + _window(), now))
+
+
+def count_login_attempt(request: HttpRequest, username: str) -> None:
+    """Count this try as a failure before its password is checked; raise LoginThrottled past a limit.
+
+    Counting first, in one atomic UPDATE, is what bounds parallel guesses: each gets its own number.
+    A good password then forgives it (clear_login_failures).
+    """
     address, username = _who(request, username)
     now = timezone.now()
     LoginFailure.objects.filter(first_at__lte=now - _window()).delete()  # the expired, everyone's
-    counted = LoginFailure.objects.filter(address=address, username=username).update(
+    if not LoginFailure.objects.filter(address=address, username=username).update(
         failures=F("failures") + 1, last_at=now
-    )
-    if not counted:
-        LoginFailure.objects.get_or_create(
-            address=address, username=username, defaults={"failures": 1, "first_at": now, "last_at": now}
-        )
+    ):
+        try:
+            with transaction.atomic():
+                LoginFailure.objects.create(address=address, username=username, failures=1, first_at=now, last_at=now)
+        except IntegrityError:  # a parallel try made the row first
+            LoginFailure.objects.filter(address=address, username=username).update(
+                failures=F("failures") + 1, last_at=now
+            )
+    _refuse_past_limits(address, username)
 
 
 def clear_login_failures(request: HttpRequest, username: str) -> None:
@@ -71,38 +87,59 @@ def clear_login_failures(request: HttpRequest, username: str) -> None:
     LoginFailure.objects.filter(address=address, username=username).delete()
 
 
+def refused_login(request: HttpRequest | None) -> LoginThrottled | None:
+    """The refusal behind a failed authenticate(), if it was one (authenticate() returns None for both)."""
+    return getattr(request, "login_throttled", None)
+
+
 class ThrottledModelBackend(ModelBackend):
-    """Django's ModelBackend, refusing throttled logins and counting the failed ones."""
+    """Django's ModelBackend, counting every password try and refusing those past a limit."""
 
     def authenticate(self, request, username=None, password=None, **kwargs):
         if request is None or not username or password is None:  # not a login over HTTP
             return super().authenticate(request, username=username, password=password, **kwargs)
-        # Raised here, authenticate() stops at once: a right password during a lockout does not log in.
-        check_login_allowed(request, username)
+        try:
+            count_login_attempt(request, username)
+        except LoginThrottled as throttled:
+            # authenticate() stops at once (a right password during a lockout does not log in) and turns the
+            # refusal into "no user": left on the request, so the form or serializer can say why.
+            request.login_throttled = throttled
+            raise
         user = super().authenticate(request, username=username, password=password, **kwargs)
-        if user is None:
-            record_login_failure(request, username)
-        else:
+        if user is not None:
             clear_login_failures(request, username)
         return user
 
 
 class ThrottledAuthenticationForm(AuthenticationForm):
-    """The login form, saying so when logins are throttled instead of 'wrong password'."""
+    """The login form, saying so when a login was refused for too many failures instead of 'wrong password'."""
 
     def clean(self):
-        username = self.cleaned_data.get("username")
-        if username and self.request is not None:
-            try:
-                check_login_allowed(self.request, username)
-            except LoginThrottled as throttled:
-                minutes = -(-throttled.retry_after // 60)
-                raise ValidationError(
-                    f"Too many failed logins. Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
-                    code="throttled",
-                ) from None
-        return super().clean()
+        try:
+            return super().clean()
+        except ValidationError:
+            if throttled := refused_login(self.request):
+                raise throttled.as_validation_error() from None
+            raise
 
     @property
     def throttled(self) -> bool:
         return self.has_error(NON_FIELD_ERRORS, "throttled")
+
+
+class ThrottledPasswordChangeForm(PasswordChangeForm):
+    """Django's password change form; a wrong current password counts as a failed login."""
+
+    def __init__(self, user, *args, request: HttpRequest, **kwargs):
+        super().__init__(user, *args, **kwargs)
+        self.request = request
+
+    def clean_old_password(self) -> str:
+        username = self.user.get_username()
+        try:
+            count_login_attempt(self.request, username)
+        except LoginThrottled as throttled:
+            raise throttled.as_validation_error() from None
+        old_password = super().clean_old_password()
+        clear_login_failures(self.request, username)
+        return old_password

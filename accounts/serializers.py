@@ -1,7 +1,7 @@
 from rest_framework import exceptions, serializers
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 
-from accounts.login_throttle import LoginThrottled, check_login_allowed
+from accounts.login_throttle import refused_login
 from accounts.models import ApiKey, Membership
 
 
@@ -19,10 +19,11 @@ class TenantTokenObtainPairSerializer(TokenObtainPairSerializer):
 
     def validate(self, attrs):
         try:
-            check_login_allowed(self.context["request"], attrs[self.username_field])
-        except LoginThrottled as throttled:
-            raise exceptions.Throttled(wait=throttled.retry_after) from None
-        return super().validate(attrs)
+            return super().validate(attrs)
+        except exceptions.AuthenticationFailed:
+            if throttled := refused_login(self.context["request"]):
+                raise exceptions.Throttled(wait=throttled.retry_after) from None
+            raise
 
 
 class ApiKeySerializer(serializers.ModelSerializer):

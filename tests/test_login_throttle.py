@@ -104,3 +104,35 @@ def test_logins_without_a_request_are_not_counted(make_user):
     user = make_user()
     assert not Client().login(username=user.username, password="guess")  # tests, shells, scripts
     assert not LoginFailure.objects.exists()
+
+
+def test_an_address_too_long_for_the_column_is_cut_not_a_500(make_user):
+    user = make_user()
+    for _ in range(3):
+        assert token_login(user.username, "guess", address="b" * 80).status_code == 401
+    assert token_login(user.username, PASSWORD, address="b" * 80).status_code == 429
+
+
+def test_a_wrong_current_password_on_the_password_page_counts_as_a_failed_login(make_user):
+    user = make_user(Role.MEMBER)
+    client = Client(REMOTE_ADDR="10.0.0.5")
+    client.force_login(user)
+    change = {"new_password1": "a good new one 1", "new_password2": "a good new one 1"}
+    for _ in range(3):
+        response = client.post("/password/", {"old_password": "guess", **change})
+        assert "incorrectly" in response.text
+    response = client.post("/password/", {"old_password": PASSWORD, **change})
+    assert response.status_code == 200 and "Too many failed logins. Try again in 15 minutes." in response.text
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD)  # unchanged
+    assert token_login(user.username, PASSWORD, address="10.0.0.5").status_code == 429  # one count for both
+
+
+def test_a_right_current_password_forgives_earlier_failures(make_user):
+    user = make_user(Role.MEMBER)
+    client = Client(REMOTE_ADDR="10.0.0.6")
+    client.force_login(user)
+    client.post("/password/", {"old_password": "guess", "new_password1": "x", "new_password2": "x"})
+    change = {"old_password": PASSWORD, "new_password1": "a good new one 1", "new_password2": "a good new one 1"}
+    assert client.post("/password/", change).status_code == 302
+    assert not LoginFailure.objects.exists()

@@ -1,5 +1,5 @@
-from django.contrib.auth.views import LogoutView, PasswordChangeDoneView, PasswordChangeView
-from django.urls import path, reverse_lazy
+from django.contrib.auth.views import LogoutView, PasswordChangeDoneView
+from django.urls import path
 
 from web import views
 
@@ -9,14 +9,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("login/", views.Login.as_view(), name="login"),
     path("logout/", LogoutView.as_view(), name="logout"),  # POST only (Django 5)
-    # Keeps this session logged in (a new session key) and logs the user's other sessions out.
-    path(
-        "password/",
-        PasswordChangeView.as_view(
-            template_name="web/password_change.html", success_url=reverse_lazy("web:password_change_done")
-        ),
-        name="password_change",
-    ),
+    path("password/", views.PasswordChange.as_view(), name="password_change"),
     path(
         "password/done/",
         PasswordChangeDoneView.as_view(template_name="web/password_change_done.html"),

@@ -6,14 +6,14 @@ from functools import wraps
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, PasswordChangeView
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.login_throttle import ThrottledAuthenticationForm
+from accounts.login_throttle import ThrottledAuthenticationForm, ThrottledPasswordChangeForm
 from accounts.models import Role
 from accounts.principal import InvalidToken, Principal, display_name, principal_of_user
 from memories.models import Memory
@@ -61,6 +61,17 @@ class Login(LoginView):
     def get_context_data(self, **kwargs) -> dict:
         # The demo's users and password are a development hint, never shown in production.
         return {**super().get_context_data(**kwargs), "demo_hint": settings.DEBUG}
+
+
+class PasswordChange(PasswordChangeView):
+    """Django's view; this session stays logged in (a new key), the user's others are logged out."""
+
+    template_name = "web/password_change.html"
+    form_class = ThrottledPasswordChangeForm
+    success_url = reverse_lazy("web:password_change_done")
+
+    def get_form_kwargs(self) -> dict:
+        return {**super().get_form_kwargs(), "request": self.request}
 
 
 def memory_json(viewer: Principal, memory: Memory) -> dict:
