@@ -178,3 +178,27 @@ def test_json_nested_too_deeply_is_a_400_not_a_500(db, make_user, client_for, pa
     response = client_for(make_user()).post(path, body, content_type="application/json")
     assert response.status_code == 400
     assert response.json() == {"detail": "JSON parse error - nested too deeply"}
+
+
+@debug_on_and_off
+def test_an_error_response_is_logged_once(debug):
+    # In a fresh interpreter: the logging config is the one the settings give, with DEBUG on or off.
+    script = (
+        "import django; django.setup(); from django.test import Client; "
+        "print(Client(HTTP_HOST='localhost').get('/api/v4/memories/').status_code)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "puomemo.settings",
+            "DEBUG": str(int(debug)),
+            "SECRET_KEY": "x" * 50,
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "401"
+    assert result.stderr.count("Unauthorized: /api/v4/memories/") == 1
