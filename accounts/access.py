@@ -8,7 +8,13 @@ from typing import Any
 from django.conf import settings
 
 from accounts.models import ApiKey, Membership
-from accounts.principal import InvalidToken, Principal, principal_from_token, session_authenticates
+from accounts.principal import (
+    InvalidToken,
+    Principal,
+    password_stamp,
+    principal_from_token,
+    session_authenticates,
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,8 @@ def session_digest(session_key: str) -> str:
 def revalidate(principals: list[Principal]) -> list[Principal | None]:
     """Each principal as the database has it now (role updated), or None if revoked.
 
-    Two queries for all, plus one a browser session (logged out, expired or password changed: None)."""
+    Two queries for all, plus one a browser session (logged out, expired or password changed: None);
+    a JWT's password stamp is checked too."""
     memberships = {
         m.user_id: m
         for m in Membership.objects.select_related("user").filter(
@@ -73,6 +80,7 @@ def revalidate(principals: list[Principal]) -> list[Principal | None]:
             membership is None
             or (principal.api_key_id is not None and principal.api_key_id not in live_keys)
             or (principal.session_key is not None and not _session_valid(principal.session_key, membership.user))
+            or (principal.password_stamp is not None and principal.password_stamp != password_stamp(membership.user))
         ):
             current.append(None)
         else:

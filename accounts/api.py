@@ -5,15 +5,24 @@ from rest_framework import status
 from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.views import TokenObtainPairView
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts.models import ApiKey
-from accounts.serializers import ApiKeyCreatedSerializer, ApiKeySerializer, TenantTokenObtainPairSerializer
+from accounts.serializers import (
+    ApiKeyCreatedSerializer,
+    ApiKeySerializer,
+    CheckedTokenRefreshSerializer,
+    TenantTokenObtainPairSerializer,
+)
 from accounts.services import api_key_create, api_key_revoke
 
 
 class TokenObtainView(TokenObtainPairView):
     serializer_class = TenantTokenObtainPairSerializer
+
+
+class TokenRefreshApi(TokenRefreshView):
+    serializer_class = CheckedTokenRefreshSerializer
 
 
 class ApiKeyListApi(APIView):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils import timezone
-from django.utils.crypto import constant_time_compare
+from django.utils.crypto import constant_time_compare, salted_hmac
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -49,6 +49,8 @@ class Principal:
     expires_at: datetime | None = None
     # The browser session it came from (a web UI socket): it lasts only as long as that session.
     session_key: str | None = field(default=None, repr=False)
+    # A JWT's password stamp: the token lasts only until the password changes.
+    password_stamp: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_membership(
@@ -68,6 +70,11 @@ class Principal:
     @property
     def actor(self) -> Actor:
         return Actor(user_id=self.user_id, user_name=self.user_name)
+
+
+def password_stamp(user: AbstractBaseUser) -> str:
+    """A short digest of the user's password hash: JWTs carry it, so a password change voids them (as sessions)."""
+    return salted_hmac("puomemo.jwt.password-stamp", user.password).hexdigest()[:16]
 
 
 def _active_membership(user_id: int) -> Membership:
@@ -98,8 +105,12 @@ def authenticate_token(token: str) -> tuple[AbstractBaseUser, Principal]:
     # A token minted for another tenant (the user has since moved) is void.
     if access.get("tenant") != membership.tenant.slug:
         raise InvalidToken("Token does not belong to the user's tenant.")
+    stamp = str(access.get("pwd", ""))
+    if not constant_time_compare(stamp, password_stamp(membership.user)):
+        raise InvalidToken("The password changed since this token was issued.")
     expires_at = datetime.fromtimestamp(access["exp"], tz=UTC)
-    return membership.user, Principal.from_membership(membership, expires_at=expires_at)
+    principal = Principal.from_membership(membership, expires_at=expires_at)
+    return membership.user, replace(principal, password_stamp=stamp)
 
 
 def principal_from_token(token: str) -> Principal:

@@ -1,8 +1,9 @@
 from rest_framework import exceptions, serializers
-from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 
 from accounts.login_throttle import refused_login
 from accounts.models import ApiKey, Membership
+from accounts.principal import InvalidToken, password_stamp, principal_from_token
 
 
 class TenantTokenObtainPairSerializer(TokenObtainPairSerializer):
@@ -15,6 +16,7 @@ class TenantTokenObtainPairSerializer(TokenObtainPairSerializer):
             raise exceptions.AuthenticationFailed("This user belongs to no tenant.")
         token = super().get_token(user)
         token["tenant"] = membership.tenant.slug
+        token["pwd"] = password_stamp(user)
         return token
 
     def validate(self, attrs):
@@ -24,6 +26,18 @@ class TenantTokenObtainPairSerializer(TokenObtainPairSerializer):
             if throttled := refused_login(self.context["request"]):
                 raise exceptions.Throttled(wait=throttled.retry_after) from None
             raise
+
+
+class CheckedTokenRefreshSerializer(TokenRefreshSerializer):
+    """A new access token only while the refresh token would still authenticate (same password, tenant, active)."""
+
+    def validate(self, attrs):
+        data = super().validate(attrs)
+        try:
+            principal_from_token(data["access"])
+        except InvalidToken as error:
+            raise exceptions.AuthenticationFailed(str(error)) from None
+        return data
 
 
 class ApiKeySerializer(serializers.ModelSerializer):

@@ -1,9 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework_simplejwt.views import TokenRefreshView
 
-from accounts.api import ApiKeyDetailApi, ApiKeyListApi, TokenObtainView
+from accounts.api import ApiKeyDetailApi, ApiKeyListApi, TokenObtainView, TokenRefreshApi
 from memories.api import MemoryDetailApi, MemoryListApi, MemorySearchApi
 from puomemo.metrics import metrics
 from realtime.api import EventListApi, WebSocketStatusApi, WebSocketTicketApi
@@ -11,7 +10,7 @@ from realtime.log import current_seq
 
 api_v4 = [
     path("auth/token/", TokenObtainView.as_view(), name="token-obtain"),
-    path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("auth/token/refresh/", TokenRefreshApi.as_view(), name="token-refresh"),
     path("api-keys/", ApiKeyListApi.as_view(), name="api-key-list"),
     path("api-keys/<int:pk>/", ApiKeyDetailApi.as_view(), name="api-key-detail"),
     path("memories/", MemoryListApi.as_view(stream_position=current_seq), name="memory-list"),

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import redis
 from django.conf import settings
 
+from accounts.access import revalidate
 from accounts.principal import InvalidToken, Principal, principal_of_user
 
 TICKET_PREFIX = "wst_"
@@ -25,8 +26,9 @@ class TicketGrant:
     user_id: int
     tenant_id: int
     api_key_id: int | None = None
-    # The issuing JWT's expiry (a POSIX timestamp): the socket must not outlive the token that asked for it.
+    # The issuing JWT's expiry (a POSIX timestamp) and password stamp: the socket must not outlive the token.
     expires_at: float | None = None
+    password_stamp: str | None = None
 
 
 def _digest(ticket: str) -> str:
@@ -107,6 +109,7 @@ def ticket_issue(*, principal: Principal) -> tuple[str, int]:
         tenant_id=principal.tenant_id,
         api_key_id=principal.api_key_id,
         expires_at=principal.expires_at.timestamp() if principal.expires_at else None,
+        password_stamp=principal.password_stamp,
     )
     ticket_store().put(_digest(ticket), grant, ttl)
     return ticket, ttl
@@ -130,4 +133,11 @@ def principal_from_ticket(ticket: str) -> Principal:
         raise InvalidToken("Ticket does not belong to the user's tenant.")
     if grant.expires_at is None:
         return principal
-    return replace(principal, expires_at=datetime.fromtimestamp(grant.expires_at, tz=UTC))
+    principal = replace(
+        principal,
+        expires_at=datetime.fromtimestamp(grant.expires_at, tz=UTC),
+        password_stamp=grant.password_stamp,
+    )
+    if revalidate([principal])[0] is None:  # the password changed since the JWT asked for the ticket
+        raise InvalidToken("The password changed since this ticket was issued.")
+    return principal

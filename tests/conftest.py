@@ -14,6 +14,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from websockets.protocol import Side
 
 from accounts.models import Role
+from accounts.principal import password_stamp
 from realtime import catalogue, limits, tickets
 from tests.factories import TenantFactory, UserFactory
 
@@ -109,6 +110,7 @@ def jwt_for(user) -> str:
     """An access token as the token endpoint issues it."""
     token = AccessToken.for_user(user)
     token["tenant"] = user.membership.tenant.slug
+    token["pwd"] = password_stamp(user)
     return str(token)
 
 

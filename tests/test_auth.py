@@ -111,3 +111,24 @@ def test_user_without_tenant_cannot_log_in(db):
     get_user_model().objects.create_user("loner", password=PASSWORD)
     response = APIClient().post("/api/v4/auth/token/", {"username": "loner", "password": PASSWORD})
     assert response.status_code == 401
+
+
+def test_a_password_change_voids_the_jwts_issued_before_but_not_api_keys(make_user):
+    user = make_user()
+    tokens = APIClient().post("/api/v4/auth/token/", {"username": user.username, "password": PASSWORD}).json()
+    key = api_key(user)
+    user.set_password("a new password 2")
+    user.save()
+    assert bearer(tokens["access"]).get(MEMORIES).status_code == 401
+    refreshed = APIClient().post("/api/v4/auth/token/refresh/", {"refresh": tokens["refresh"]})
+    assert refreshed.status_code == 401 and "password changed" in refreshed.json()["detail"]
+    assert bearer(key).get(MEMORIES).status_code == 200  # a separate credential: revoked on its own
+    fresh = APIClient().post("/api/v4/auth/token/", {"username": user.username, "password": "a new password 2"})
+    assert bearer(fresh.json()["access"]).get(MEMORIES).status_code == 200
+
+
+def test_a_jwt_without_a_password_stamp_is_401(make_user):
+    user = make_user()
+    token = AccessToken.for_user(user)
+    token["tenant"] = user.membership.tenant.slug
+    assert bearer(str(token)).get(MEMORIES).status_code == 401

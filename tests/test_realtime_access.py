@@ -11,6 +11,7 @@ from django.test import Client
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import ApiKey, Membership, Role
+from accounts.principal import password_stamp
 from accounts.services import api_key_revoke
 from memories.models import Visibility
 from realtime.routing import websocket_application
@@ -32,6 +33,7 @@ def sync(fn, *args, **kwargs):
 def short_jwt(user, seconds: float) -> str:
     token = AccessToken.for_user(user)
     token["tenant"] = user.membership.tenant.slug
+    token["pwd"] = password_stamp(user)
     token.set_exp(lifetime=timedelta(seconds=seconds))
     return str(token)
 
@@ -110,6 +112,29 @@ async def test_changes_that_send_no_signal_are_caught_by_the_periodic_recheck(me
     await sync(lambda: ApiKey.objects.filter(user=member).update(revoked_at="2026-01-01T00:00:00Z"))
     assert await close_code(comm, WITHIN) == 4001
     await comm.disconnect()
+
+
+async def test_a_password_change_closes_jwt_sockets_at_the_recheck_and_voids_their_tickets(member, settings):
+    settings.PUOMEMO_WS_REVALIDATE_SECONDS = 1
+    token, key = jwt_for(member), await sync(api_key, member)
+    jwt_socket, key_socket = await connect(token), await connect(key)
+
+    def change_password_and_issue():
+        from accounts.principal import principal_from_token
+
+        ticket = ticket_issue(principal=principal_from_token(token))[0]
+        member.set_password("a new password 2")
+        member.save()
+        return ticket
+
+    ticket = await sync(change_password_and_issue)
+    assert await close_code(jwt_socket, WITHIN) == 4001
+    assert await still_open(key_socket)  # API keys are revoked on their own
+    late = WebsocketCommunicator(websocket_application(), f"/ws?ticket={ticket}")
+    assert (await late.connect())[0]
+    assert await close_code(late) == 4001
+    for comm in (jwt_socket, key_socket, late):
+        await comm.disconnect()
 
 
 async def test_a_jwt_socket_closes_4001_when_the_token_expires(member):

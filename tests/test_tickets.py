@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, Role
-from accounts.principal import InvalidToken
+from accounts.principal import InvalidToken, password_stamp
 from accounts.services import api_key_revoke
 from realtime import tickets
 from realtime.tickets import TICKET_PREFIX, principal_from_ticket, ticket_issue, ticket_redeem
@@ -51,7 +51,8 @@ def test_a_ticket_from_rest_opens_once_as_its_user_and_tenant(make_user, client_
     redeemed = principal_from_ticket(body["ticket"])
     # The socket may live as long as the JWT that asked for the ticket, no longer.
     assert redeemed.expires_at is not None and redeemed.expires_at > timezone.now()
-    assert replace(redeemed, expires_at=None) == principal(user)
+    assert redeemed.password_stamp == password_stamp(user)  # and no longer than its password
+    assert replace(redeemed, expires_at=None, password_stamp=None) == principal(user)
     with pytest.raises(InvalidToken):
         principal_from_ticket(body["ticket"])
 
