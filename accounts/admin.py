@@ -73,7 +73,6 @@ class LoginFailureAdmin(admin.ModelAdmin):
 
     list_display = ["username", "address", "failures", "first_at", "last_at"]
     search_fields = ["username", "address"]
-    readonly_fields = ["username", "address", "failures", "first_at", "last_at"]
 
     def has_add_permission(self, request) -> bool:
         return False

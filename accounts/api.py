@@ -21,7 +21,7 @@ class TokenObtainView(TokenObtainPairView):
     serializer_class = TenantTokenObtainPairSerializer
 
 
-class TokenRefreshApi(TokenRefreshView):
+class CheckedTokenRefreshView(TokenRefreshView):
     serializer_class = CheckedTokenRefreshSerializer
 
 

@@ -74,7 +74,7 @@ class Principal:
 
 def password_stamp(user: AbstractBaseUser) -> str:
     """A short digest of the user's password hash: JWTs carry it, so a password change voids them (as sessions)."""
-    return salted_hmac("puomemo.jwt.password-stamp", user.password).hexdigest()[:16]
+    return salted_hmac("puomemo.jwt.password-stamp", user.password, algorithm="sha256").hexdigest()[:16]
 
 
 def _active_membership(user_id: int) -> Membership:

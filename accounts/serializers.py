@@ -1,7 +1,8 @@
+from django.contrib.auth import get_user_model
 from rest_framework import exceptions, serializers
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 
-from accounts.login_throttle import refused_login
+from accounts.login_throttle import login_refusal
 from accounts.models import ApiKey, Membership
 from accounts.principal import InvalidToken, password_stamp, principal_from_token
 
@@ -23,7 +24,7 @@ class TenantTokenObtainPairSerializer(TokenObtainPairSerializer):
         try:
             return super().validate(attrs)
         except exceptions.AuthenticationFailed:
-            if throttled := refused_login(self.context["request"]):
+            if throttled := login_refusal(self.context.get("request")):
                 raise exceptions.Throttled(wait=throttled.retry_after) from None
             raise
 
@@ -32,10 +33,10 @@ class CheckedTokenRefreshSerializer(TokenRefreshSerializer):
     """A new access token only while the refresh token would still authenticate (same password, tenant, active)."""
 
     def validate(self, attrs):
-        data = super().validate(attrs)
         try:
+            data = super().validate(attrs)
             principal_from_token(data["access"])
-        except InvalidToken as error:
+        except (InvalidToken, get_user_model().DoesNotExist) as error:  # simplejwt lets a deleted user through
             raise exceptions.AuthenticationFailed(str(error)) from None
         return data
 

@@ -290,11 +290,13 @@ try:
 except ValueError as error:
     raise ImproperlyConfigured(f"PUOMEMO_METRICS_ALLOWED_IPS: {error}") from None
 
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # Django's default config gives "django" a console handler of its own under DEBUG: every line twice.
-    "loggers": {"django": {"handlers": [], "level": os.environ.get("LOG_LEVEL", "INFO")}},
+    # Never below INFO: django.db.backends at DEBUG logs every SQL statement with its parameters.
+    "loggers": {"django": {"handlers": [], "level": "INFO" if LOG_LEVEL == "DEBUG" else LOG_LEVEL}},
 }

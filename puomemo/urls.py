@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from accounts.api import ApiKeyDetailApi, ApiKeyListApi, TokenObtainView, TokenRefreshApi
+from accounts.api import ApiKeyDetailApi, ApiKeyListApi, CheckedTokenRefreshView, TokenObtainView
 from memories.api import MemoryDetailApi, MemoryListApi, MemorySearchApi
 from puomemo.metrics import metrics
 from realtime.api import EventListApi, WebSocketStatusApi, WebSocketTicketApi
@@ -10,7 +11,7 @@ from realtime.log import current_seq
 
 api_v4 = [
     path("auth/token/", TokenObtainView.as_view(), name="token-obtain"),
-    path("auth/token/refresh/", TokenRefreshApi.as_view(), name="token-refresh"),
+    path("auth/token/refresh/", CheckedTokenRefreshView.as_view(), name="token-refresh"),
     path("api-keys/", ApiKeyListApi.as_view(), name="api-key-list"),
     path("api-keys/<int:pk>/", ApiKeyDetailApi.as_view(), name="api-key-detail"),
     path("memories/", MemoryListApi.as_view(stream_position=current_seq), name="memory-list"),
@@ -24,6 +25,8 @@ api_v4 = [
 ]
 
 urlpatterns = [
+    # Staff change their own password on the web page, where a wrong current password counts as a failed login.
+    path("admin/password_change/", RedirectView.as_view(pattern_name="web:password_change")),
     path("admin/", admin.site.urls),
     path("api/v4/", include(api_v4)),
     path("metrics", metrics, name="prometheus-django-metrics"),

@@ -7,6 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import BearerAuthentication
 from realtime.limits import connection_registry
 from realtime.log import resync_reason
 from realtime.replay import replay
@@ -49,6 +50,9 @@ class WebSocketStatusApi(APIView):
 
 
 class WebSocketTicketApi(APIView):
+    # Bearer tokens only: a ticket bought with a session cookie would outlive that session.
+    authentication_classes = [BearerAuthentication]
+
     @extend_schema(
         request=None,
         responses={

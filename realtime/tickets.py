@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 
 import redis
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.utils.crypto import constant_time_compare
 
-from accounts.access import revalidate
-from accounts.principal import InvalidToken, Principal, principal_of_user
+from accounts.principal import InvalidToken, Principal, password_stamp, principal_of_user
 
 TICKET_PREFIX = "wst_"
 # A real ticket is the prefix and 43 characters; anything much longer is not hashed or looked up.
@@ -29,6 +30,12 @@ class TicketGrant:
     # The issuing JWT's expiry (a POSIX timestamp) and password stamp: the socket must not outlive the token.
     expires_at: float | None = None
     password_stamp: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "TicketGrant":
+        """Read a stored grant, ignoring fields a newer process may have added."""
+        data = json.loads(raw)
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
 def _digest(ticket: str) -> str:
@@ -53,7 +60,7 @@ class RedisTicketStore:
 
     def take(self, digest: str) -> TicketGrant | None:
         raw = self.client.getdel(self.key(digest))
-        return None if raw is None else TicketGrant(**json.loads(raw))
+        return None if raw is None else TicketGrant.from_json(raw)
 
 
 class MemoryTicketStore:
@@ -131,13 +138,12 @@ def principal_from_ticket(ticket: str) -> Principal:
     principal = principal_of_user(grant.user_id, api_key_id=grant.api_key_id)
     if principal.tenant_id != grant.tenant_id:
         raise InvalidToken("Ticket does not belong to the user's tenant.")
+    if grant.password_stamp is not None:
+        # A JWT's ticket: void once the password changed, and it lives no longer than the JWT.
+        user = get_user_model().objects.get(pk=grant.user_id)
+        if not constant_time_compare(grant.password_stamp, password_stamp(user)):
+            raise InvalidToken("The password changed since this ticket was issued.")
+        principal = replace(principal, password_stamp=grant.password_stamp)
     if grant.expires_at is None:
         return principal
-    principal = replace(
-        principal,
-        expires_at=datetime.fromtimestamp(grant.expires_at, tz=UTC),
-        password_stamp=grant.password_stamp,
-    )
-    if revalidate([principal])[0] is None:  # the password changed since the JWT asked for the ticket
-        raise InvalidToken("The password changed since this ticket was issued.")
-    return principal
+    return replace(principal, expires_at=datetime.fromtimestamp(grant.expires_at, tz=UTC))

@@ -132,3 +132,10 @@ def test_a_jwt_without_a_password_stamp_is_401(make_user):
     token = AccessToken.for_user(user)
     token["tenant"] = user.membership.tenant.slug
     assert bearer(str(token)).get(MEMORIES).status_code == 401
+
+
+def test_refreshing_for_a_deleted_user_is_401_not_500(make_user):
+    user = make_user()
+    tokens = APIClient().post("/api/v4/auth/token/", {"username": user.username, "password": PASSWORD}).json()
+    user.delete()
+    assert APIClient().post("/api/v4/auth/token/refresh/", {"refresh": tokens["refresh"]}).status_code == 401

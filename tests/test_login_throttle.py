@@ -1,9 +1,11 @@
 """Failed password logins lock further tries: the token endpoint, the web login and Django admin alike."""
 
 import time
+from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import LoginFailure, Role
@@ -136,3 +138,39 @@ def test_a_right_current_password_forgives_earlier_failures(make_user):
     change = {"old_password": PASSWORD, "new_password1": "a good new one 1", "new_password2": "a good new one 1"}
     assert client.post("/password/", change).status_code == 302
     assert not LoginFailure.objects.exists()
+
+
+def test_refused_tries_do_not_count_towards_the_address(make_user):
+    locked, other = make_user(), make_user()
+    for _ in range(3):
+        token_login(locked.username, "guess")
+    for _ in range(10):  # a script retrying a locked name
+        assert token_login(locked.username, PASSWORD).status_code == 429
+    assert LoginFailure.objects.get().failures == 3
+    assert token_login(other.username, PASSWORD).status_code == 200  # 3 of the address's 7, not 13
+
+
+def test_one_ipv6_host_is_one_address_however_it_rotates_within_its_64(make_user):
+    user = make_user()
+    for n in range(3):
+        assert token_login(user.username, "guess", address=f"2001:db8::{n + 1}").status_code == 401
+    assert token_login(user.username, PASSWORD, address="2001:db8::ffff").status_code == 429
+    assert token_login(user.username, PASSWORD, address="2001:db8:0:1::1").status_code == 200  # another /64
+
+
+def test_the_address_lock_lifts_when_enough_of_its_oldest_failures_have_aged_out(make_user, limits):
+    limits.PUOMEMO_LOGIN_FAILURES_PER_ADDRESS = 4
+    now = timezone.now()
+    for n, minutes_ago in enumerate([14, 10, 5]):  # 3 + 3 + 3 failures in the 15-minute window
+        at = now - timedelta(minutes=minutes_ago)
+        LoginFailure.objects.create(address="10.0.0.7", username=f"u{n}", failures=3, first_at=at, last_at=at)
+    refused = token_login(make_user().username, PASSWORD, address="10.0.0.7")
+    # With this try, 10. The oldest row ages out in 1 minute (7 left, still past 4); the next in 5 (4 left).
+    assert refused.status_code == 429 and 295 <= int(refused["Retry-After"]) <= 301
+
+
+def test_staff_change_their_password_on_the_throttled_page(make_user):
+    client = Client()
+    client.force_login(make_user(Role.ADMIN, is_staff=True))
+    response = client.get("/admin/password_change/")
+    assert response.status_code == 302 and response["Location"] == "/password/"

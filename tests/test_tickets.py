@@ -57,6 +57,22 @@ def test_a_ticket_from_rest_opens_once_as_its_user_and_tenant(make_user, client_
         principal_from_ticket(body["ticket"])
 
 
+def test_a_session_cannot_buy_a_ticket(make_user):
+    # A socket opened with it would outlive the session (logout, password change): tickets are for bearer tokens.
+    client = APIClient()
+    client.force_login(make_user())
+    assert client.post(URL).status_code == 401
+
+
+def test_a_jwts_ticket_is_void_once_the_password_changed(make_user, client_for):
+    user = make_user()
+    ticket = issue(client_for(user))
+    user.set_password("a new password 2")
+    user.save()
+    with pytest.raises(InvalidToken):
+        principal_from_ticket(ticket)
+
+
 def test_each_ticket_is_new(make_user, client_for):
     client = client_for(make_user())
     assert issue(client) != issue(client)
