@@ -36,7 +36,9 @@ class CheckedTokenRefreshSerializer(TokenRefreshSerializer):
         try:
             data = super().validate(attrs)
             principal_from_token(data["access"])
-        except (InvalidToken, get_user_model().DoesNotExist) as error:  # simplejwt lets a deleted user through
+        except get_user_model().DoesNotExist:  # simplejwt lets this one through as a 500
+            raise exceptions.AuthenticationFailed("The token's user no longer exists.") from None
+        except InvalidToken as error:
             raise exceptions.AuthenticationFailed(str(error)) from None
         return data
 

@@ -162,6 +162,7 @@ def test_the_ticket_is_stored_only_as_its_sha256(make_user):
             "tenant_id": user.membership.tenant_id,
             "expires_at": None,
             "api_key_id": None,
+            "password_stamp": None,
         }
         assert 0 < store.client.ttl(f"puomemo:ws:ticket:{digest}") <= 30
     else:
