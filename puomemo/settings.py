@@ -18,8 +18,17 @@ def env_bool(name: str, default: bool = False) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
 
-def env_int(name: str, default: int, *, kind: type = int) -> int:
-    """Read a positive integer (or, with kind=float, number) environment variable, failing fast on nonsense."""
+def env_int(name: str, default: int) -> int:
+    """Read a positive integer environment variable, failing fast on nonsense."""
+    return _env_positive(name, default, int)
+
+
+def env_float(name: str, default: float) -> float:
+    """Read a positive number environment variable, failing fast on nonsense."""
+    return _env_positive(name, default, float)
+
+
+def _env_positive(name: str, default: int | float, kind: type) -> int | float:
     raw = os.environ.get(name, "")
     try:
         value = kind(raw) if raw.strip() else default
@@ -210,9 +219,14 @@ PUOMEMO_WS_INVALID_LIMIT_PER_MINUTE = env_int("PUOMEMO_WS_INVALID_LIMIT_PER_MINU
 # How long a ticket from POST /api/v4/ws/ticket may wait before /ws?ticket= redeems it (once).
 PUOMEMO_WS_TICKET_TTL_SECONDS = env_int("PUOMEMO_WS_TICKET_TTL_SECONDS", 30)
 PUOMEMO_WS_OUTBOUND_QUEUE = env_int("PUOMEMO_WS_OUTBOUND_QUEUE", 1000)
+# A resume streams the log in pages of at most this many events and bytes of frames, at the pace the
+# client reads; a resumer that reads nothing for PUOMEMO_WS_STALL_SECONDS is dropped.
+PUOMEMO_WS_REPLAY_PAGE_EVENTS = env_int("PUOMEMO_WS_REPLAY_PAGE_EVENTS", 100)
+PUOMEMO_WS_REPLAY_PAGE_BYTES = env_int("PUOMEMO_WS_REPLAY_PAGE_BYTES", 256 * 1024)
+PUOMEMO_WS_STALL_SECONDS = env_float("PUOMEMO_WS_STALL_SECONDS", 10)
 # The event log: how often each process looks for events it did not get published
 # (lost, or written by a process on another channel layer), and what it keeps.
-PUOMEMO_EVENT_LOG_POLL_SECONDS = env_int("PUOMEMO_EVENT_LOG_POLL_SECONDS", 1.0, kind=float)
+PUOMEMO_EVENT_LOG_POLL_SECONDS = env_float("PUOMEMO_EVENT_LOG_POLL_SECONDS", 1.0)
 PUOMEMO_EVENT_LOG_MIN_EVENTS = env_int("PUOMEMO_EVENT_LOG_MIN_EVENTS", 10_000)
 PUOMEMO_EVENT_LOG_MIN_HOURS = env_int("PUOMEMO_EVENT_LOG_MIN_HOURS", 24)
 # Open connections follow access changes at once; this re-check catches a change whose event was lost.

@@ -18,11 +18,11 @@ from memories.selectors import memory_audience
 from memories.visibility import seen_as
 from realtime import frames, metrics
 from realtime.custom import CUSTOM, InvalidCustomEvent, check_publish
-from realtime.daphne import SEND_TEXT, UNSENT_BYTES
 from realtime.events import CHANNELS, MEMORIES, TENANT_UPDATES, EventFrames, actor_data, apublish, change_audience
 from realtime.fanout import hub
 from realtime.limits import TYPING_INTERVAL_SECONDS, SlidingWindow, Throttle, connection_registry
 from realtime.log import resync_reason
+from realtime.outbox import Outbox
 from realtime.replay import replay
 from realtime.tickets import principal_from_ticket
 
@@ -39,8 +39,9 @@ SERVER_SHUTTING_DOWN = 1001
 SLOW_CONSUMER = 1013
 SERVER_ERROR = 1011
 
-# How long the writer of a paced burst waits for the client to read before it looks again.
-WRITE_WAIT_SECONDS = 0.005
+
+# A resume's first page: small, since its events' sizes are not known yet (later pages adapt).
+FIRST_PAGE_EVENTS = 8
 
 
 class MemoryConsumer(AsyncWebsocketConsumer):
@@ -53,12 +54,11 @@ class MemoryConsumer(AsyncWebsocketConsumer):
     joined = False  # counted in the registry: disconnect() must undo what connect() set up
     announced = False  # others were told it joined
     held: list | None = None  # live events that arrive during a resume
+    resuming: asyncio.Task | None = None  # the resume streaming the log, beside the frames the client sends
     replayed_upto = 0  # a resume sent the events up to this seq; the feed may not have reached it yet
-    paced = 0  # frames still to send at the pace the client reads (a replay)
-    writing = False  # the writer holds a frame from the outbox that it has not sent yet
-    # Made when a frame first has to wait (see _queue): an idle connection holds neither.
-    outbox: asyncio.Queue | None = None
-    writer: asyncio.Task | None = None
+    live_from: int | None = None  # the first logged event offered live: a later resume replays up to it
+    live_upto = 0  # the last logged event offered live
+    outbox: Outbox | None = None
     close_code: int | None = None
     encoding = frames.JSON  # the subprotocol the client chose: its frames and ours in JSON or MessagePack
 
@@ -75,6 +75,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         subprotocol = next((p for p in self.scope.get("subprotocols", []) if p in frames.SUBPROTOCOLS), None)
         self.encoding = frames.SUBPROTOCOLS.get(subprotocol, frames.JSON)
         await self.accept(subprotocol)
+        self.outbox = Outbox(self.scope, self._send_frame, lambda: self._close_soon(SLOW_CONSUMER))
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         try:
             if "ticket" in query:  # browsers: a single-use ticket keeps long-lived tokens out of URLs
@@ -107,14 +108,27 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         await self._presence("tenant.user_joined")
         self.announced = True
 
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # daphne cancels an application that does not end soon after its client left:
+            # release what the connection holds even then (disconnect() did, if it ran).
+            await self._release()
+
     async def disconnect(self, code: int) -> None:
         metrics.closes.labels(code=str(self.close_code or code)).inc()
+        await self._release()
+
+    async def _release(self) -> None:
+        """Give back everything the connection holds: its count, feed, gauge, timers and tasks (once)."""
         if not self.joined:
             return
         self.joined = False
         metrics.connections.dec()
-        if self.writer is not None:
-            self.writer.cancel()
+        self.outbox.close()
+        if self.resuming is not None:
+            self.resuming.cancel()
         self.idle_timer.cancel()
         if self.expiry_timer is not None:
             self.expiry_timer.cancel()
@@ -290,35 +304,54 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             self.principal = principal
 
     async def resume(self, last_seq: Any) -> None:
-        """Send the logged events after last_seq that the connection may see now, then `resumed`, then live ones."""
+        """Start sending the logged events after last_seq that the connection may see now, then `resumed`, then
+        the live ones; the client's other frames are answered meanwhile."""
         if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
             raise frames.InvalidFrame("Invalid message format: last_seq must be a whole number")
         if self.held is not None:
             self.emit("error", {"message": "A resume is already running"})
             return
         self.held = []  # live events wait here until the replay is out
+        self.resuming = asyncio.get_running_loop().create_task(self._resume(last_seq))
+
+    async def _resume(self, last_seq: int) -> None:
         try:
             reason, current = await database_sync_to_async(resync_reason)(self.tenant_id, last_seq)
             if reason is not None:
                 self.emit("resync_required", {"reason": reason, "current_seq": current})
                 return
-            replayed = await database_sync_to_async(replay)(self.principal, last_seq, encoding=self.encoding)
-            outbox = self._queue()
-            self.paced += outbox.qsize() + len(replayed.frames)
-            for text in replayed.frames:
-                await outbox.put(text)  # waits for a slow reader rather than overflowing
-            self.replayed_upto = max(self.replayed_upto, replayed.last_seq)
-            await outbox.put(frames.encode("resumed", {"last_seq": replayed.last_seq}, encoding=self.encoding))
+            # Events from live_from on reached this connection live already: replay only what came before.
+            before, after, limit = self.live_from, last_seq, FIRST_PAGE_EVENTS
+            while True:  # a page at a time, read and rendered on a thread of its own, not the one all share
+                page = await database_sync_to_async(replay, thread_sensitive=False)(
+                    self.principal,
+                    after,
+                    before=before,
+                    limit=limit,
+                    max_bytes=settings.PUOMEMO_WS_REPLAY_PAGE_BYTES,
+                    encoding=self.encoding,
+                )
+                for text in page.frames:
+                    if not await self.outbox.put_paced(text):
+                        return  # the client stopped reading and is being dropped
+                if not page.looked_at:
+                    break
+                after = page.last_seq
+                self.replayed_upto = max(self.replayed_upto, after)
+                # Grow pages of small events; a page cut short by its bytes read rows it did not use.
+                limit = min(settings.PUOMEMO_WS_REPLAY_PAGE_EVENTS, 2 * page.looked_at)
+            self.emit("resumed", {"last_seq": max(after, self.live_upto)})
+        except Exception:
+            logger.exception("Resuming WebSocket connection %s failed", self.connection_id)
+            self._close_soon(SERVER_ERROR)
         finally:
-            # Live events that came meanwhile, and any that come while these wait for room.
-            while self.held:
-                event, rendered = self.held.pop(0)
-                if event["seq"] is not None and event["seq"] <= self.replayed_upto:
-                    continue  # the replay sent it
-                text = self._frame_for(event, rendered)
-                if text is not None:
-                    await self._queue().put(text)
-            self.held = None
+            # Live events that came meanwhile, after the replay and without what it sent.
+            held, self.held = self.held, None
+            for event, rendered in held:
+                if event["seq"] is None or event["seq"] > self.replayed_upto:
+                    text = self._frame_for(event, rendered)
+                    if text is not None:
+                        self.outbox.put(text)
 
     def deliver(self, event: dict[str, Any], frames: EventFrames) -> bool:
         """Send or queue an event's frame if this connection subscribed to its channel and may see it, as it sees it.
@@ -327,15 +360,18 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         """
         if event["channel"] not in self.subscriptions or not self.joined or event["origin"] == self.connection_id:
             return False
-        if event["seq"] is not None and event["seq"] <= self.replayed_upto:
-            return False  # sent by the replay already
+        if event["seq"] is not None:
+            if event["seq"] <= self.replayed_upto:
+                return False  # sent by the replay already
+            self.live_from = self.live_from or event["seq"]
+            self.live_upto = event["seq"]
         if self.held is not None:
             if len(self.held) >= settings.PUOMEMO_WS_OUTBOUND_QUEUE:
                 self._close_soon(SLOW_CONSUMER)
             self.held.append((event, frames))
             return False
         text = self._frame_for(event, frames)
-        return text is not None and self._enqueue(text)
+        return text is not None and self.outbox.put(text)
 
     def _frame_for(self, event: dict[str, Any], frames: EventFrames) -> str | bytes | None:
         if event["audience"] is None:  # everyone in the tenant
@@ -345,51 +381,14 @@ class MemoryConsumer(AsyncWebsocketConsumer):
 
     def emit(self, message_type: str, data: Any) -> None:
         """Send a reply frame, behind the events already queued."""
-        if self._enqueue(frames.encode(message_type, data, encoding=self.encoding)):
+        if self.outbox.put(frames.encode(message_type, data, encoding=self.encoding)):
             metrics.messages_sent.inc()
 
-    def _enqueue(self, text: str | bytes) -> bool:
-        """Send a frame now if nothing waits before it, else queue it for the writer; returns whether it was sent."""
-        send_text = self.scope.get(SEND_TEXT)  # under daphne (realtime/daphne.py)
-        if send_text is not None and not self.writing and (self.outbox is None or self.outbox.empty()):
-            # No task wake-up and no send chain per frame; the unsent-bytes limits apply as for the writer's sends.
-            send_text(text)
-            return True
-        try:
-            self._queue().put_nowait(text)
-        except asyncio.QueueFull:
-            # A client that does not read must not grow server memory: drop it.
-            self._close_soon(SLOW_CONSUMER)
-        return False
-
-    def _queue(self) -> asyncio.Queue:
-        """The bounded outbox, and the writer task that empties it in order, made on first use."""
-        if self.outbox is None:
-            self.outbox = asyncio.Queue(maxsize=settings.PUOMEMO_WS_OUTBOUND_QUEUE)
-            self.writer = asyncio.get_running_loop().create_task(self._write())
-        return self.outbox
-
-    async def _write(self) -> None:
-        unsent = self.scope.get(UNSENT_BYTES)  # set under daphne (realtime/daphne.py)
-        high_water = settings.PUOMEMO_WS_MAX_BUFFERED_BYTES // 2
-        while True:
-            text = await self.outbox.get()
-            self.writing = True
-            try:
-                if isinstance(text, bytes):
-                    await self.send(bytes_data=text)
-                else:
-                    await self.send(text_data=text)
-            finally:
-                self.writing = False  # else direct sends would wait forever behind a dead writer
-            metrics.messages_sent.inc()
-            if self.paced:
-                # A replay is a burst the client asked for: send it as fast as the client
-                # reads rather than pile it into the server's socket buffer, where past
-                # PUOMEMO_WS_MAX_BUFFERED_BYTES it would count as a client not reading.
-                self.paced -= 1
-                while unsent is not None and unsent() > high_water:
-                    await asyncio.sleep(WRITE_WAIT_SECONDS)
+    async def _send_frame(self, frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            await self.send(bytes_data=frame)
+        else:
+            await self.send(text_data=frame)
 
     def _touch(self) -> None:
         if self.idle_timer is not None:

@@ -112,6 +112,12 @@ def _drop_for_not_reading(protocol: WebSocketProtocol, waiting: int) -> None:
     transport._tempDataBuffer, transport._tempDataLen = [], 0
 
 
+def _drop_stalled(protocol: WebSocketProtocol) -> None:
+    if not getattr(protocol, "dropped_for_not_reading", False):
+        unsent.forget(protocol)
+        _drop_for_not_reading(protocol, unsent_bytes(protocol.transport))
+
+
 def _check_unsent() -> None:
     from twisted.internet import reactor  # daphne installs the asyncio reactor first
 
@@ -226,6 +232,10 @@ UNSENT_BYTES = "puomemo.unsent_bytes"
 # coroutine and its chain per frame.
 SEND_TEXT = "puomemo.send_text"
 
+# The scope key under which a WebSocket application finds a function that drops its client
+# as one that stopped reading: the TCP connection is aborted and its buffers freed.
+DROP = "puomemo.drop"
+
 _original_create_application = Server.create_application
 
 
@@ -295,6 +305,7 @@ def _create_application(self, protocol, scope):
             **scope,
             UNSENT_BYTES: lambda: unsent_bytes(protocol.transport),
             SEND_TEXT: lambda text: _send_text(self, protocol, text),
+            DROP: lambda: _drop_stalled(protocol),
         }
     return _original_create_application(self, protocol, scope)
 

@@ -14,20 +14,35 @@ from realtime.log import events_after
 class Replay:
     frames: list[str | bytes]  # the frames the viewer may see, in seq order, in the encoding asked for
     last_seq: int  # the last logged event looked at, seen or not
+    looked_at: int  # how many logged events that was: 0 when none is left
 
 
-def replay(viewer: Principal, after_seq: int, *, limit: int | None = None, encoding: str = JSON) -> Replay:
-    """The viewer's frames of the events after `after_seq`: each as they would have seen it live with the role
-    they have now, and only while the memory is still theirs to see."""
-    events = events_after(viewer.tenant_id, after_seq, limit=limit)
+def replay(
+    viewer: Principal,
+    after_seq: int,
+    *,
+    before: int | None = None,
+    limit: int | None = None,
+    max_bytes: int | None = None,
+    encoding: str = JSON,
+) -> Replay:
+    """The viewer's frames of the events after `after_seq` (and before `before`): each as they would have seen it
+    live with the role they have now, and only while the memory is still theirs to see.
+
+    At most `limit` events are looked at, and no more once the frames reach `max_bytes`.
+    """
+    events = events_after(viewer.tenant_id, after_seq, before=before, limit=limit)
     now = {
         row["id"]: Audience(tenant_id=row["tenant_id"], owner_id=row["owner_id"], visibility=row["visibility"])
         for row in Memory.objects.filter(pk__in={e.memory_id for e in events}).values(
             "id", "tenant_id", "owner_id", "visibility"
         )
     }
-    frames = []
+    frames, size, last_seq, looked_at = [], 0, after_seq, 0
     for event in events:
+        if max_bytes is not None and size >= max_bytes:
+            break  # the rest is the next page's
+        last_seq, looked_at = event.seq, looked_at + 1
         rendered = EventFrames(event_message(**logged_event(event)))
         # The frame the viewer would have had live, with the role they have now: the
         # event's content was shown to those who could see the memory then, no one else.
@@ -37,7 +52,8 @@ def replay(viewer: Principal, after_seq: int, *, limit: int | None = None, encod
         text = rendered.text(seen, encoding) if seen is not None else None
         if text is not None:
             frames.append(text)
-    return Replay(frames=frames, last_seq=events[-1].seq if events else after_seq)
+            size += len(text)
+    return Replay(frames=frames, last_seq=last_seq, looked_at=looked_at)
 
 
 def _may_see(viewer: Principal, audience: Audience | None) -> bool:

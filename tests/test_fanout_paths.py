@@ -2,12 +2,14 @@
 
 import asyncio
 import json
+import time
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import transaction
 
+from realtime import consumers
 from realtime.consumers import MemoryConsumer
 from realtime.daphne import SEND_TEXT
 from realtime.routing import websocket_application
@@ -54,59 +56,51 @@ def seqs(texts: list[str]) -> list[int]:
     return [seq for seq in (json.loads(text).get("seq") for text in texts) if seq is not None]
 
 
-async def test_direct_and_queued_frames_arrive_in_order(make_user, monkeypatch):
+async def test_every_frame_goes_straight_to_the_socket_in_order_and_a_resume_repeats_nothing(make_user, monkeypatch):
     owner = await sync(make_user)
     await sync(write, owner, "old 1", "old 2", "old 3")
     comm, direct = await connect_with_direct_send(jwt_for(owner))
 
-    await sync(write, owner, "live 4", "live 5")  # nothing queued: straight to the socket
+    await sync(write, owner, "live 4", "live 5")
     assert [f["seq"] for f in await frames(comm)] == [4, 5] and seqs(direct) == [4, 5]
 
-    # A replay goes through the queue; its writer stalls on the first frame, so what comes meanwhile queues behind.
-    gate, queued = asyncio.Event(), []
-    real_send = MemoryConsumer.send
+    # A resume after live events: the replay stops where live delivery began, and what comes meanwhile waits for it.
+    real_replay = consumers.replay
 
-    async def stalled_send(self, text_data=None, bytes_data=None, close=False):
-        queued.append(text_data)
-        await gate.wait()
-        await real_send(self, text_data=text_data)
+    def slow_replay(*args, **kwargs):
+        time.sleep(0.3)
+        return real_replay(*args, **kwargs)
 
-    monkeypatch.setattr(MemoryConsumer, "send", stalled_send)
+    monkeypatch.setattr(consumers, "replay", slow_replay)
     await comm.send_json_to({"type": "resume", "data": {"last_seq": 0}})
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.1)
     await sync(write, owner, "live 6", "live 7")
-    await comm.send_json_to({"type": "ping"})  # a reply queues behind them too
-    await asyncio.sleep(0.3)
-    assert seqs(direct) == [4, 5]  # nothing jumped the queue
-    gate.set()
-    received = await frames(comm, quiet=0.5)
+    await comm.send_json_to({"type": "ping"})  # answered at once, while the replay is read
+    received = await frames(comm, quiet=1.0)
     assert [(f["type"], f.get("seq")) for f in received] == [
-        *(("memory.created", seq) for seq in (1, 2, 3, 4, 5)),
+        ("pong", None),
+        *(("memory.created", seq) for seq in (1, 2, 3)),
         ("resumed", None),
         ("memory.created", 6),
         ("memory.created", 7),
-        ("pong", None),
     ]
-    assert seqs(queued) == [1, 2, 3, 4, 5, 6, 7]
-
-    await sync(write, owner, "live 8")  # the queue drained: direct again
-    assert [f["seq"] for f in await frames(comm)] == [8] and seqs(direct) == [4, 5, 8]
+    assert received[4]["data"] == {"last_seq": 7}
+    assert seqs(direct) == [4, 5, 1, 2, 3, 6, 7]  # no queue under daphne
     await comm.disconnect()
 
 
-async def test_a_connection_that_falls_behind_with_direct_send_still_gets_1013(make_user, settings, monkeypatch):
+async def test_a_connection_without_direct_send_that_falls_behind_gets_1013(make_user, settings, monkeypatch):
     settings.PUOMEMO_WS_OUTBOUND_QUEUE = 3
     owner = await sync(make_user)
-    await sync(write, owner, "old")
-    comm, direct = await connect_with_direct_send(jwt_for(owner))
+    comm = WebsocketCommunicator(websocket_application(), f"/ws?token={jwt_for(owner)}")
+    assert (await comm.connect())[0]
+    await comm.send_json_to({"type": "subscribe", "data": {"channels": ["memories"]}})
+    assert (await comm.receive_json_from())["type"] == "subscribed"
     stuck = asyncio.Event()
 
     async def never_completes(self, text_data=None, bytes_data=None, close=False):
         await stuck.wait()
 
     monkeypatch.setattr(MemoryConsumer, "send", never_completes)
-    await comm.send_json_to({"type": "resume", "data": {"last_seq": 0}})  # the writer takes it and stalls
-    await asyncio.sleep(0.3)
-    await sync(write, owner, *(f"burst {i}" for i in range(6)))
+    await sync(write, owner, *(f"burst {i}" for i in range(6)))  # one in the writer's hands, three queued, then full
     assert await close_code(comm) == 1013
-    assert seqs(direct) == []
