@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 
-from accounts.models import ApiKey, Membership
+from accounts.models import AccessChangeMark, ApiKey, Membership
 from accounts.principal import (
     InvalidToken,
     Principal,
@@ -86,6 +86,16 @@ def revalidate(principals: list[Principal]) -> list[Principal | None]:
         else:
             current.append(principal_after(principal, AccessChange.of_membership(membership)))
     return current
+
+
+def newest_access_change() -> int:
+    """The id of the newest access change the database triggers marked (0 before any)."""
+    return AccessChangeMark.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def prune_access_changes() -> int:
+    """Delete the marks older than the newest: only the newest id is ever read."""
+    return AccessChangeMark.objects.filter(id__lt=newest_access_change()).delete()[0]
 
 
 def _session_valid(session_key: str, user) -> bool:

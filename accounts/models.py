@@ -76,3 +76,13 @@ class LoginFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username} from {self.address}: {self.failures}"
+
+
+class AccessChangeMark(models.Model):
+    """A row per write that changed who may connect (memberships, users, API keys), added by database triggers.
+
+    Every server process polls the newest id, so even a QuerySet.update() or raw SQL,
+    which send no signal, closes or re-filters open sockets within about a second.
+    """
+
+    id = models.BigAutoField(primary_key=True)

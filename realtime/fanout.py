@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from accounts.access import AccessChange, principal_after, revalidate
+from accounts.access import AccessChange, newest_access_change, principal_after, revalidate
 from accounts.principal import Principal
 from realtime import metrics
 from realtime.events import ACCESS_CHANGED, EventFrames, event_message, logged_event, tenant_group
@@ -150,6 +150,7 @@ class Hub:
     def __init__(self) -> None:
         self.feeds: dict[int, TenantFeed] = {}
         self.background: list[asyncio.Task] = []
+        self.access_mark: int | None = None  # the newest access change the poll saw
 
     async def join(self, connection: Connection) -> None:
         """Start feeding events of the connection's tenant to it; returns once the subscription is live."""
@@ -200,32 +201,46 @@ class Hub:
     async def _poll_log(self) -> None:
         # One query for every tenant this process feeds: writes whose publish was
         # lost, and writes of processes on another channel layer (the embedded
-        # default has no Redis), reach connections within this interval.
+        # default has no Redis), reach connections within this interval. A second
+        # query sees access changes that sent no signal (QuerySet.update, raw SQL),
+        # which database triggers mark.
         while True:
             await asyncio.sleep(settings.PUOMEMO_EVENT_LOG_POLL_SECONDS)
             feeds = dict(self.feeds)
             try:
-                seqs = await database_sync_to_async(current_seqs)(list(feeds))
+                seqs, mark = await database_sync_to_async(_poll)(list(feeds))
             except Exception:
                 logger.exception("Polling the event log failed; retrying")
                 continue
             for tenant_id, feed in feeds.items():
                 if seqs.get(tenant_id, 0) > feed.last_seq:
                     feed.inbox.put_nowait(None)
+            if mark != self.access_mark:  # and on the first poll, for a change made while the hub started
+                self.access_mark = mark
+                await self._recheck_access()
 
     async def _revalidate(self) -> None:
-        # Access changes reach connections at once as events; this catches any
-        # such event lost on the way (Redis down) and writes that send no signal.
+        # Access changes reach connections at once as events, or within a poll through the
+        # triggers; this catches what both missed (an event lost while Redis was down and a
+        # change the triggers do not watch, such as a session deleted by hand).
         while True:
             await asyncio.sleep(settings.PUOMEMO_WS_REVALIDATE_SECONDS)
-            connections = self.connections()
-            try:
-                current = await database_sync_to_async(revalidate)([c.principal for c in connections])
-            except Exception:
-                logger.exception("Re-checking the access of open connections failed; retrying")
-                continue
-            for connection, principal in zip(connections, current, strict=True):
-                connection.revise(principal)
+            await self._recheck_access()
+
+    async def _recheck_access(self) -> None:
+        connections = self.connections()
+        try:
+            current = await database_sync_to_async(revalidate)([c.principal for c in connections])
+        except Exception:
+            logger.exception("Re-checking the access of open connections failed; retrying")
+            return
+        for connection, principal in zip(connections, current, strict=True):
+            connection.revise(principal)
+
+
+def _poll(tenant_ids: list[int]) -> tuple[dict[int, int], int]:
+    """The last seq of each tenant, and the newest access change."""
+    return current_seqs(tenant_ids), newest_access_change()
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -7,9 +7,11 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client
 from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts.access import newest_access_change, prune_access_changes
 from accounts.models import ApiKey, Membership, Role
 from accounts.principal import password_stamp
 from accounts.services import api_key_revoke
@@ -112,6 +114,65 @@ async def test_changes_that_send_no_signal_are_caught_by_the_periodic_recheck(me
     await sync(lambda: ApiKey.objects.filter(user=member).update(revoked_at="2026-01-01T00:00:00Z"))
     assert await close_code(comm, WITHIN) == 4001
     await comm.disconnect()
+
+
+# Changes that send no signal, each as bulk tools and raw SQL make them: the triggers mark them and the
+# log poll (PUOMEMO_EVENT_LOG_POLL_SECONDS, 1 s) re-checks the open sockets, long before the 30 s re-check.
+def moved_by_update(user, other_tenant) -> None:
+    Membership.objects.filter(user=user).update(tenant=other_tenant)
+
+
+def deactivated_by_raw_sql(user, other_tenant) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE auth_user SET is_active = %s WHERE id = %s", [False, user.pk])
+
+
+def key_revoked_by_raw_sql(user, other_tenant) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE accounts_apikey SET revoked_at = CURRENT_TIMESTAMP WHERE user_id = %s", [user.pk])
+
+
+def membership_deleted_in_bulk(user, other_tenant) -> None:
+    Membership.objects.filter(user=user).delete()
+
+
+@pytest.mark.parametrize(
+    "change", [moved_by_update, deactivated_by_raw_sql, key_revoked_by_raw_sql, membership_deleted_in_bulk]
+)
+async def test_access_lost_without_a_signal_closes_within_the_log_poll(member, other_tenant, settings, change):
+    assert settings.PUOMEMO_WS_REVALIDATE_SECONDS == 30
+    comm = await connect(await sync(api_key, member))
+    assert await still_open(comm)
+    changed = asyncio.get_running_loop().time()
+    await sync(change, member, other_tenant)
+    assert await close_code(comm, WITHIN) == 4001
+    assert asyncio.get_running_loop().time() - changed < 2 * settings.PUOMEMO_EVENT_LOG_POLL_SECONDS + 1
+    await comm.disconnect()
+
+
+async def test_a_demotion_without_a_signal_stops_team_memories_within_the_log_poll(member, make_user, settings):
+    author = await sync(make_user)
+    comm = await connect(jwt_for(member), subscribe=["memories"])
+    assert await still_open(comm)
+    await sync(lambda: Membership.objects.filter(user=member).update(role=Role.GUEST))
+    await asyncio.sleep(2 * settings.PUOMEMO_EVENT_LOG_POLL_SECONDS + 0.5)
+    await sync(MemoryFactory, owner=author, visibility=Visibility.TEAM, title="team")
+    await sync(MemoryFactory, owner=author, visibility=Visibility.PUBLIC, title="public")
+    assert [f["data"]["memory"]["title"] for f in await frames(comm)] == ["public"]
+    assert await still_open(comm)
+    await comm.disconnect()
+
+
+def test_logins_and_key_use_mark_no_access_change(member):
+    """The columns that change on every login or API call are not watched: no re-check storm."""
+    marked = newest_access_change()
+    get_user_model().objects.filter(pk=member.pk).update(last_login="2026-01-02T00:00:00Z")
+    assert api_key(member)  # a new key gives nobody access they did not have
+    ApiKey.objects.filter(user=member).update(last_used_at="2026-01-02T00:00:00Z")
+    assert newest_access_change() == marked
+    Membership.objects.filter(user=member).update(role=Role.GUEST)
+    assert newest_access_change() > marked
+    assert prune_access_changes() >= 1 and newest_access_change() > marked
 
 
 async def test_a_password_change_closes_jwt_sockets_at_the_recheck_and_voids_their_tickets(member, settings):

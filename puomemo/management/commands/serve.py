@@ -8,6 +8,7 @@ from daphne.cli import CommandLineInterface
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from accounts.access import prune_access_changes
 from memories import embeddings
 from memories.worker import embedding_worker, run_worker
 from realtime.consumers import SERVER_SHUTTING_DOWN
@@ -61,11 +62,11 @@ def _on_a_thread_once_running(function, *args) -> None:
 
 
 def _prune_the_event_log_hourly() -> None:
-    """Keep the event log within its retention while serving; a failure waits for the next hour."""
+    """Keep the event log (and the access-change marks) within retention while serving; a failure waits an hour."""
     from twisted.internet import reactor, task, threads
 
     def prune():
-        deferred = threads.deferToThread(prune_events)
+        deferred = threads.deferToThread(lambda: (prune_events(), prune_access_changes()))
         deferred.addErrback(lambda failure: logger.error("Pruning the event log failed: %s", failure.value))
         return deferred
 
