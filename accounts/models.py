@@ -86,3 +86,6 @@ class AccessChangeMark(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
+
+    def __str__(self) -> str:
+        return f"access change {self.id}"
