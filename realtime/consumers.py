@@ -18,7 +18,15 @@ from memories.selectors import memory_audience
 from memories.visibility import seen_as
 from realtime import frames, metrics
 from realtime.custom import CUSTOM, InvalidCustomEvent, check_publish
-from realtime.events import CHANNELS, MEMORIES, TENANT_UPDATES, EventFrames, actor_data, apublish, change_audience
+from realtime.events import (
+    CHANNELS,
+    MEMORIES,
+    EventFrames,
+    actor_data,
+    apublish,
+    apublish_presence,
+    change_audience,
+)
 from realtime.fanout import hub
 from realtime.limits import TYPING_INTERVAL_SECONDS, SlidingWindow, Throttle, connection_registry
 from realtime.log import resync_reason
@@ -410,16 +418,11 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             self._closing = asyncio.get_running_loop().create_task(self.close(code))
 
     async def _presence(self, event_type: str) -> None:
-        data = {
-            "user_id": str(self.user_id),
-            "user_name": self.principal.user_name,
-            "connection_id": self.connection_id,
-        }
-        await apublish(
+        await apublish_presence(
+            event_type,
             tenant_id=self.tenant_id,
-            event_type=event_type,
-            channel=TENANT_UPDATES,
-            data=data,
-            audience=None,
+            user_id=self.user_id,
+            user_name=self.principal.user_name,
+            connection_id=self.connection_id,
             origin=self.connection_id,  # not news to the connection itself
         )

@@ -111,6 +111,16 @@ async def apublish(**event: Any) -> bool:
     return (await _asend([event_message(**event)]))[0]
 
 
+async def apublish_presence(
+    event_type: str, *, tenant_id: int, user_id: int, user_name: str, connection_id: str, origin: str | None
+) -> bool:
+    """Tell the tenant a connection joined or left (tenant.user_joined / tenant.user_left)."""
+    data = {"user_id": str(user_id), "user_name": user_name, "connection_id": connection_id}
+    return await apublish(
+        tenant_id=tenant_id, event_type=event_type, channel=TENANT_UPDATES, data=data, audience=None, origin=origin
+    )
+
+
 async def _asend(messages: list[dict[str, Any]]) -> list[bool]:
     # Concurrent group sends: the Redis layer (realtime/layers.py) pipelines them into one round trip.
     layer = get_channel_layer()

@@ -12,8 +12,8 @@ from django.conf import settings
 from accounts.access import AccessChange, newest_access_change, principal_after, revalidate
 from accounts.principal import Principal
 from realtime import metrics
-from realtime.events import ACCESS_CHANGED, EventFrames, event_message, logged_event, tenant_group
-from realtime.limits import REFRESH_SECONDS, connection_registry
+from realtime.events import ACCESS_CHANGED, EventFrames, apublish_presence, event_message, logged_event, tenant_group
+from realtime.limits import connection_registry, refresh_seconds
 from realtime.log import current_seq, current_seqs, events_after
 
 logger = logging.getLogger(__name__)
@@ -188,13 +188,25 @@ class Hub:
     async def _refresh(self) -> None:
         registry = connection_registry()
         while True:
-            await asyncio.sleep(REFRESH_SECONDS)
+            await asyncio.sleep(refresh_seconds())
             try:
                 await registry.refresh(
                     lambda: [
                         (c.connection_id, c.user_id, c.tenant_id, c.principal.user_name) for c in self.connections()
                     ]
                 )
+                # Connections of a process that died were never released: one process takes
+                # each out and tells the tenant, whose presence lists would keep them otherwise.
+                for tenant_id in list(self.feeds):
+                    for connection_id, user_id, user_name in await registry.reap(tenant_id):
+                        await apublish_presence(
+                            "tenant.user_left",
+                            tenant_id=tenant_id,
+                            user_id=user_id,
+                            user_name=user_name,
+                            connection_id=connection_id,
+                            origin=None,
+                        )
             except Exception:
                 logger.exception("Refreshing connection counts failed; retrying")
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import math
 import time
 import weakref
 from collections import deque
@@ -11,22 +12,26 @@ import redis
 import redis.asyncio
 from django.conf import settings
 
-# Each process re-stamps its connections this often; an entry that is not
-# re-stamped (its process died) stops counting after ENTRY_TTL seconds.
-REFRESH_SECONDS = 10
-ENTRY_TTL = 3 * REFRESH_SECONDS
+
+def refresh_seconds() -> float:
+    """How often each process re-stamps its connections (PUOMEMO_WS_REGISTRY_REFRESH_SECONDS)."""
+    return settings.PUOMEMO_WS_REGISTRY_REFRESH_SECONDS
+
+
+def entry_ttl() -> float:
+    """How long an entry that is not re-stamped (its process died) still counts: three refreshes."""
+    return 3 * refresh_seconds()
+
 
 # KEYS: the user's, the tenant's and everyone's sorted sets, then the tenant's `who` hash.
-# Expired members leave the hash with the tenant's sorted set, so neither grows.
+# Expired members of the tenant's set stay, uncounted, until reap() takes them out with
+# their `who` fields and tells the tenant they left.
 _ACQUIRE = """
 local now, expires = tonumber(ARGV[2]), tonumber(ARGV[3])
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-for i = 1, #expired, 1000 do
-  redis.call('HDEL', KEYS[4], unpack(expired, i, math.min(i + 999, #expired)))
-end
-for i = 1, 3 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 'user' end
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return 'tenant' end
+if redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') >= tonumber(ARGV[5]) then return 'tenant' end
 for i = 1, 3 do
   redis.call('ZADD', KEYS[i], expires, ARGV[1])
   redis.call('EXPIRE', KEYS[i], ARGV[6])
@@ -34,6 +39,21 @@ end
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[7])
 redis.call('EXPIRE', KEYS[4], ARGV[6])
 return 'ok'
+"""
+
+# KEYS: the tenant's sorted set and `who` hash; ARGV: now. Removes the expired members (at most
+# 1000 a call) and returns each one's id and `who` value: one process gets each, once.
+_REAP = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1000)
+if #expired == 0 then return {} end
+local found = {}
+for i, member in ipairs(expired) do
+  found[#found + 1] = member
+  found[#found + 1] = redis.call('HGET', KEYS[2], member) or ''
+end
+redis.call('ZREM', KEYS[1], unpack(expired))
+redis.call('HDEL', KEYS[2], unpack(expired))
+return found
 """
 
 # KEYS: the tenant's sorted set and `who` hash; ARGV: now. The `who` values of the live connections.
@@ -63,6 +83,10 @@ def _who_key(tenant_id: int) -> str:
 
 def _who(user_id: int, user_name: str) -> str:
     return json.dumps({"user_id": user_id, "user_name": user_name}, separators=(",", ":"), ensure_ascii=False)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _presence(holders: list[tuple[int, str]]) -> list[dict]:
@@ -112,10 +136,10 @@ class RedisConnectionRegistry:
             _who_key(tenant_id),
             connection_id,
             now,
-            now + ENTRY_TTL,
+            now + entry_ttl(),
             settings.PUOMEMO_WS_MAX_CONNECTIONS_PER_USER,
             settings.PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT,
-            ENTRY_TTL,
+            math.ceil(entry_ttl()),
             _who(user_id, user_name),
         )
         verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
@@ -134,7 +158,7 @@ class RedisConnectionRegistry:
             entries = connections()
             if not entries:
                 return
-            expires = time.time() + ENTRY_TTL
+            expires = time.time() + entry_ttl()
             keys = set()
             async with self.client.pipeline(transaction=False) as pipe:
                 for connection_id, user_id, tenant_id, user_name in entries:
@@ -145,7 +169,7 @@ class RedisConnectionRegistry:
                     keys.add(_who_key(tenant_id))
                 for key in keys:
                     # The key outlives its newest entry; without this it vanished 30 s after the last acquire.
-                    pipe.expire(key, ENTRY_TTL)
+                    pipe.expire(key, math.ceil(entry_ttl()))
                 await pipe.execute()
 
     def counts(self, user_id: int, tenant_id: int) -> dict[str, int]:
@@ -158,6 +182,16 @@ class RedisConnectionRegistry:
                 pipe.zcount(key, now, "+inf")
             user, tenant, total = pipe.execute()
         return {"user_connections": user, "tenant_connections": tenant, "total_connections": total}
+
+    async def reap(self, tenant_id: int) -> list[tuple[str, int, str]]:
+        """Take out the tenant's connections whose process stopped re-stamping them (it died): (id, user id, name)."""
+        found = await self.client.eval(_REAP, 2, _tenant_key(tenant_id), _who_key(tenant_id), time.time())
+        gone = []
+        for connection_id, who in zip(found[::2], found[1::2], strict=True):
+            if who:  # an entry without `who` (a version before presence) cannot be named
+                holder = json.loads(who)
+                gone.append((_text(connection_id), holder["user_id"], holder["user_name"]))
+        return gone
 
     async def presence(self, tenant_id: int) -> list[dict]:
         """The tenant's users with live connections on any process, and how many each holds."""
@@ -196,6 +230,10 @@ class LocalConnectionRegistry:
     def counts(self, user_id: int, tenant_id: int) -> dict[str, int]:
         user, tenant, total = (len(self.members.get(key, ())) for key in _keys(user_id, tenant_id))
         return {"user_connections": user, "tenant_connections": tenant, "total_connections": total}
+
+    async def reap(self, tenant_id: int) -> list[tuple[str, int, str]]:
+        """Nothing to take out: a process that dies takes every connection, and everyone to tell, with it."""
+        return []
 
     async def presence(self, tenant_id: int) -> list[dict]:
         """The tenant's users with open connections, and how many each holds."""

@@ -13,7 +13,7 @@ import pytest
 import websockets
 import yaml
 
-from realtime.limits import ENTRY_TTL
+from realtime.limits import entry_ttl
 from tests.live import (
     ROOT,
     CookieClient,
@@ -163,7 +163,7 @@ async def test_events_caps_and_counts_across_instances_held_past_every_ttl(scale
             assert (body["user_connections"], body["tenant_connections"], body["total_connections"]) == (2, 6, 7)
 
     await check(1)
-    await asyncio.sleep(HOLD_SECONDS)  # past ENTRY_TTL: only the re-stamping keeps them counted
+    await asyncio.sleep(HOLD_SECONDS)  # past entry_ttl(): only the re-stamping keeps them counted
     await check(2)
     body = await asyncio.to_thread(status, servers[0], keys["dave"])
     assert (body["user_connections"], body["tenant_connections"]) == (1, 1)
@@ -218,9 +218,9 @@ async def test_sigkill_of_one_instance(scaled):
         frames = await memory_events(ws, len(written))
         assert [f["data"]["memory"]["id"] for f in frames] == [m["id"] for m in written]
 
-    # Within ENTRY_TTL of the kill the dead connection stops counting (one stamp may be up to 10 s old).
+    # Within entry_ttl() of the kill the dead connection stops counting (one stamp may be up to 10 s old).
     while (await asyncio.to_thread(status, nginx, keys["kim"]))["tenant_connections"] != 5:
-        assert time.monotonic() - killed_at < ENTRY_TTL + 5
+        assert time.monotonic() - killed_at < entry_ttl() + 5
         await asyncio.sleep(1)
     for ws in [watcher, *through.values(), extra]:
         await ws.close()

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from realtime import limits
-from realtime.limits import ENTRY_TTL, REFRESH_SECONDS, LocalConnectionRegistry, RedisConnectionRegistry
+from realtime.limits import LocalConnectionRegistry, RedisConnectionRegistry, entry_ttl, refresh_seconds
 
 REDIS_DB = 13
 TENANT, OTHER_TENANT = 1, 2
@@ -162,12 +162,12 @@ async def test_a_dead_process_entries_vanish_within_entry_ttl(redis_registry, re
         await live_process.acquire("a1", 1, TENANT, "ann")
         await dead_process.acquire("b1", 2, TENANT, "bob")  # then its process dies: no more refreshes
         for tick in range(1, 4):
-            clock.now = start + tick * REFRESH_SECONDS - 0.5
+            clock.now = start + tick * refresh_seconds() - 0.5
             await live_process.refresh(lambda: [("a1", 1, TENANT, "ann")])
-            # Not before the bound: within ENTRY_TTL a slow process has not been given up on.
+            # Not before the bound: within entry_ttl() a slow process has not been given up on.
             assert await live_process.presence(TENANT) == [user(1, "ann", 1), user(2, "bob", 1)]
 
-        clock.now = start + ENTRY_TTL + 0.01
+        clock.now = start + entry_ttl() + 0.01
         assert await live_process.presence(TENANT) == [user(1, "ann", 1)]
         assert await dead_process.presence(TENANT) == [user(1, "ann", 1)]
         assert live_process.counts(2, TENANT) == {
@@ -194,8 +194,8 @@ async def test_one_refresh_after_a_redis_restart_recreates_presence_and_counts(r
     assert await redis_registry.presence(TENANT) == before == [user(3, "alice", 1), user(7, "zoe", 2)]
     assert redis_registry.counts(7, TENANT) == {"user_connections": 2, "tenant_connections": 3, "total_connections": 3}
     # The re-created keys expire like the originals, so a later death still clears them.
-    assert 0 < redis_db.ttl(WHO_KEY) <= ENTRY_TTL
-    assert 0 < redis_db.ttl(TENANT_KEY) <= ENTRY_TTL
+    assert 0 < redis_db.ttl(WHO_KEY) <= entry_ttl()
+    assert 0 < redis_db.ttl(TENANT_KEY) <= entry_ttl()
 
 
 async def test_the_who_hash_keeps_no_fields_of_released_or_expired_connections(redis_registry, redis_db, clock):
@@ -204,13 +204,20 @@ async def test_the_who_hash_keeps_no_fields_of_released_or_expired_connections(r
     await redis_registry.acquire("released", 2, TENANT, "bob")
     clock.now = start + 20
     await redis_registry.acquire("kept", 3, TENANT, "cy")
-    assert 0 < redis_db.ttl(WHO_KEY) <= ENTRY_TTL
+    assert 0 < redis_db.ttl(WHO_KEY) <= entry_ttl()
 
     await redis_registry.release("released", 2, TENANT)
     assert set(redis_db.hkeys(WHO_KEY)) == {"expired", "kept"}
 
-    clock.now = start + ENTRY_TTL + 1  # "expired" was never refreshed; "kept" is still within its TTL
+    clock.now = start + entry_ttl() + 1  # "expired" was never refreshed; "kept" is still within its TTL
     await redis_registry.acquire("new", 4, TENANT, "dee")
+    assert await redis_registry.presence(TENANT) == [user(3, "cy", 1), user(4, "dee", 1)]
+    # The expired entry waits, uncounted, for a reap, which returns it once to one caller and clears both.
+    other_process = RedisConnectionRegistry(redis_url())
+    try:
+        assert await redis_registry.reap(TENANT) == [("expired", 1, "ann")]
+        assert await other_process.reap(TENANT) == []
+    finally:
+        await _close(other_process)
     assert set(redis_db.hkeys(WHO_KEY)) == {"kept", "new"}
     assert set(redis_db.zrange(TENANT_KEY, 0, -1)) == {"kept", "new"}
-    assert await redis_registry.presence(TENANT) == [user(3, "cy", 1), user(4, "dee", 1)]
