@@ -18,9 +18,15 @@ logger = logging.getLogger(__name__)
 # valid on the wire; send them with the lower-level call.
 PROTOCOL_CLOSE_CODES = frozenset({1001, 1008, 1009, 1011, 1013})
 
+# How long a close frame we sent waits for the client's reply before TCP is dropped. autobahn's
+# 1 s is too short for a client busy compressing and sending a large message, which then sees
+# 1006 instead of our 1009; meanwhile what it still sends is discarded (see _fail_connection).
+CLOSE_HANDSHAKE_SECONDS = 10
+
 _original_on_close = WebSocketProtocol.onClose
 _original_factory_init = WebSocketFactory.__init__
 _original_end_compress = PerMessageDeflate.end_compress_message
+_original_fail_connection = WebSocketProtocol._fail_connection
 
 
 def unsent_bytes(transport) -> int:
@@ -176,9 +182,20 @@ def _websocket_factory_init(self, *args, **kwargs):
     # By default autobahn fails a connection by dropping it, so a frame over
     # daphne's cap reached the client as 1006. Failing with a close frame sends
     # 1009 as soon as the frame's header declares the size, before its payload.
-    self.setProtocolOptions(failByDrop=False)
+    self.setProtocolOptions(failByDrop=False, closeHandshakeTimeout=CLOSE_HANDSHAKE_SECONDS)
     if settings.PUOMEMO_WS_COMPRESSION:
         self.setProtocolOptions(perMessageCompressionAccept=_accept_deflate)
+
+
+def _fail_connection(self, code=1001, reason="going away"):
+    # autobahn fails a connection again for each frame still over the limit after its close
+    # frame went out, and that second time drops TCP with the client's bytes unread: the kernel
+    # answers with a reset, and a client still sending a fragmented message loses the 1009 (it
+    # sees 1006). Once our close frame is out, discard what comes until the client's close
+    # reply, or autobahn's close-handshake timeout.
+    if self.state == self.STATE_CLOSING and not self.failByDrop:
+        return
+    _original_fail_connection(self, code, reason)
 
 
 def _accept_deflate(offers: list) -> PerMessageDeflateOfferAccept | None:
@@ -315,6 +332,7 @@ def install() -> None:
     WebSocketProtocol.serverClose = _server_close
     WebSocketProtocol.serverSend = _server_send
     WebSocketProtocol.onClose = _on_close
+    WebSocketProtocol._fail_connection = _fail_connection
     WebSocketFactory.__init__ = _websocket_factory_init
     PerMessageDeflate.start_compress_message = _start_compress_message
     PerMessageDeflate.end_compress_message = _end_compress_message

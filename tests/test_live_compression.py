@@ -163,8 +163,14 @@ async def test_a_msgpack_connection_round_trips_every_message_type(live):
     assert status == 200
     updated = await receive(ws, "memory.updated")
     assert updated["seq"] == created["seq"] + 1
+    # This connection got both live, so a resume repeats neither; another connection gets both replayed.
     await send(ws, {"type": "resume", "data": {"last_seq": created["seq"] - 1}})
-    replayed = [await receive(ws), await receive(ws), await receive(ws)]
+    resumed = await receive(ws)
+    assert (resumed["type"], resumed["data"]) == ("resumed", {"last_seq": updated["seq"]})
+    again = await connect(live, "bob", msgpacked=True)
+    await send(again, {"type": "resume", "data": {"last_seq": created["seq"] - 1}})
+    replayed = [await receive(again), await receive(again), await receive(again)]
+    await again.close()
     assert [(f["type"], f.get("seq")) for f in replayed] == [
         ("memory.created", created["seq"]),
         ("memory.updated", updated["seq"]),
@@ -220,3 +226,14 @@ def test_the_web_test_client_shows_msgpack_frames_decoded(live):
             )
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize("fragments", [(20, MIB), (64, MIB)], ids=["20x1MiB-prose", "64x1MiB-prose"])
+async def test_an_oversize_message_sent_compressed_in_fragments_closes_1009_not_1006(live, fragments):
+    """The client is still sending when the server refuses: it must still read the 1009, not a dropped connection."""
+    count, size = fragments
+    ws = await connect(live, "bob")
+    chunk = prose(size)
+    with contextlib.suppress(websockets.ConnectionClosed):
+        await ws.send(iter([chunk] * count))
+    assert await close_code(ws) == 1009
