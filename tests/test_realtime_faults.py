@@ -8,7 +8,7 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 
 from memories.models import Memory
-from realtime import fanout, metrics
+from realtime import consumers, fanout, metrics
 from realtime.consumers import MemoryConsumer
 from realtime.limits import connection_registry
 from realtime.routing import websocket_application
@@ -174,3 +174,32 @@ def test_the_embedding_task_succeeds_when_publishing_fails(member, settings):
     assert embed_memories.call() == 1  # the task is not marked failed for an event it could not send
     memory.refresh_from_db()
     assert memory.embedding_status == "ready"
+
+
+async def test_an_application_cancelled_mid_replay_still_releases_everything(member, make_user, monkeypatch):
+    """daphne cancels an application that has not ended 10 s after its client left: nothing may leak then."""
+    watcher = await connect(jwt_for(await sync(make_user)), subscribe=["tenant.updates"])
+    before = gauge()
+    await sync(MemoryFactory, owner=member)
+    comm = await connect(jwt_for(member))
+    started, release = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def stuck_replay(*args, **kwargs):
+        loop.call_soon_threadsafe(started.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+        raise AssertionError("unreachable: the application was cancelled")
+
+    monkeypatch.setattr(consumers, "replay", stuck_replay)
+    await comm.send_json_to({"type": "resume", "data": {"last_seq": 0}})
+    await asyncio.wait_for(started.wait(), 5)
+    assert (await counts(member))["user_connections"] == 1
+    comm.future.cancel()  # as daphne's application_checker does
+    with pytest.raises(asyncio.CancelledError):
+        await comm.future
+    assert (await counts(member))["user_connections"] == 0
+    assert gauge() == before
+    assert not [c for c in fanout.hub().connections() if c.user_id == member.pk]
+    assert "tenant.user_left" in [f["type"] for f in await frames(watcher)]
+    release.set()
+    await watcher.disconnect()
