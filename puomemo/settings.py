@@ -1,4 +1,4 @@
-"""Settings for PUO Memo, read from the environment (see .env.example)."""
+"""Settings for PUO Memo, read from the environment and `.env` (see .env.example, docs/configuration.md)."""
 
 import os
 import tempfile
@@ -9,6 +9,11 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from puomemo.startup import load_env_file
+
+# `.env` first, so that everything below sees it; variables set in the environment win.
+load_env_file()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -40,7 +45,9 @@ DEBUG = env_bool("DEBUG")
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (in the environment or .env; DEBUG=1 for development)."
+        )
     warnings.warn("SECRET_KEY is not set: using an insecure development key.", stacklevel=1)
     SECRET_KEY = "django-insecure-puomemo-development-key-do-not-use-in-production"  # noqa: S105
 
@@ -277,6 +284,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Every REST path answers with and without its trailing slash; the schema lists one form (puomemo/paths.py).
+    "PREPROCESSING_HOOKS": ["puomemo.paths.drop_other_forms"],
 }
 
 # --- Metrics -----------------------------------------------------------------
