@@ -7,6 +7,7 @@ bytes, and backpressure would be gone). To move to a new version: read the patch
 against the new release, then widen the range here (docs/architecture.md).
 """
 
+import functools
 import importlib
 import inspect
 import re
@@ -140,17 +141,18 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(numbers)
 
 
+@functools.cache
+def _source(klass: type) -> str:
+    try:
+        return inspect.getsource(klass)
+    except (OSError, TypeError):  # built in, or no source shipped
+        return ""
+
+
 def _assigned_in_source(cls: type, name: str) -> bool:
     """Whether a class or one of its bases assigns `self.<name>` (an attribute only instances have)."""
     pattern = re.compile(rf"self\.{re.escape(name)}\s*(?::[^=\n]+)?=(?!=)")
-    for klass in inspect.getmro(cls):
-        try:
-            source = inspect.getsource(klass)
-        except (OSError, TypeError):
-            continue
-        if pattern.search(source):
-            return True
-    return False
+    return any(pattern.search(_source(klass)) for klass in inspect.getmro(cls))
 
 
 def has_name(dotted: str) -> bool:
