@@ -1,6 +1,6 @@
 """Before Django runs: `.env` read, a missing PostgreSQL database created or named, errors in one line.
 
-Used by manage.py, puomemo/settings.py and puomemo/asgi.py (docs/configuration.md).
+Used by manage.py and puomemo/settings.py, so by daphne, WSGI and pytest too (docs/configuration.md).
 """
 
 import os
@@ -22,9 +22,14 @@ class SetupError(Exception):
     """A problem with the settings or the environment, told in one line."""
 
 
+def env_file() -> Path:
+    """The file of settings read at start: `.env` at the project's root, or the one PUOMEMO_ENV_FILE names."""
+    return Path(os.environ.get("PUOMEMO_ENV_FILE") or BASE_DIR / ".env")
+
+
 def load_env_file() -> Path | None:
-    """Read `.env` (or the file PUOMEMO_ENV_FILE names) into the environment; variables already set win."""
-    path = Path(os.environ.get("PUOMEMO_ENV_FILE") or BASE_DIR / ".env")
+    """Read env_file() into the environment, if it exists; variables already set win. The file read, or None."""
+    path = env_file()
     if not path.is_file():
         return None
     load_dotenv(path, override=False)
