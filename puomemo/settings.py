@@ -20,7 +20,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 def env_bool(name: str, default: bool = False) -> bool:
     """Read a yes/no environment variable."""
-    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+    raw = os.environ.get(name, "").strip()  # empty, as a copied .env.example leaves some: the default
+    return raw.lower() in {"1", "true", "yes", "on"} if raw else default
 
 
 def env_int(name: str, default: int, *, kind: type = int) -> int:
@@ -37,7 +38,7 @@ def env_int(name: str, default: int, *, kind: type = int) -> int:
 
 def env_list(name: str, default: str) -> list[str]:
     """Read a comma-separated environment variable."""
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    return [item.strip() for item in (os.environ.get(name, "").strip() or default).split(",") if item.strip()]
 
 
 DEBUG = env_bool("DEBUG")
@@ -231,7 +232,7 @@ PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL = env_int("PUOMEMO_WS_MAX_BUFFERED_BYTES_TOT
 PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS = env_int("PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS", 10)
 # Browser origins allowed to open /ws; defaults to the allowed hosts.
 PUOMEMO_WS_ALLOWED_ORIGINS = env_list("PUOMEMO_WS_ALLOWED_ORIGINS", ",".join(ALLOWED_HOSTS))
-# permessage-deflate (README, "Encodings and compression"): offered by the client, accepted unless off here.
+# permessage-deflate (docs/protocol.md, "Encodings and compression"): offered by the client, accepted unless off here.
 PUOMEMO_WS_COMPRESSION = env_bool("PUOMEMO_WS_COMPRESSION", True)
 PUOMEMO_WS_COMPRESSION_LEVEL = env_int("PUOMEMO_WS_COMPRESSION_LEVEL", 6)
 # Each message compressed on its own: one compression per event for all connections, no compressor kept between.
@@ -246,7 +247,7 @@ PUOMEMO_CUSTOM_ALLOW_GUESTS = env_bool("PUOMEMO_CUSTOM_ALLOW_GUESTS")
 
 # --- Embeddings --------------------------------------------------------------
 
-# A durable queue in the database itself: no extra server (README, "Embeddings").
+# A durable queue in the database itself: no extra server (docs/embeddings.md).
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 # --- REST API --------------------------------------------------------------
@@ -299,7 +300,7 @@ try:
 except ValueError as error:
     raise ImproperlyConfigured(f"PUOMEMO_METRICS_ALLOWED_IPS: {error}") from None
 
-LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+LOG_LEVEL = (os.environ.get("LOG_LEVEL", "").strip() or "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -51,6 +51,25 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path):
     assert overridden.stdout.split() == ["True", "88", "WARNING"]
 
 
+def test_a_copy_of_env_example_changes_nothing_but_debug():
+    names = sorted(
+        name
+        for name in {line.split("=")[0] for line in (ROOT / ".env.example").read_text().splitlines()}
+        if name and not name.startswith("#") and name not in {"DEBUG", "SECRET_KEY"}
+    )
+    shown = [*names, "CHANNEL_LAYERS"]
+    show = (
+        "import json; from django.conf import settings as s; "
+        f"values = {{n: str(getattr(s, n, None)) for n in {shown!r}}}; "
+        "print(json.dumps(values | {'db': s.DATABASES['default']['NAME']}))"
+    )
+    copied = manage("shell", "-v", "0", "-c", show, PUOMEMO_ENV_FILE=str(ROOT / ".env.example"), DEBUG="1")
+    without = manage("shell", "-v", "0", "-c", show, DEBUG="1")
+    assert copied.returncode == 0, copied.stderr
+    assert copied.stdout == without.stdout
+    assert "PUOMEMO_WS_ALLOWED_ORIGINS" in names and "REDIS_URL" in names
+
+
 def test_env_file_is_dot_env_at_the_root_by_default(monkeypatch):
     monkeypatch.delenv("PUOMEMO_ENV_FILE", raising=False)
     assert startup.env_file() == ROOT / ".env"
