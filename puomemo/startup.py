@@ -18,6 +18,10 @@ NO_DATABASE_COMMANDS = frozenset(
 )
 
 
+# Database OPTIONS that Django's PostgreSQL backend reads itself; the rest go to psycopg.connect().
+DJANGO_ONLY_OPTIONS = frozenset({"pool", "isolation_level", "server_side_binding", "assume_role", "cursor_factory"})
+
+
 class SetupError(Exception):
     """A problem with the settings or the environment, told in one line."""
 
@@ -38,7 +42,7 @@ def load_env_file() -> Path | None:
 
 def _connection_kwargs(database: dict, name: str) -> dict:
     """psycopg.connect() arguments for Django's database settings, for the database `name`."""
-    options = {key: value for key, value in database.get("OPTIONS", {}).items() if key not in {"pool"}}
+    options = {key: value for key, value in database.get("OPTIONS", {}).items() if key not in DJANGO_ONLY_OPTIONS}
     kwargs = {
         "dbname": name,
         "user": database.get("USER") or None,
