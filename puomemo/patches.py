@@ -1,11 +1,10 @@
-"""Every place PUO Memo patches or reads a library's private names, with the versions each was written for.
+"""Every patch of a library's private names, with the versions it was written for, and the guard that checks them."""
 
-Each patching module calls `check(<its name>)` when it installs its patches: a private name
-that is gone, or a library version outside the range below, stops the server with one line
-instead of switching a fix off in silence (a renamed `dataBuffer` would read as 0 unsent
-bytes, and backpressure would be gone). To move to a new version: read the patched code
-against the new release, then widen the range here (docs/architecture.md).
-"""
+# Each patching module calls check(<its name>) when it installs its patches: a private name
+# that is gone, or a library version outside the range below, stops the server with one line
+# instead of switching a fix off in silence (a renamed `dataBuffer` would read as 0 unsent
+# bytes, and backpressure would be gone). To move to a new version: read the patched code
+# against the new release, then widen the range here (docs/architecture.md).
 
 import functools
 import importlib

@@ -1,12 +1,14 @@
 """REST routes that answer with and without a trailing slash, and the schema hook that lists one form of each."""
 
+from collections.abc import Callable
+
 from django.urls import URLPattern, path
 
 # The name suffix of a route's other form: reverse() and the OpenAPI schema use the canonical one.
 OTHER_FORM = "-other-slash"
 
 
-def either_slash(route: str, view, *, name: str) -> list[URLPattern]:
+def either_slash(route: str, view: Callable, *, name: str) -> list[URLPattern]:
     """The route as given (canonical, named `name`) and its other form, with or without the trailing slash."""
     other = route.removesuffix("/") if route.endswith("/") else f"{route}/"
     return [path(route, view, name=name), path(other, view, name=f"{name}{OTHER_FORM}")]

@@ -1,7 +1,6 @@
-"""Before Django runs: `.env` read, a missing PostgreSQL database created or named, errors in one line.
+"""Before Django runs: `.env` read, a missing PostgreSQL database created or named, set-up errors in one line."""
 
-Used by manage.py and puomemo/settings.py, so by daphne, WSGI and pytest too (docs/configuration.md).
-"""
+# Used by manage.py and puomemo/settings.py, so by daphne, WSGI and pytest too (docs/configuration.md).
 
 import os
 import sys
