@@ -7,7 +7,7 @@ PORT ?= 8000
 # Development defaults; production sets DEBUG=0 and a real SECRET_KEY.
 export DEBUG ?= 1
 
-.PHONY: run test lint bench install install-test migrate clean
+.PHONY: run test lint bench docs docs-serve install install-test migrate clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,10 +40,17 @@ lint: install-test
 test: lint
 	$(VENV)/bin/pytest
 
-# Fan-out three ways in one run (README, "Performance"); needs PostgreSQL and Redis
+# Fan-out three ways in one run (docs/performance.md); needs PostgreSQL and Redis
 # (DATABASE_URL and REDIS_URL, by default the local ones .ci/run starts).
 bench: install-test
 	$(PY) bench/fanout.py
 
+# The docs site (mkdocs.yml): docs/ built into site/; strict, so a broken link or anchor fails.
+docs: install-test
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: install-test
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
+
 clean:
-	rm -rf $(VENV) staticfiles db.sqlite3
+	rm -rf $(VENV) staticfiles db.sqlite3 site

@@ -5,12 +5,13 @@ import os
 import sys
 
 
-def main() -> None:
+def main() -> int:
+    """Run a command; a set-up error (settings, database, server patches) is one line on stderr and exit status 1."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "puomemo.settings")
-    from django.core.management import execute_from_command_line
+    from puomemo.startup import run_management_command
 
-    execute_from_command_line(sys.argv)
+    return run_management_command(sys.argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -42,7 +42,7 @@ DRAIN_SECONDS = 10  # after the last write, how long deliveries may still arrive
 
 
 def may_see(role: str, viewer: int, visibility: str, owner: int) -> bool:
-    """The README's visibility table, restated so that the server's own rule is checked, not reused."""
+    """The visibility table of docs/rest-api.md, restated so that the server's own rule is checked, not reused."""
     if visibility == "public":
         return True
     if visibility == "team":

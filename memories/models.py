@@ -8,7 +8,7 @@ from django.db import models, router, transaction
 
 from accounts.models import Tenant
 
-# Limits on what a client may write; documented in the README.
+# Limits on what a client may write; documented in docs/rest-api.md, "Limits on what you write".
 TITLE_MAX_LENGTH = 200
 CONTENT_MAX_LENGTH = 100_000
 TAGS_MAX_COUNT = 20

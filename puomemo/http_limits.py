@@ -7,6 +7,8 @@ from daphne.http_protocol import HTTPFactory
 from django.conf import settings
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
+from puomemo import patches
+
 logger = logging.getLogger(__name__)
 
 # How long the server keeps reading (and discarding) the rest of a refused
@@ -44,7 +46,7 @@ def _refuse(channel: HTTPChannel, status: int, reason: str) -> None:
 def _line_length_exceeded(self, line):
     # Twisted's LineReceiver just drops the connection when a line passes
     # MAX_LENGTH (16 KiB): the client gets no answer at all.
-    if getattr(self, "_HTTPChannel__first_line", 0):
+    if self._HTTPChannel__first_line:  # a private name, checked at install() (puomemo/patches.py)
         _refuse(self, 414, "URI Too Long")
     else:
         _refuse(self, 431, "Request Header Fields Too Large")
@@ -123,7 +125,8 @@ def _http_channel(factory: HTTPFactory) -> _GenericHTTPChannelProtocol:
 
 
 def install() -> None:
-    """Patch Twisted's HTTPChannel and daphne's HTTP factory (idempotent)."""
+    """Patch Twisted's HTTPChannel and daphne's HTTP factory (idempotent); PatchError if they no longer fit."""
+    patches.check(__name__)
     HTTPChannel.lineLengthExceeded = _line_length_exceeded
     HTTPChannel.lineReceived = _line_received
     HTTPChannel._respondToBadRequestAndDisconnect = _respond_to_bad_request

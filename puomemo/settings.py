@@ -1,4 +1,4 @@
-"""Settings for PUO Memo, read from the environment (see .env.example)."""
+"""Settings for PUO Memo, read from the environment and `.env` (see .env.example, docs/configuration.md)."""
 
 import os
 import tempfile
@@ -10,12 +10,18 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from puomemo.startup import load_env_file
+
+# `.env` first, so that everything below sees it; variables set in the environment win.
+load_env_file()
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def env_bool(name: str, default: bool = False) -> bool:
     """Read a yes/no environment variable."""
-    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+    raw = os.environ.get(name, "").strip()  # empty, as a copied .env.example leaves some: the default
+    return raw.lower() in {"1", "true", "yes", "on"} if raw else default
 
 
 def env_int(name: str, default: int) -> int:
@@ -41,7 +47,7 @@ def _env_positive(name: str, default: int | float, kind: type) -> int | float:
 
 def env_list(name: str, default: str) -> list[str]:
     """Read a comma-separated environment variable."""
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    return [item.strip() for item in (os.environ.get(name, "").strip() or default).split(",") if item.strip()]
 
 
 DEBUG = env_bool("DEBUG")
@@ -49,7 +55,9 @@ DEBUG = env_bool("DEBUG")
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (in the environment or .env; DEBUG=1 for development)."
+        )
     warnings.warn("SECRET_KEY is not set: using an insecure development key.", stacklevel=1)
     SECRET_KEY = "django-insecure-puomemo-development-key-do-not-use-in-production"  # noqa: S105
 
@@ -241,7 +249,7 @@ PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL = env_int("PUOMEMO_WS_MAX_BUFFERED_BYTES_TOT
 PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS = env_int("PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS", 10)
 # Browser origins allowed to open /ws; defaults to the allowed hosts.
 PUOMEMO_WS_ALLOWED_ORIGINS = env_list("PUOMEMO_WS_ALLOWED_ORIGINS", ",".join(ALLOWED_HOSTS))
-# permessage-deflate (README, "Encodings and compression"): offered by the client, accepted unless off here.
+# permessage-deflate (docs/protocol.md, "Encodings and compression"): offered by the client, accepted unless off here.
 PUOMEMO_WS_COMPRESSION = env_bool("PUOMEMO_WS_COMPRESSION", True)
 PUOMEMO_WS_COMPRESSION_LEVEL = env_int("PUOMEMO_WS_COMPRESSION_LEVEL", 6)
 # Each message compressed on its own: one compression per event for all connections, no compressor kept between.
@@ -256,7 +264,7 @@ PUOMEMO_CUSTOM_ALLOW_GUESTS = env_bool("PUOMEMO_CUSTOM_ALLOW_GUESTS")
 
 # --- Embeddings --------------------------------------------------------------
 
-# A durable queue in the database itself: no extra server (README, "Embeddings").
+# A durable queue in the database itself: no extra server (docs/embeddings.md).
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 # --- REST API --------------------------------------------------------------
@@ -294,6 +302,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Every REST path answers with and without its trailing slash; the schema lists one form (puomemo/paths.py).
+    "PREPROCESSING_HOOKS": ["puomemo.paths.drop_other_forms"],
 }
 
 # --- Metrics -----------------------------------------------------------------
@@ -307,7 +317,7 @@ try:
 except ValueError as error:
     raise ImproperlyConfigured(f"PUOMEMO_METRICS_ALLOWED_IPS: {error}") from None
 
-LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+LOG_LEVEL = (os.environ.get("LOG_LEVEL", "").strip() or "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

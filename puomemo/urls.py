@@ -6,22 +6,26 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts.api import ApiKeyDetailApi, ApiKeyListApi, CheckedTokenRefreshView, TokenObtainView
 from memories.api import MemoryDetailApi, MemoryListApi, MemorySearchApi
 from puomemo.metrics import metrics
+from puomemo.paths import either_slash
 from realtime.api import EventListApi, WebSocketStatusApi, WebSocketTicketApi
 from realtime.log import current_seq
 
+# Every REST path answers with and without its trailing slash, for every method (APPEND_SLASH
+# redirects only GET and HEAD). The first form is the one the OpenAPI schema lists.
 api_v4 = [
-    path("auth/token/", TokenObtainView.as_view(), name="token-obtain"),
-    path("auth/token/refresh/", CheckedTokenRefreshView.as_view(), name="token-refresh"),
-    path("api-keys/", ApiKeyListApi.as_view(), name="api-key-list"),
-    path("api-keys/<int:pk>/", ApiKeyDetailApi.as_view(), name="api-key-detail"),
-    path("memories/", MemoryListApi.as_view(stream_position=current_seq), name="memory-list"),
-    path("memories/search", MemorySearchApi.as_view(), name="memory-search"),
-    path("memories/<uuid:pk>/", MemoryDetailApi.as_view(), name="memory-detail"),
-    path("ws/status", WebSocketStatusApi.as_view(), name="ws-status"),
-    path("events", EventListApi.as_view(), name="event-list"),
-    path("ws/ticket", WebSocketTicketApi.as_view(), name="ws-ticket"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    *either_slash("auth/token/", TokenObtainView.as_view(), name="token-obtain"),
+    *either_slash("auth/token/refresh/", CheckedTokenRefreshView.as_view(), name="token-refresh"),
+    *either_slash("api-keys/", ApiKeyListApi.as_view(), name="api-key-list"),
+    *either_slash("api-keys/<int:pk>/", ApiKeyDetailApi.as_view(), name="api-key-detail"),
+    *either_slash("memories/", MemoryListApi.as_view(stream_position=current_seq), name="memory-list"),
+    # Before the detail route, which would otherwise not match "search/" and answer 404.
+    *either_slash("memories/search", MemorySearchApi.as_view(), name="memory-search"),
+    *either_slash("memories/<uuid:pk>/", MemoryDetailApi.as_view(), name="memory-detail"),
+    *either_slash("ws/status", WebSocketStatusApi.as_view(), name="ws-status"),
+    *either_slash("events", EventListApi.as_view(), name="event-list"),
+    *either_slash("ws/ticket", WebSocketTicketApi.as_view(), name="ws-ticket"),
+    *either_slash("schema/", SpectacularAPIView.as_view(), name="schema"),
+    *either_slash("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
 
 urlpatterns = [

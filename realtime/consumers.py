@@ -36,7 +36,7 @@ from realtime.tickets import principal_from_ticket
 
 logger = logging.getLogger(__name__)
 
-# Close codes (README, "Close codes").
+# Close codes (docs/protocol.md, "Close codes").
 AUTH_FAILED = 4001
 RATE_LIMITED = 4002
 INVALID_FORMAT = 4003

@@ -11,6 +11,8 @@ from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
 
+from puomemo import patches
+
 logger = logging.getLogger(__name__)
 
 # autobahn's sendClose accepts only 1000 and 3000-4999 from applications, so
@@ -33,8 +35,8 @@ def unsent_bytes(transport) -> int:
     """Bytes waiting in a Twisted TCP transport's send buffer (its FileDescriptor buffers)."""
     # Twisted's producer API would say "full" without a number, and daphne's
     # HTTPChannel already holds the transport's one producer slot.
-    buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
-    return buffered + getattr(transport, "_tempDataLen", 0)
+    # Private names, checked at install() (puomemo/patches.py).
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
 
 class UnsentBytes:
@@ -328,7 +330,8 @@ def _create_application(self, protocol, scope):
 
 
 def install() -> None:
-    """Patch daphne's WebSocket protocol (idempotent)."""
+    """Patch daphne's WebSocket protocol (idempotent); PatchError if a library no longer fits (puomemo/patches.py)."""
+    patches.check(__name__)
     WebSocketProtocol.serverClose = _server_close
     WebSocketProtocol.serverSend = _server_send
     WebSocketProtocol.onClose = _on_close

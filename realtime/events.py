@@ -72,7 +72,7 @@ def event_message(
     `before` and `after` audiences (see change_audience). `origin` is a connection
     that must not receive its own event. `seq` numbers logged memory events.
     """
-    catalogue.check(event_type, data, kinds=catalogue.EVENTS)  # a payload cannot drift from the README
+    catalogue.check(event_type, data, kinds=catalogue.EVENTS)  # no payload drifts from docs/protocol.md
     return {
         "type": LAYER_MESSAGE_TYPE,
         "id": event_id or new_id(),

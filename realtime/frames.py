@@ -7,7 +7,7 @@ from typing import Any
 
 import msgpack
 
-# The encodings a connection may choose by WebSocket subprotocol (README, "Encodings and compression").
+# The encodings a connection may choose by WebSocket subprotocol (docs/protocol.md, "Encodings and compression").
 JSON = "json"
 MSGPACK = "msgpack"
 SUBPROTOCOLS = {"puomemo.json": JSON, "puomemo.msgpack": MSGPACK}

@@ -5,11 +5,14 @@ from typing import Any
 
 from channels_redis.pubsub import RedisPubSubChannelLayer
 
+from puomemo import patches
+
 
 class PipelinedPubSubChannelLayer(RedisPubSubChannelLayer):
     """channels-redis pub/sub whose group sends made in one event-loop turn share one round trip to Redis."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        patches.check(__name__)  # it reaches into channels-redis' shards (puomemo/patches.py)
         super().__init__(*args, **kwargs)
         # Per event loop and shard: the PUBLISH commands waiting for the next flush.
         self._batches: dict[tuple[asyncio.AbstractEventLoop, Any], list] = {}

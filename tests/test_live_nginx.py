@@ -278,7 +278,7 @@ async def test_redis_restart_leaves_no_socket_deaf_and_no_gap(scaled):
     # Events that only travel by pub/sub (presence) reach the open sockets again once each instance has
     # re-subscribed (its receive loop retries every second): they are not left deaf. A presence event sent
     # before that is lost, as presence is never logged; a connection opened then may be closed with 1011,
-    # on which clients retry (the README says both).
+    # on which clients retry (docs/deployment.md says both).
     deadline, seen, refused = time.monotonic() + 15, [], []
     while "carol" not in seen:
         assert time.monotonic() < deadline, (seen, reconnected, refused)

@@ -1,6 +1,6 @@
 """The spec's Python client (spec/realtime-sync-spec.md), kept exactly as published.
 
-Usage: see the README, "Real-time".
+Usage: docs/clients.md ("The spec's client") and docs/protocol.md.
 """
 
 import asyncio

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand
 from accounts.access import prune_access_changes
 from memories import embeddings
 from memories.worker import embedding_worker, run_worker
+from puomemo import patches
 from realtime.consumers import SERVER_SHUTTING_DOWN
 from realtime.fanout import hub
 from realtime.log import prune_events
@@ -92,6 +93,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host: str, port: int, proxy_headers: bool, no_worker: bool, preload_model: bool, **options):
+        patches.check_all()  # before daphne starts: a patch that no longer fits stops it in one line (manage.py)
         daphne_max = settings.PUOMEMO_WS_MAX_MESSAGE_BYTES + DAPHNE_HEADROOM_BYTES
         heartbeat = settings.PUOMEMO_WS_HEARTBEAT_SECONDS
         argv = [
