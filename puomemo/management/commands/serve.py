@@ -12,9 +12,9 @@ from accounts.access import prune_access_changes
 from memories import embeddings
 from memories.worker import embedding_worker, run_worker
 from puomemo import patches
-from realtime.consumers import SERVER_SHUTTING_DOWN
-from realtime.fanout import hub
 from realtime.log import prune_events
+from realtime.node import node
+from realtime.protocol import CloseCode
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def _close_connections_on_shutdown() -> None:
     from twisted.internet import defer, reactor
 
     async def close_all() -> None:
-        await hub().close_all(SERVER_SHUTTING_DOWN)
+        await node().hub().close_all(CloseCode.SERVER_SHUTTING_DOWN)
         await asyncio.sleep(SHUTDOWN_FLUSH_SECONDS)
 
     def before_shutdown():

@@ -12,14 +12,9 @@ from memories.embeddings import MODEL_NAME
 from memories.models import Memory
 from memories.signals import embedding_ready
 from memories.visibility import Audience
-from realtime.events import (
-    ACCESS_CHANGED,
-    actor_data,
-    change_audience,
-    log_and_publish,
-    memory_payload,
-    publish_on_commit,
-)
+from realtime.messages import actor_data, change_audience, memory_payload
+from realtime.protocol import ACCESS_CHANGED
+from realtime.publish import log_and_publish, publish_on_commit
 
 
 def _publish(change: MemoryChange, event_type: str, data: dict) -> None:

@@ -1,0 +1,32 @@
+"""The /ws protocol's names: channels, close codes, and the channel-layer names the server processes share."""
+
+from enum import IntEnum
+
+MEMORIES = "memories"
+TENANT_UPDATES = "tenant.updates"
+CUSTOM = "custom"
+CHANNELS = (MEMORIES, TENANT_UPDATES, CUSTOM)
+
+# The channel-layer message type that each process's fan-out reads.
+LAYER_MESSAGE_TYPE = "tenant.event"
+# An event for the server processes, not for clients: a user's access changed.
+ACCESS_CHANGED = "access.changed"
+
+
+class CloseCode(IntEnum):
+    """Why the server closed a connection (docs/protocol.md, "Close codes"); clients act on the code."""
+
+    SERVER_SHUTTING_DOWN = 1001
+    MESSAGE_TOO_BIG = 1009
+    SERVER_ERROR = 1011
+    SLOW_CONSUMER = 1013
+    AUTH_FAILED = 4001
+    RATE_LIMITED = 4002
+    INVALID_FORMAT = 4003
+    IDLE_TIMEOUT = 4008
+    TOO_MANY_CONNECTIONS = 4029
+
+
+def tenant_group(tenant_id: int) -> str:
+    """The channel-layer group of a tenant (ASCII letters, digits and periods only)."""
+    return f"puomemo.tenant.{tenant_id}"
