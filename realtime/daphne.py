@@ -11,6 +11,8 @@ from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
 
+from realtime.protocol import CloseCode
+
 from puomemo import patches
 
 logger = logging.getLogger(__name__)
@@ -18,7 +20,7 @@ logger = logging.getLogger(__name__)
 # autobahn's sendClose accepts only 1000 and 3000-4999 from applications, so
 # daphne turns a close with 1009 into an exception and a 1011. These codes are
 # valid on the wire; send them with the lower-level call.
-PROTOCOL_CLOSE_CODES = frozenset({1001, 1008, 1009, 1011, 1013})
+PROTOCOL_CLOSE_CODES = frozenset(code for code in CloseCode if code < 3000)
 
 # How long a close frame we sent waits for the client's reply before TCP is dropped. autobahn's
 # 1 s is too short for a client busy compressing and sending a large message, which then sees

@@ -27,6 +27,13 @@ class CloseCode(IntEnum):
     TOO_MANY_CONNECTIONS = 4029
 
 
+# What a client does on each close (both clients and docs/protocol.md say the same; a test holds them to it):
+# stop for good on these, since the same connection would fail again...
+STOP_CODES = frozenset({CloseCode.AUTH_FAILED, CloseCode.INVALID_FORMAT, CloseCode.MESSAGE_TOO_BIG})
+# ...back off on these even after a connection that got subscribed, and reconnect on every other code.
+BACKOFF_CODES = frozenset({CloseCode.RATE_LIMITED, CloseCode.TOO_MANY_CONNECTIONS})
+
+
 def tenant_group(tenant_id: int) -> str:
     """The channel-layer group of a tenant (ASCII letters, digits and periods only)."""
     return f"puomemo.tenant.{tenant_id}"
