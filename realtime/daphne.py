@@ -11,9 +11,8 @@ from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
 
-from realtime.protocol import CloseCode
-
 from puomemo import patches
+from realtime.protocol import CloseCode
 
 logger = logging.getLogger(__name__)
 
