@@ -5,7 +5,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
-from accounts.principal import Principal
+from accounts.principal import Actor, Principal
 from memories.models import Memory
 from memories.visibility import Audience, can_change, can_create, can_view
 
@@ -23,7 +23,7 @@ def memory_create(*, author: Principal, title: str = "", content: str = "", tags
         tags=list(tags),
         visibility=visibility,
     )
-    memory.actor = author.actor
+    memory.changed_by(author.actor)
     memory.save()
     return memory
 
@@ -45,13 +45,13 @@ def _locked(*, editor: Principal, memory: Memory, expected_version: int | None) 
     # `of`: lock the memory's row, not its owner's. SQLite has no row locks; its
     # transactions take the database's write lock when they begin (settings).
     current = Memory.objects.select_for_update(of=("self",)).select_related("owner").filter(pk=memory.pk).first()
-    if current is None or not can_view(editor, **Audience.of(current)._asdict()):
+    if current is None or not can_view(editor, Audience.of(current)):
         raise Memory.DoesNotExist(f"No memory {memory.pk}.")
     if not can_change(editor, current):
         raise PermissionDenied("You may not change this memory.")
     if expected_version is not None and expected_version != current.version:
         raise VersionConflict(current)
-    current.actor = editor.actor
+    current.changed_by(editor.actor)
     return current
 
 
@@ -75,3 +75,18 @@ def memory_update(
 def memory_delete(*, editor: Principal, memory: Memory, expected_version: int | None = None) -> None:
     """Delete a memory the editor may change (if still at `expected_version`, when given)."""
     _locked(editor=editor, memory=memory, expected_version=expected_version).delete()
+
+
+@transaction.atomic
+def memory_save_by_staff(*, actor: Actor, memory: Memory) -> Memory:
+    """Save a staff member's edit made in Django admin (whose own permissions apply), recording who made it."""
+    memory.changed_by(actor)
+    memory.save()
+    return memory
+
+
+@transaction.atomic
+def memory_delete_by_staff(*, actor: Actor, memory: Memory) -> None:
+    """Delete a memory from Django admin, recording who deleted it for the event."""
+    memory.changed_by(actor)
+    memory.delete()

@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_out
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from accounts.access import AccessChange, session_digest
@@ -75,18 +75,14 @@ def _tenant_of(user_id: int) -> int | None:
     return Membership.objects.filter(user_id=user_id).values_list("tenant_id", flat=True).first()
 
 
-@receiver(pre_save, sender=Membership, dispatch_uid="realtime.membership_saving")
-def membership_saving(sender, instance: Membership, raw: bool = False, **kwargs) -> None:
-    # The tenant it leaves, if it moves: that tenant's connections of the user must close.
-    instance.tenant_before = None if raw or instance.pk is None else _tenant_of(instance.user_id)
-
-
 @receiver(post_save, sender=Membership, dispatch_uid="realtime.membership_saved")
 def membership_saved(sender, instance: Membership, raw: bool = False, **kwargs) -> None:
     if not raw:
-        _publish_access(
-            AccessChange.of_membership(instance), instance.tenant_id, getattr(instance, "tenant_before", None)
-        )
+        # The tenant it leaves, if it moved, is told too. One not loaded from the database
+        # names none: the access-change trigger and the log poll close those sockets then.
+        left = getattr(instance, "loaded_tenant_id", None)
+        _publish_access(AccessChange.of_membership(instance), instance.tenant_id, left)
+        instance.loaded_tenant_id = instance.tenant_id
 
 
 @receiver(post_delete, sender=Membership, dispatch_uid="realtime.membership_deleted")

@@ -58,4 +58,4 @@ def replay(
 
 
 def _may_see(viewer: Principal, audience: Audience | None) -> bool:
-    return audience is not None and can_view(viewer, **audience._asdict())
+    return audience is not None and can_view(viewer, audience)
