@@ -15,13 +15,12 @@ from accounts.access import reauthenticate
 from accounts.principal import InvalidToken, Principal
 from realtime import frames, metrics
 from realtime.authentication import principal_of_scope
-from realtime.broadcast import apublish_presence
 from realtime.delivery import Delivery, ResumeRunning
 from realtime.limits import TYPING_INTERVAL_SECONDS, SlidingWindow, Throttle
 from realtime.node import node
 from realtime.outbox import Outbox
-from realtime.protocol import CHANNELS, CloseCode
-from realtime.relay import Refused, relay_custom, relay_typing
+from realtime.protocol import CloseCode
+from realtime.relay import Refused, channels_named, relay_custom, relay_typing
 from realtime.rendering import EventFrames
 
 logger = logging.getLogger(__name__)
@@ -61,21 +60,22 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             await self.close(CloseCode.AUTH_FAILED)
             return
         self.connection_id = str(uuid.uuid4())
-        if await node().registry.acquire(self.connection_id, self.user_id, self.tenant_id, self.principal.user_name):
-            self.principal = None
-            await self.close(CloseCode.TOO_MANY_CONNECTIONS)
-            return
         self.subscriptions: set[str] = set()
         self.rate, self.invalid, self.published = SlidingWindow(), SlidingWindow(), SlidingWindow()
         self.typing = Throttle(TYPING_INTERVAL_SECONDS)
         self.idle_timer = self.expiry_timer = None
-        self._touch()
-        self._arm_expiry()
+        # Counted from here on: a failure while joining still releases (dispatch closes 1011).
         self.joined = True
         metrics.connections.inc()
-        await node().hub().join(self)
-        await self._presence("tenant.user_joined")
+        if await node().admit(self):
+            self.joined = False
+            metrics.connections.dec()
+            self.principal = None
+            await self.close(CloseCode.TOO_MANY_CONNECTIONS)
+            return
         self.announced = True
+        self._touch()
+        self._arm_expiry()
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -100,15 +100,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         for timer in (self.idle_timer, self.expiry_timer):
             if timer is not None:
                 timer.cancel()
-        steps = [node().hub().leave(self), node().registry.release(self.connection_id, self.user_id, self.tenant_id)]
-        if self.announced:
-            steps.append(self._presence("tenant.user_left"))
-        for step in steps:
-            # Each step runs even when one before it failed (Redis down or restarting).
-            try:
-                await step
-            except Exception:
-                logger.exception("Cleaning up WebSocket connection %s failed", self.connection_id)
+        await node().release(self, announced=self.announced)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # An exception escaping a handler would end the application without
@@ -163,15 +155,14 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         if message_type == "ping":
             self.emit("pong", {"timestamp": frames.now_iso()})
         elif message_type in ("subscribe", "unsubscribe"):
-            channels = self._channels(data, message_type)
-            if channels is not None:
-                if message_type == "subscribe":
-                    self.subscriptions.update(channels)
-                else:
-                    self.subscriptions.difference_update(channels)
-                self.emit(f"{message_type}d", {"channels": sorted(self.subscriptions)})
-                if message_type == "subscribe" and "last_seq" in data:
-                    self.resume(data["last_seq"])
+            channels = channels_named(data, message_type)
+            if message_type == "subscribe":
+                self.subscriptions.update(channels)
+            else:
+                self.subscriptions.difference_update(channels)
+            self.emit(f"{message_type}d", {"channels": sorted(self.subscriptions)})
+            if message_type == "subscribe" and "last_seq" in data:
+                self.resume(data["last_seq"])
         elif message_type == "resume":
             self.resume(data.get("last_seq"))
         elif message_type == "auth":
@@ -184,18 +175,6 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             await relay_custom(self.principal, self.connection_id, data, self.published)
         else:
             self.emit("error", {"message": f"Unknown message type: {message_type[:100]}"})
-
-    def _channels(self, data: dict, message_type: str) -> list[str] | None:
-        """The known channels a (un)subscribe names; raises InvalidFrame, or answers an error and returns None."""
-        channels = data.get("channels")
-        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-            raise frames.InvalidFrame(f"Invalid message format: {message_type} needs data.channels, a list")
-        unknown = sorted(set(channels) - set(CHANNELS))
-        if unknown:
-            known = ", ".join(CHANNELS)
-            self.emit("error", {"message": f"Unknown channel(s): {', '.join(unknown)}. Known: {known}"})
-            return None
-        return channels
 
     def resume(self, last_seq: Any) -> None:
         """Replay the events after last_seq, then `resumed`, then live ones; other frames are answered meanwhile."""
@@ -262,13 +241,3 @@ class MemoryConsumer(AsyncWebsocketConsumer):
     def _close_soon(self, code: int) -> None:
         if self.close_code is None:
             self._closing = asyncio.get_running_loop().create_task(self.close(code))
-
-    async def _presence(self, event_type: str) -> None:
-        await apublish_presence(
-            event_type,
-            tenant_id=self.tenant_id,
-            user_id=self.user_id,
-            user_name=self.principal.user_name,
-            connection_id=self.connection_id,
-            origin=self.connection_id,  # not news to the connection itself
-        )

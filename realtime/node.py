@@ -2,16 +2,19 @@
 publisher, and a fan-out hub per event loop."""
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
 
-from realtime.broadcast import Publisher
-from realtime.fanout import Hub
+from realtime.broadcast import Publisher, apublish_presence
+from realtime.fanout import Connection, Hub
 from realtime.limits import LocalConnectionRegistry, RedisConnectionRegistry
 from realtime.ticket_store import MemoryTicketStore, RedisTicketStore
+
+logger = logging.getLogger(__name__)
 
 
 class Node:
@@ -31,6 +34,40 @@ class Node:
         if loop not in self._hubs:
             self._hubs[loop] = Hub(self.registry)
         return self._hubs[loop]
+
+    async def admit(self, connection: Connection) -> str | None:
+        """Count a new connection, feed it its tenant's events, tell the tenant; or say which cap refused it."""
+        refused = await self.registry.acquire(
+            connection.connection_id, connection.user_id, connection.tenant_id, connection.principal.user_name
+        )
+        if refused is None:
+            await self.hub().join(connection)
+            await self._presence("tenant.user_joined", connection)
+        return refused
+
+    async def release(self, connection: Connection, *, announced: bool) -> None:
+        """Undo admit(): every step runs even when one before it failed (Redis down or restarting)."""
+        steps = [
+            self.hub().leave(connection),
+            self.registry.release(connection.connection_id, connection.user_id, connection.tenant_id),
+        ]
+        if announced:
+            steps.append(self._presence("tenant.user_left", connection))
+        for step in steps:
+            try:
+                await step
+            except Exception:
+                logger.exception("Cleaning up WebSocket connection %s failed", connection.connection_id)
+
+    async def _presence(self, event_type: str, connection: Connection) -> None:
+        await apublish_presence(
+            event_type,
+            tenant_id=connection.tenant_id,
+            user_id=connection.user_id,
+            user_name=connection.principal.user_name,
+            connection_id=connection.connection_id,
+            origin=connection.connection_id,  # not news to the connection itself
+        )
 
     def listening_loop(self) -> asyncio.AbstractEventLoop | None:
         """The running loop whose hub feeds connections here, if any: the embedded layer's listeners live there."""

@@ -1,4 +1,4 @@
-"""What clients send to each other through the server: typing indicators and custom events, checked and published."""
+"""What clients ask of the server beyond frames: channels, typing indicators and custom events, checked."""
 
 import uuid
 from typing import Any
@@ -12,7 +12,7 @@ from realtime.custom import InvalidCustomEvent, check_publish
 from realtime.frames import InvalidFrame
 from realtime.limits import SlidingWindow, Throttle
 from realtime.messages import actor_data, change_audience
-from realtime.protocol import CUSTOM, MEMORIES
+from realtime.protocol import CHANNELS, CUSTOM, MEMORIES
 
 
 class Refused(Exception):
@@ -21,6 +21,17 @@ class Refused(Exception):
     def __init__(self, data: dict[str, Any]) -> None:
         super().__init__(data["message"])
         self.data = data
+
+
+def channels_named(data: dict, message_type: str) -> list[str]:
+    """The channels a subscribe or unsubscribe names; raises InvalidFrame, or Refused for an unknown channel."""
+    channels = data.get("channels")
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        raise InvalidFrame(f"Invalid message format: {message_type} needs data.channels, a list")
+    unknown = sorted(set(channels) - set(CHANNELS))
+    if unknown:
+        raise Refused({"message": f"Unknown channel(s): {', '.join(unknown)}. Known: {', '.join(CHANNELS)}"})
+    return channels
 
 
 async def relay_typing(principal: Principal, origin: str, data: dict, throttle: Throttle) -> None:
