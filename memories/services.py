@@ -1,6 +1,7 @@
 """Business actions on memories; every write goes through the ORM so its signals fire."""
 
 from typing import Any
+from uuid import UUID
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -36,15 +37,25 @@ class VersionConflict(Exception):
         self.current = current
 
 
-def _locked(*, editor: Principal, memory: Memory, expected_version: int | None) -> Memory:
-    """The memory's row, re-read and locked until the transaction ends, checked against the expected version.
+class InvalidMemory(ValueError):
+    """A write that would leave a memory invalid; `errors` maps fields to messages, as a form's do."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+def _locked(*, editor: Principal, memory: Memory | UUID | str, expected_version: int | None) -> Memory:
+    """The memory's row (given or named by its id), read and locked until the transaction ends, checked against
+    the expected version.
 
     Raises Memory.DoesNotExist when it is gone or the editor may no longer see it,
     PermissionDenied when the editor may not change it, VersionConflict when it moved on.
     """
     # `of`: lock the memory's row, not its owner's. SQLite has no row locks; its
     # transactions take the database's write lock when they begin (settings).
-    current = Memory.objects.select_for_update(of=("self",)).select_related("owner").filter(pk=memory.pk).first()
+    pk = memory.pk if isinstance(memory, Memory) else memory
+    current = Memory.objects.select_for_update(of=("self",)).select_related("owner").filter(pk=pk).first()
     if current is None or not can_view(editor, Audience.of(current)):
         raise Memory.DoesNotExist(f"No memory {memory.pk}.")
     if not can_change(editor, current):
@@ -57,23 +68,26 @@ def _locked(*, editor: Principal, memory: Memory, expected_version: int | None) 
 
 @transaction.atomic
 def memory_update(
-    *, editor: Principal, memory: Memory, data: dict[str, Any], expected_version: int | None = None
+    *, editor: Principal, memory: Memory | UUID | str, data: dict[str, Any], expected_version: int | None = None
 ) -> Memory:
-    """Change the given fields of a memory the editor may change; returns it as saved.
+    """Change the given fields of a memory the editor may change (given, or named by its id); returns it as saved.
 
-    The row is re-read under a lock, so the version check and the write are one step
-    and the version always grows from the stored one. `memory` itself is not changed.
+    The row is read under a lock, so the version check and the write are one step
+    and the version always grows from the stored one. A given `memory` is not changed.
+    Raises InvalidMemory when the change would leave neither title nor content.
     """
     memory = _locked(editor=editor, memory=memory, expected_version=expected_version)
     for field, value in data.items():
         setattr(memory, field, value)
+    if not memory.title.strip() and not memory.content.strip():
+        raise InvalidMemory({"content": ["A memory needs a title or content."]})
     memory.save()
     return memory
 
 
 @transaction.atomic
-def memory_delete(*, editor: Principal, memory: Memory, expected_version: int | None = None) -> None:
-    """Delete a memory the editor may change (if still at `expected_version`, when given)."""
+def memory_delete(*, editor: Principal, memory: Memory | UUID | str, expected_version: int | None = None) -> None:
+    """Delete a memory the editor may change, given or named by its id (if still at `expected_version`, when given)."""
     _locked(editor=editor, memory=memory, expected_version=expected_version).delete()
 
 

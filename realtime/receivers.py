@@ -6,13 +6,14 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from accounts.access import AccessChange, session_digest
-from accounts.models import ApiKey, Membership
+from accounts.models import ApiKey, Membership, Tenant
 from memories.changes import MemoryChange
 from memories.embeddings import MODEL_NAME
 from memories.models import Memory
 from memories.signals import embedding_ready
 from memories.visibility import Audience
 from realtime.messages import actor_data, change_audience, memory_payload
+from realtime.models import TenantSequence
 from realtime.protocol import ACCESS_CHANGED
 from realtime.publish import log_and_publish, publish_on_commit
 
@@ -29,6 +30,13 @@ def _publish(change: MemoryChange, event_type: str, data: dict) -> None:
             data={**data, **actor_data(change.actor)},
             audience=change_audience(change.before, change.after, change.before_title),
         )
+
+
+@receiver(post_save, sender=Tenant, dispatch_uid="realtime.tenant_saved")
+def tenant_saved(sender, instance: Tenant, created: bool, raw: bool = False, **kwargs) -> None:
+    # Its event counter from the start, so that no write pays for making it.
+    if created and not raw:
+        TenantSequence.objects.get_or_create(tenant_id=instance.pk)
 
 
 @receiver(post_save, sender=Memory, dispatch_uid="realtime.memory_saved")

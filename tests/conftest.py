@@ -13,11 +13,20 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 from websockets.protocol import Side
 
+from accounts.auth_cache import auth_cache
 from accounts.models import Role
 from accounts.principal import password_stamp
 from realtime import catalogue
 from realtime.node import Node, using
 from tests.factories import TenantFactory, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def empty_auth_cache():
+    """Each test authenticates its tokens afresh."""
+    auth_cache.clear()
+    yield
+    auth_cache.clear()
 
 
 @pytest.fixture(autouse=True)
