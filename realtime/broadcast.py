@@ -2,10 +2,12 @@
 the process's publisher."""
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import threading
+import time
+import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -72,33 +74,45 @@ class Publisher:
 
     With Redis it owns an event loop in a thread of its own, whose connection stays open;
     on the embedded layer it sends on the loop that serves this process's connections.
+    Messages leave in the order they were given (a demotion before the next memory event),
+    what waits meanwhile going together in one round trip.
     """
 
     def __init__(self, listening_loop: Callable[[], asyncio.AbstractEventLoop | None]) -> None:
         self.listening_loop = listening_loop
         self._loop: tuple[int, asyncio.AbstractEventLoop] | None = None
         self._lock = threading.Lock()
-        self.pending: set[asyncio.Future] = set()  # sends under way; a task nobody references may be collected
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
+        self.unsent = 0  # messages handed over and not sent (or failed) yet
 
     def send(self, messages: list[dict[str, Any]]) -> None:
-        """Start sending the messages and return at once; a failure is logged and counted, and the log heals it."""
+        """Queue the messages and return at once; a failure is logged and counted, and the log heals it."""
         loop = self._target()
         if loop is None:
             return  # the embedded layer with nobody listening here: other processes read the log
+        with self._lock:
+            queue = self._queues.get(loop)
+            if queue is None:
+                queue = self._queues[loop] = _Queue(loop, self._sent)
+            self.unsent += len(messages)
         try:
             on_loop = asyncio.get_running_loop() is loop
         except RuntimeError:
             on_loop = False
         if on_loop:  # sync code called on the loop itself
-            sending = loop.create_task(asend(messages))
+            queue.add(messages)
         else:
-            sending = asyncio.run_coroutine_threadsafe(asend(messages), loop)
-        self.pending.add(sending)
-        sending.add_done_callback(self.pending.discard)
+            loop.call_soon_threadsafe(queue.add, messages)
 
     def wait(self, timeout: float = 10) -> None:
-        """Wait until the sends started from other threads so far are done (tests; a process about to exit)."""
-        concurrent.futures.wait([s for s in self.pending if isinstance(s, concurrent.futures.Future)], timeout)
+        """Wait until everything handed over so far has been sent or has failed (tests; a process about to exit)."""
+        deadline = time.monotonic() + timeout
+        while self.unsent and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def _sent(self, count: int) -> None:
+        with self._lock:
+            self.unsent -= count
 
     def _target(self) -> asyncio.AbstractEventLoop | None:
         if isinstance(get_channel_layer(), InMemoryChannelLayer):
@@ -110,3 +124,26 @@ class Publisher:
                 threading.Thread(target=loop.run_forever, name="puomemo-publisher", daemon=True).start()
                 self._loop = (os.getpid(), loop)
             return self._loop[1]
+
+
+class _Queue:
+    """The messages waiting to be sent on one event loop, sent by one task in the order they came."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sent: Callable[[int], None]) -> None:
+        self.loop, self.sent = loop, sent
+        self.waiting: deque[dict[str, Any]] = deque()
+        self.task: asyncio.Task | None = None
+
+    def add(self, messages: list[dict[str, Any]]) -> None:
+        self.waiting.extend(messages)
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self.waiting:
+            messages = list(self.waiting)
+            self.waiting.clear()
+            try:
+                await asend(messages)
+            finally:
+                self.sent(len(messages))
