@@ -73,6 +73,8 @@ class Delivery:
     async def _resume(self, tenant_id: int, last_seq: int) -> None:
         try:
             reason, current = await database_sync_to_async(resync_reason)(tenant_id, last_seq)
+            if reason is None and current - last_seq > settings.PUOMEMO_WS_RESUME_MAX_EVENTS:
+                reason = "too_many"  # a client away this long reloads the list faster than it replays
             if reason is not None:
                 self._emit("resync_required", {"reason": reason, "current_seq": current})
                 return
