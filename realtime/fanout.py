@@ -230,9 +230,9 @@ class Hub:
             for tenant_id, feed in feeds.items():
                 if seqs.get(tenant_id, 0) > feed.last_seq:
                     feed.inbox.put_nowait(None)
-            if mark != self.access_mark:  # and on the first poll, for a change made while the hub started
+            # And on the first poll, for a change made while the hub started; a failed re-check is tried again.
+            if mark != self.access_mark and await self._recheck_access():
                 self.access_mark = mark
-                await self._recheck_access()
 
     async def _revalidate(self) -> None:
         # Access changes reach connections at once as events, or within a poll through the
@@ -242,15 +242,17 @@ class Hub:
             await asyncio.sleep(settings.PUOMEMO_WS_REVALIDATE_SECONDS)
             await self._recheck_access()
 
-    async def _recheck_access(self) -> None:
+    async def _recheck_access(self) -> bool:
+        """Re-read every local connection's access; returns whether that could be done."""
         connections = self.connections()
         try:
             current = await database_sync_to_async(revalidate)([c.principal for c in connections])
         except Exception:
             logger.exception("Re-checking the access of open connections failed; retrying")
-            return
+            return False
         for connection, principal in zip(connections, current, strict=True):
             connection.revise(principal)
+        return True
 
 
 def _poll(tenant_ids: list[int]) -> tuple[dict[int, int], int]:
