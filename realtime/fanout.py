@@ -185,7 +185,7 @@ class Hub:
         return [connection for feed in self.feeds.values() for connection in feed.connections]
 
     async def close_all(self, code: int) -> None:
-        """Close every local connection, e.g. with 1001 when the server shuts down."""
+        """Close every local connection, e.g. with 1012 when the server shuts down."""
         await asyncio.gather(*(connection.close(code) for connection in self.connections()))
 
     async def _refresh(self) -> None:

@@ -16,9 +16,9 @@ ACCESS_CHANGED = "access.changed"
 class CloseCode(IntEnum):
     """Why the server closed a connection (docs/protocol.md, "Close codes"); clients act on the code."""
 
-    SERVER_SHUTTING_DOWN = 1001
     MESSAGE_TOO_BIG = 1009
     SERVER_ERROR = 1011
+    SERVICE_RESTART = 1012
     SLOW_CONSUMER = 1013
     AUTH_FAILED = 4001
     RATE_LIMITED = 4002
@@ -30,8 +30,11 @@ class CloseCode(IntEnum):
 # What a client does on each close (both clients and docs/protocol.md say the same; a test holds them to it):
 # stop for good on these, since the same connection would fail again...
 STOP_CODES = frozenset({CloseCode.AUTH_FAILED, CloseCode.INVALID_FORMAT, CloseCode.MESSAGE_TOO_BIG})
-# ...back off on these even after a connection that got subscribed, and reconnect on every other code.
+# ...back off on these even after a connection that got subscribed...
 BACKOFF_CODES = frozenset({CloseCode.RATE_LIMITED, CloseCode.TOO_MANY_CONNECTIONS})
+# ...reconnect at once (after a random wait of up to a second, so that a restart is no storm) on these...
+RESTART_CODES = frozenset({CloseCode.SERVICE_RESTART})
+# ...and with the usual backoff on every other code.
 
 
 def tenant_group(tenant_id: int) -> str:
