@@ -57,7 +57,7 @@ def _locked(*, editor: Principal, memory: Memory | UUID | str, expected_version:
     pk = memory.pk if isinstance(memory, Memory) else memory
     current = Memory.objects.select_for_update(of=("self",)).select_related("owner").filter(pk=pk).first()
     if current is None or not can_view(editor, Audience.of(current)):
-        raise Memory.DoesNotExist(f"No memory {memory.pk}.")
+        raise Memory.DoesNotExist(f"No memory {pk}.")
     if not can_change(editor, current):
         raise PermissionDenied("You may not change this memory.")
     if expected_version is not None and expected_version != current.version:
