@@ -32,9 +32,9 @@ _HEADS = 12
 _HEAD_SIZE = DIMENSIONS // _HEADS
 _LAYER_NORM_EPS = 1e-12
 # Each forward pass holds at most this many padded tokens: it bounds the memory of the attention scores
-# (tokens x 12 heads x longest text x 4 bytes: 12 MiB for 1,024 tokens of 256-piece texts) and of the
-# feed-forward layer (tokens x 1536 x 4 bytes, a few times over).
+# (tokens x 12 heads x longest text x 4 bytes: 12 MiB for 1,024 tokens of 256-piece texts).
 _TOKENS_PER_PASS = 1024
+# The 1536-wide feed-forward layer runs on this many tokens at a time (1.5 MiB per intermediate array).
 _FEED_FORWARD_ROWS = 256
 
 
@@ -155,7 +155,7 @@ class MiniLM:
             attended += x
             x = _layer_norm(attended, *layer.attention_norm)
             output = np.empty_like(x)
-            for rows in range(0, len(x), _FEED_FORWARD_ROWS):  # a slice at a time: the 1536-wide layer is big
+            for rows in range(0, len(x), _FEED_FORWARD_ROWS):
                 part = slice(rows, rows + _FEED_FORWARD_ROWS)
                 hidden = _gelu(_linear(x[part], layer.intermediate_weight, layer.intermediate_bias))
                 output[part] = _linear(hidden, layer.output_weight, layer.output_bias)
@@ -182,7 +182,8 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarr
 def _gelu(x: np.ndarray) -> np.ndarray:
     """BERT's exact GELU, x * Phi(x) = max(x, 0) - |x| / 2 * erfc(|x| / sqrt 2), overwriting x.
 
-    erfc is Abramowitz and Stegun 7.1.26, within 1.5e-7: float32 rounding, as close as PyTorch's own.
+    erfc is Abramowitz and Stegun 7.1.26, within 1.5e-7 (GELU within 4e-7 on [-12, 12]): the vectors stay
+    within 3e-7 of PyTorch's.
     """
     magnitude = np.abs(x)
     z = magnitude * np.float32(0.5**0.5)
