@@ -10,6 +10,7 @@ real tokens and L2 normalisation: what sentence-transformers computed, within fl
 import hashlib
 import json
 import mmap
+import os
 import struct
 import threading
 from dataclasses import dataclass
@@ -256,6 +257,13 @@ _load_lock = threading.Lock()
 
 @cache
 def _model() -> MiniLM:
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        # One BLAS thread per encode: a server encodes on several threads at once (searches and the worker),
+        # and on a busy 2-core machine two spinning BLAS threads per call fell to a tenth of one thread's
+        # speed (docs/embeddings-runtime.md). Set OPENBLAS_NUM_THREADS to choose otherwise.
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")
     return MiniLM(model_dir())
 
 
