@@ -19,7 +19,7 @@ $(VENV)/bin/python:
 	$(PY) -m pip install --upgrade pip
 
 $(VENV)/.installed: requirements.lock | $(VENV)/bin/python
-	@echo "Installing the runtime dependencies from requirements.lock (a first install downloads about 130 MB)"
+	@echo "Installing the runtime dependencies from requirements.lock (a first install downloads about 140 MB)"
 	$(PIP_INSTALL) -r requirements.lock
 	touch $@
 

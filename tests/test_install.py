@@ -88,7 +88,7 @@ def test_the_public_index_resolves_the_lock_without_cuda(lock, tmp_path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     installs = json.loads(report.read_text())["install"]
     names = {normalise(item["metadata"]["name"]) for item in installs}
-    assert names == {name for name in pins(ROOT / lock) if name in names}
+    assert len(names) > 50 and names <= set(pins(ROOT / lock))
     assert [name for name in names if FORBIDDEN.match(name)] == []
     assert {item["download_info"]["url"].split("/")[2] for item in installs} == {"files.pythonhosted.org"}
     sizes = re.findall(r"Downloading \S+ \(([\d.]+) (bytes|kB|MB|GB)\)", run.stdout)
