@@ -85,7 +85,7 @@ class MiniLM:
         self.position_embeddings = t("embeddings.position_embeddings.weight")
         self.token_type_embedding = t("embeddings.token_type_embeddings.weight")[0]
         self.embedding_norm = norm("embeddings.LayerNorm")
-        self.layers = []
+        self.layers: list[_Layer] = []
         for i in range(_LAYERS):
             p = f"encoder.layer.{i}"
             attention = f"{p}.attention.self"
