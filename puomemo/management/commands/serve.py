@@ -89,7 +89,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--preload-model",
             action="store_true",
-            help="Load the embedding model at start (~+400 MiB) rather than on the first search or embedding.",
+            help="Load the embedding model at start (~+100 MiB) rather than on the first search or embedding.",
         )
 
     def handle(self, *args, host: str, port: int, proxy_headers: bool, no_worker: bool, preload_model: bool, **options):
