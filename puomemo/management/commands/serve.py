@@ -103,6 +103,12 @@ class Command(BaseCommand):
             help="daphne processes sharing the port (default: the number of cores with REDIS_URL, else 1; more "
             "than 1 needs REDIS_URL). One embeddings worker thread whatever the count.",
         )
+        parser.add_argument(
+            "--reuse-port",
+            action="store_true",
+            help="Give each worker a listening socket of its own on the port (SO_REUSEPORT: the kernel spreads "
+            "connections over them by address hash) instead of one socket they all accept from.",
+        )
         parser.add_argument("--proxy-headers", action="store_true", help="Trust X-Forwarded-For (behind nginx).")
         parser.add_argument(
             "--preload-model",
@@ -123,6 +129,7 @@ class Command(BaseCommand):
         proxy_headers: bool,
         no_worker: bool,
         preload_model: bool,
+        reuse_port: bool,
         worker_endpoint: str | None,
         worker_index: int,
         **options,
@@ -137,7 +144,7 @@ class Command(BaseCommand):
             )
         count = default_workers() if workers is None else workers
         if worker_endpoint is None and count > 1:
-            return self.supervise(count, host, port, proxy_headers, no_worker, preload_model)
+            return self.supervise(count, host, port, proxy_headers, no_worker, preload_model, reuse_port)
         first = worker_index == 0  # the one process (or worker) that prunes and runs the embeddings worker
         daphne_max = settings.PUOMEMO_WS_MAX_MESSAGE_BYTES + DAPHNE_HEADROOM_BYTES
         heartbeat = settings.PUOMEMO_WS_HEARTBEAT_SECONDS
@@ -166,11 +173,21 @@ class Command(BaseCommand):
         CommandLineInterface().run(argv)
 
     def supervise(
-        self, count: int, host: str, port: int, proxy_headers: bool, no_worker: bool, preload_model: bool
+        self,
+        count: int,
+        host: str,
+        port: int,
+        proxy_headers: bool,
+        no_worker: bool,
+        preload_model: bool,
+        reuse_port: bool,
     ) -> None:
         """Bind host:port, start `count` worker processes on it and wait for them (puomemo/prefork.py)."""
         try:
-            sock = prefork.bind(host, port)
+            sockets = [prefork.bind(host, port, reuse_port=reuse_port)]
+            if reuse_port:  # one socket per worker, on the port the first got (--port 0)
+                bound = sockets[0].getsockname()[1]
+                sockets += [prefork.bind(host, bound, reuse_port=True) for _ in range(count - 1)]
         except OSError as error:
             raise CommandError(f"Cannot listen on {host}:{port}: {error.strerror}.") from None
         except ValueError as error:
@@ -192,6 +209,6 @@ class Command(BaseCommand):
             f"Serving PUO Memo on http://{host}:{port} (WebSocket at ws://{host}:{port}/ws) with {count} workers"
         )
         self.stdout.flush()
-        code = prefork.supervise(command, [sock], count, lambda line: (self.stdout.write(line), self.stdout.flush()))
+        code = prefork.supervise(command, sockets, count, lambda line: (self.stdout.write(line), self.stdout.flush()))
         if code:
             sys.exit(code)

@@ -1,0 +1,239 @@
+"""REST creates/s through `manage.py serve` with 1 worker and with N, in one run (docs/performance.md).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/puomemo_bench REDIS_URL=redis://127.0.0.1:6379/0 \\
+        .venv/bin/python -m bench.workers --workers 1 2 --threads 16 --seconds 20
+
+For each server shape it starts `serve --no-worker --workers K` on a free port (DEBUG=0), runs `--threads`
+client threads that POST /api/v4/memories/ with an API key as fast as the server answers (each thread on
+one keep-alive connection, or a new connection per request with --new-connections) for `--seconds` after a
+warm-up, and prints creates/s, latency percentiles, the ratio to the first shape, and each worker's CPU
+seconds (how evenly the kernel spread the connections). It creates its tenant and user in DATABASE_URL
+(which must be migrated) and deletes them afterwards.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def create_key(run: str) -> str:
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "puomemo.settings")
+    os.environ.setdefault("DEBUG", "1")
+    import django
+
+    django.setup()
+    from accounts.services import api_key_create, tenant_create, user_create
+
+    tenant = tenant_create(slug=f"bench-workers-{run}")
+    user = user_create(username=f"bench-workers-{run}", tenant=tenant, role="member")
+    return api_key_create(user=user, name="bench")[1]
+
+
+def delete_run(run: str) -> None:
+    from django.contrib.auth import get_user_model
+
+    from accounts.models import Tenant
+    from memories.models import Memory
+
+    tenants = Tenant.objects.filter(slug=f"bench-workers-{run}")
+    Memory.objects.filter(tenant__in=tenants).delete()
+    get_user_model().objects.filter(username=f"bench-workers-{run}").delete()
+    tenants.delete()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return sorted(found)
+
+
+def start_server(workers: int, reuse_port: bool, env: dict, log: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    command = [PY, "manage.py", "serve", "--no-worker", "--workers", str(workers), "--port", str(port)]
+    command += ["--reuse-port"] if reuse_port else []
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)  # noqa: S603
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve exited; see {log}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/api/v4/schema/")
+            if connection.getresponse().status == 200:
+                return process, port
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"serve did not answer; see {log}")
+
+
+def load(port: int, key: str, threads: int, seconds: float, new_connections: bool) -> tuple[int, list[float], int]:
+    """POST creates from `threads` threads for `seconds`: (creates, latencies in ms, failures)."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    stop_at = time.monotonic() + seconds
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    failures = [0] * threads
+
+    def client(index: int) -> None:
+        connection = None
+        n = 0
+        while time.monotonic() < stop_at:
+            if connection is None:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            body = json.dumps({"title": f"bench {index}-{n}", "content": "x" * 200, "visibility": "team"})
+            started = time.perf_counter()
+            try:
+                connection.request("POST", "/api/v4/memories/", body=body, headers=headers)
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 201
+            except (OSError, http.client.HTTPException):
+                ok = False
+                connection.close()
+                connection = None
+            if ok:
+                latencies[index].append((time.perf_counter() - started) * 1000)
+            else:
+                failures[index] += 1
+            if new_connections and connection is not None:
+                connection.close()
+                connection = None
+            n += 1
+        if connection is not None:
+            connection.close()
+
+    pool = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    merged = [value for values in latencies for value in values]
+    return len(merged), merged, sum(failures)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] if ordered else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
+    parser.add_argument("--reuse-port", action="store_true", help="also run each multi-worker shape with it")
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--new-connections", action="store_true", help="a new TCP connection per request")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the shapes, interleaved")
+    parser.add_argument("--logs", default="bench/results")
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
+        print("bench/workers.py: set DATABASE_URL (PostgreSQL, migrated) and REDIS_URL", file=sys.stderr)
+        return 2
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    run = uuid.uuid4().hex[:8]
+    key = create_key(run)
+    env = {
+        **os.environ,
+        "DEBUG": "0",
+        "SECRET_KEY": "bench-only-not-a-secret",
+        "PUOMEMO_WS_MAX_CONNECTIONS_PER_USER": "1000",
+    }
+    shapes = [(n, False) for n in args.workers]
+    if args.reuse_port:
+        shapes += [(n, True) for n in args.workers if n > 1]
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; {args.threads} client threads, "
+        f"{'a new connection per request' if args.new_connections else 'keep-alive'}, {args.seconds:g} s each"
+    )
+    results = []
+    try:
+        for round_ in range(args.rounds):
+            for workers, reuse_port in shapes:
+                name = f"{workers} worker{'s' if workers > 1 else ''}" + (" (SO_REUSEPORT)" if reuse_port else "")
+                process, port = start_server(workers, reuse_port, env, logs / f"workers-{workers}-{reuse_port}.log")
+                try:
+                    pids = children(process.pid) if workers > 1 else [process.pid]
+                    load(port, key, args.threads, args.warmup, args.new_connections)
+                    before = [cpu_seconds(pid) for pid in pids]
+                    client_before, machine_before = time.process_time(), machine_busy()
+                    started = time.monotonic()
+                    creates, latencies, failures = load(port, key, args.threads, args.seconds, args.new_connections)
+                    elapsed = time.monotonic() - started
+                    cpu = [round(cpu_seconds(pid) - b, 1) for pid, b in zip(pids, before, strict=True)]
+                    client_cpu = round(time.process_time() - client_before, 1)
+                    machine_after = machine_busy()
+                    busy = (machine_after[0] - machine_before[0]) / max(1, machine_after[1] - machine_before[1])
+                finally:
+                    process.send_signal(signal.SIGTERM)
+                    process.wait(30)
+                result = {
+                    "shape": name,
+                    "round": round_ + 1,
+                    "creates_per_s": round(creates / elapsed, 1),
+                    "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+                    "p99_ms": round(percentile(latencies, 99), 1),
+                    "failures": failures,
+                    "worker_cpu_s": cpu,
+                    "client_cpu_s": client_cpu,
+                    "machine_busy_percent": round(100 * busy),
+                }
+                results.append(result)
+                base = next(r for r in results if r["round"] == round_ + 1)["creates_per_s"]
+                print(
+                    f"round {round_ + 1} {name:>24}: {result['creates_per_s']:7.1f} creates/s "
+                    f"({result['creates_per_s'] / base:.2f}x), p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
+                    f"failures {failures}, worker CPU s {cpu}, client CPU s {client_cpu}, "
+                    f"machine busy {result['machine_busy_percent']}%",
+                    flush=True,
+                )
+    finally:
+        delete_run(run)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"parameters": vars(args), "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
