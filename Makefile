@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# serve's processes: by default one per core with REDIS_URL set, one without (the embedded default).
+WORKERS ?=
 # Development defaults; production sets DEBUG=0 and a real SECRET_KEY.
 export DEBUG ?= 1
 
@@ -31,7 +33,7 @@ migrate: install
 
 run: migrate
 	$(PY) manage.py demo --url http://$(HOST):$(PORT)
-	$(PY) manage.py serve --host $(HOST) --port $(PORT)
+	$(PY) manage.py serve --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
 
 lint: install-test
 	$(VENV)/bin/ruff check .
