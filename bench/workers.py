@@ -1,5 +1,8 @@
 """REST creates/s through `manage.py serve` with 1 worker and with N, in one run (docs/performance.md).
 
+With --embedded instead: the embedded default (SQLite, no Redis) as one process and as two on one database
+file, creates/s and write-to-receipt within a process and across the two (only the event-log poll crosses).
+
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/puomemo_bench REDIS_URL=redis://127.0.0.1:6379/0 \\
         .venv/bin/python -m bench.workers --workers 1 2 --threads 16 --seconds 20
 
@@ -12,14 +15,17 @@ seconds (how evenly the kernel spread the connections). It creates its tenant an
 """
 
 import argparse
+import asyncio
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -106,8 +112,11 @@ def start_server(workers: int, reuse_port: bool, env: dict, log: Path) -> tuple[
     raise RuntimeError(f"serve did not answer; see {log}")
 
 
-def load(port: int, key: str, threads: int, seconds: float, new_connections: bool) -> tuple[int, list[float], int]:
-    """POST creates from `threads` threads for `seconds`: (creates, latencies in ms, failures)."""
+def load(
+    port: int | list[int], key: str, threads: int, seconds: float, new_connections: bool
+) -> tuple[int, list[float], int]:
+    """POST creates from `threads` threads for `seconds` over the ports: (creates, latencies in ms, failures)."""
+    ports = port if isinstance(port, list) else [port]
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     stop_at = time.monotonic() + seconds
     latencies: list[list[float]] = [[] for _ in range(threads)]
@@ -118,7 +127,7 @@ def load(port: int, key: str, threads: int, seconds: float, new_connections: boo
         n = 0
         while time.monotonic() < stop_at:
             if connection is None:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                connection = http.client.HTTPConnection("127.0.0.1", ports[index % len(ports)], timeout=30)
             body = json.dumps({"title": f"bench {index}-{n}", "content": "x" * 200, "visibility": "team"})
             started = time.perf_counter()
             try:
@@ -155,6 +164,91 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] if ordered else float("nan")
 
 
+async def write_to_receipt(writer: int, readers: list[int], key: str, writes: int) -> list[list[float]]:
+    """Write `writes` creates at 5/s through port `writer`; for each reader port, the receipt latencies (ms)."""
+    import websockets
+
+    sockets = []
+    for port in readers:
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws?token={key}", max_size=None)
+        await ws.send(json.dumps({"type": "subscribe", "data": {"channels": ["memories"]}}))
+        while json.loads(await ws.recv())["type"] != "subscribed":
+            pass
+        sockets.append(ws)
+    received: list[dict[str, float]] = [{} for _ in readers]
+
+    async def receive(index: int, ws) -> None:
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame["type"] == "memory.created":
+                received[index][frame["data"]["memory"]["id"]] = time.monotonic()
+
+    def post(title: str) -> str:
+        connection = http.client.HTTPConnection("127.0.0.1", writer, timeout=30)
+        body = json.dumps({"title": title, "visibility": "team"})
+        connection.request(
+            "POST",
+            "/api/v4/memories/",
+            body=body,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        response = connection.getresponse()
+        memory = json.loads(response.read())
+        connection.close()
+        return memory["id"]
+
+    tasks = [asyncio.create_task(receive(i, ws)) for i, ws in enumerate(sockets)]
+    sent: dict[str, float] = {}
+    for n in range(writes):
+        started = time.monotonic()
+        sent[await asyncio.to_thread(post, f"latency {n}")] = started
+        await asyncio.sleep(max(0.0, 0.2 - (time.monotonic() - started)))
+    await asyncio.sleep(3)  # longer than the event-log poll
+    for task in tasks:
+        task.cancel()
+    for ws in sockets:
+        await ws.close()
+    return [[(got[memory] - at) * 1000 for memory, at in sent.items() if memory in got] for got in received]
+
+
+def embedded(args: argparse.Namespace, logs: Path) -> int:
+    """The embedded default (SQLite, in-process layer, no Redis): one process, and two on one database file."""
+    directory = Path(tempfile.mkdtemp(prefix="bench-embedded-"))
+    os.environ["DATABASE_URL"] = f"sqlite:///{directory / 'db.sqlite3'}"
+    os.environ.pop("REDIS_URL", None)
+    env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "bench-only-not-a-secret"}
+    subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)  # noqa: S603
+    key = create_key("embedded")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; embedded default (SQLite, no Redis)")
+    a, port_a = start_server(1, False, env, logs / "embedded-a.log")
+    b, port_b = start_server(1, False, env, logs / "embedded-b.log")
+    try:
+        load([port_a, port_b], key, args.threads, args.warmup, args.new_connections)
+        for name, ports in (("1 process", [port_a]), ("2 processes", [port_a, port_b])):
+            started = time.monotonic()
+            creates, latencies, failures = load(ports, key, args.threads, args.seconds, args.new_connections)
+            rate = creates / (time.monotonic() - started)
+            print(
+                f"{name:>12}: {rate:7.1f} creates/s, p50 {statistics.median(latencies):.1f} ms, "
+                f"p99 {percentile(latencies, 99):.1f} ms, failures {failures}",
+                flush=True,
+            )
+        same, other = asyncio.run(write_to_receipt(port_a, [port_a, port_b], key, args.latency_writes))
+        for name, values in (("same process", same), ("other process", other)):
+            print(
+                f"write-to-receipt, {name}: {len(values)}/{args.latency_writes} received, "
+                f"p50 {statistics.median(values):.1f} ms, p99 {percentile(values, 99):.1f} ms, "
+                f"max {max(values):.1f} ms",
+                flush=True,
+            )
+    finally:
+        for process in (a, b):
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+        shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
@@ -166,7 +260,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="repeat the shapes, interleaved")
     parser.add_argument("--logs", default="bench/results")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="instead: the embedded default (a fresh SQLite file, no Redis) as one process and as two, with the "
+        "write-to-receipt latency within a process and across the two",
+    )
+    parser.add_argument("--latency-writes", type=int, default=50)
     args = parser.parse_args(argv)
+    if args.embedded:
+        logs = Path(args.logs)
+        logs.mkdir(parents=True, exist_ok=True)
+        return embedded(args, logs)
     if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
         print("bench/workers.py: set DATABASE_URL (PostgreSQL, migrated) and REDIS_URL", file=sys.stderr)
         return 2
