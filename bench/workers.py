@@ -73,6 +73,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
+def database_backends_cpu() -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to this run's database (the servers' pools)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        pids = [row[0] for row in cursor.fetchall()]
+    found = {}
+    for pid in pids:
+        try:
+            found[pid] = cpu_seconds(pid)
+        except OSError:  # not on this machine's /proc, or gone
+            continue
+    return found
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -303,12 +321,16 @@ def main(argv: list[str] | None = None) -> int:
                     load(port, key, args.threads, args.warmup, args.new_connections)
                     before = [cpu_seconds(pid) for pid in pids]
                     client_before, machine_before = time.process_time(), machine_busy()
+                    database_before = database_backends_cpu()
                     started = time.monotonic()
                     creates, latencies, failures = load(port, key, args.threads, args.seconds, args.new_connections)
                     elapsed = time.monotonic() - started
                     cpu = [round(cpu_seconds(pid) - b, 1) for pid, b in zip(pids, before, strict=True)]
                     client_cpu = round(time.process_time() - client_before, 1)
                     machine_after = machine_busy()
+                    database_cpu = sum(
+                        cpu - database_before.get(pid, 0.0) for pid, cpu in database_backends_cpu().items()
+                    )
                     busy = (machine_after[0] - machine_before[0]) / max(1, machine_after[1] - machine_before[1])
                 finally:
                     process.send_signal(signal.SIGTERM)
@@ -322,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                     "failures": failures,
                     "worker_cpu_s": cpu,
                     "client_cpu_s": client_cpu,
+                    "server_cpu_ms_per_create": round(1000 * sum(cpu) / max(1, creates), 2),
+                    "postgres_cpu_ms_per_create": round(1000 * database_cpu / max(1, creates), 2),
                     "machine_busy_percent": round(100 * busy),
                 }
                 results.append(result)
@@ -329,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"round {round_ + 1} {name:>24}: {result['creates_per_s']:7.1f} creates/s "
                     f"({result['creates_per_s'] / base:.2f}x), p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
-                    f"failures {failures}, worker CPU s {cpu}, client CPU s {client_cpu}, "
+                    f"failures {failures}, worker CPU s {cpu}, CPU ms per create: server "
+                    f"{result['server_cpu_ms_per_create']}, PostgreSQL {result['postgres_cpu_ms_per_create']}, "
+                    f"client CPU s {client_cpu}, "
                     f"machine busy {result['machine_busy_percent']}%",
                     flush=True,
                 )
