@@ -110,10 +110,10 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
-def start_server(workers: int, reuse_port: bool, env: dict, log: Path) -> tuple[subprocess.Popen, int]:
+def start_server(workers: int, shared_socket: bool, env: dict, log: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     command = [PY, "manage.py", "serve", "--no-worker", "--workers", str(workers), "--port", str(port)]
-    command += ["--reuse-port"] if reuse_port else []
+    command += ["--shared-socket"] if shared_socket else []
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)  # noqa: S603
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -180,6 +180,42 @@ def load(
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] if ordered else float("nan")
+
+
+def clients_of(pid: int, port: int) -> int:
+    """How many established TCP connections to `port` process `pid` holds."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port and int(fields[9]) in inodes:
+                count += 1
+    return count
+
+
+async def websocket_spread(port: int, key: str, pids: list[int], count: int) -> list[int]:
+    """Open `count` WebSockets at once; how many each worker holds."""
+    import websockets
+
+    async def one():
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws?token={key}")
+        await ws.send('{"type": "ping"}')
+        await ws.recv()
+        return ws
+
+    sockets = await asyncio.gather(*(one() for _ in range(count)))
+    spread = [clients_of(pid, port) for pid in pids]
+    for ws in sockets:
+        await ws.close()
+    return spread
 
 
 async def write_to_receipt(writer: int, readers: list[int], key: str, writes: int) -> list[list[float]]:
@@ -270,7 +306,8 @@ def embedded(args: argparse.Namespace, logs: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
-    parser.add_argument("--reuse-port", action="store_true", help="also run each multi-worker shape with it")
+    parser.add_argument("--shared-socket", action="store_true", help="also run each multi-worker shape with it")
+    parser.add_argument("--burst", type=int, default=100, help="WebSockets opened at once, to see how they spread")
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=3)
@@ -302,9 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         "DEBUG": "0",
         "SECRET_KEY": "bench-only-not-a-secret",
         "PUOMEMO_WS_MAX_CONNECTIONS_PER_USER": "1000",
+        "PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT": "1000",
     }
     shapes = [(n, False) for n in args.workers]
-    if args.reuse_port:
+    if args.shared_socket:
         shapes += [(n, True) for n in args.workers if n > 1]
     print(
         f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; {args.threads} client threads, "
@@ -313,9 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for round_ in range(args.rounds):
-            for workers, reuse_port in shapes:
-                name = f"{workers} worker{'s' if workers > 1 else ''}" + (" (SO_REUSEPORT)" if reuse_port else "")
-                process, port = start_server(workers, reuse_port, env, logs / f"workers-{workers}-{reuse_port}.log")
+            for workers, shared in shapes:
+                name = f"{workers} worker{'s' if workers > 1 else ''}" + (" (one shared socket)" if shared else "")
+                process, port = start_server(workers, shared, env, logs / f"workers-{workers}-{shared}.log")
                 try:
                     pids = children(process.pid) if workers > 1 else [process.pid]
                     load(port, key, args.threads, args.warmup, args.new_connections)
@@ -332,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                         cpu - database_before.get(pid, 0.0) for pid, cpu in database_backends_cpu().items()
                     )
                     busy = (machine_after[0] - machine_before[0]) / max(1, machine_after[1] - machine_before[1])
+                    spread = asyncio.run(websocket_spread(port, key, pids, args.burst)) if args.burst else []
                 finally:
                     process.send_signal(signal.SIGTERM)
                     process.wait(30)
@@ -344,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                     "failures": failures,
                     "worker_cpu_s": cpu,
                     "client_cpu_s": client_cpu,
+                    "websockets_per_worker": spread,
                     "server_cpu_ms_per_create": round(1000 * sum(cpu) / max(1, creates), 2),
                     "postgres_cpu_ms_per_create": round(1000 * database_cpu / max(1, creates), 2),
                     "machine_busy_percent": round(100 * busy),
@@ -356,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"failures {failures}, worker CPU s {cpu}, CPU ms per create: server "
                     f"{result['server_cpu_ms_per_create']}, PostgreSQL {result['postgres_cpu_ms_per_create']}, "
                     f"client CPU s {client_cpu}, "
-                    f"machine busy {result['machine_busy_percent']}%",
+                    f"machine busy {result['machine_busy_percent']}%, "
+                    f"{args.burst} WebSockets opened at once: {spread}",
                     flush=True,
                 )
     finally:

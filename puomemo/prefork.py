@@ -1,10 +1,12 @@
-"""Several daphne processes on one port: the parent binds the listening socket, each worker adopts it.
+"""Several daphne processes on one port: the parent binds the listening sockets, each worker adopts one.
 
-`manage.py serve --workers N` binds, then starts N `serve` processes that each run daphne on the inherited
-socket (a Twisted `fd:` endpoint), forwards SIGTERM and SIGINT to them, restarts none, and exits once they
-have all exited. A worker that exits on its own stops the others: the parent exits with its code, so that
-whatever supervises `serve` (Docker's restart policy, systemd) sees the failure. Workers die with the parent
-(PR_SET_PDEATHSIG), as a single process's connections would.
+`manage.py serve --workers N` binds N sockets to the port with SO_REUSEPORT (the kernel spreads connections over
+them by address hash; measured far more even than one shared socket, from which one Twisted worker may accept a
+whole burst: docs/performance.md), or one socket with --shared-socket, then starts N `serve` processes that each
+run daphne on an inherited socket (a Twisted `fd:` endpoint), forwards SIGTERM and SIGINT to them, restarts
+none, and exits once they have all exited. A worker that exits on its own stops the others: the parent exits
+with its code, so that whatever supervises `serve` (Docker's restart policy, systemd) sees the failure.
+Workers die with the parent (PR_SET_PDEATHSIG), as a single process's connections would.
 """
 
 import ctypes

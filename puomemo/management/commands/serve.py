@@ -104,10 +104,10 @@ class Command(BaseCommand):
             "than 1 needs REDIS_URL). One embeddings worker thread whatever the count.",
         )
         parser.add_argument(
-            "--reuse-port",
+            "--shared-socket",
             action="store_true",
-            help="Give each worker a listening socket of its own on the port (SO_REUSEPORT: the kernel spreads "
-            "connections over them by address hash) instead of one socket they all accept from.",
+            help="Have the workers accept from one listening socket, rather than each from its own on the port "
+            "(SO_REUSEPORT, the default: the kernel spreads the connections over them evenly).",
         )
         parser.add_argument("--proxy-headers", action="store_true", help="Trust X-Forwarded-For (behind nginx).")
         parser.add_argument(
@@ -129,7 +129,7 @@ class Command(BaseCommand):
         proxy_headers: bool,
         no_worker: bool,
         preload_model: bool,
-        reuse_port: bool,
+        shared_socket: bool,
         worker_endpoint: str | None,
         worker_index: int,
         **options,
@@ -144,6 +144,7 @@ class Command(BaseCommand):
             )
         count = default_workers() if workers is None else workers
         if worker_endpoint is None and count > 1:
+            reuse_port = not shared_socket and sys.platform.startswith("linux")  # elsewhere it does not balance
             return self.supervise(count, host, port, proxy_headers, no_worker, preload_model, reuse_port)
         first = worker_index == 0  # the one process (or worker) that prunes and runs the embeddings worker
         daphne_max = settings.PUOMEMO_WS_MAX_MESSAGE_BYTES + DAPHNE_HEADROOM_BYTES
