@@ -207,3 +207,13 @@ def test_several_workers_without_redis_are_refused_in_one_line(tmp_path):
         "CommandError: --workers 2 needs REDIS_URL: without Redis each process has its own channel layer and "
         "connection counts, so the embedded default serves from one process."
     ]
+
+
+async def test_a_burst_of_websockets_spreads_over_both_workers(cluster, served):
+    """Each worker has a socket of its own (SO_REUSEPORT): a burst is not left to whichever accepts first."""
+    workers = children(served.process.pid)
+    sockets = await asyncio.gather(*(subscribed(served.ws, cluster.keys["bob"]) for _ in range(40)))
+    held = [len(await asyncio.to_thread(clients_of, pid, served.port)) for pid in workers]
+    assert sum(held) == 40 and min(held) >= 5, held
+    for ws in sockets:
+        await ws.close()
