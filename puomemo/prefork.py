@@ -51,6 +51,17 @@ def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
+def bind_all(host: str, port: int, count: int, *, reuse_port: bool) -> list[socket.socket]:
+    """The listening sockets of `count` workers: one each with SO_REUSEPORT, else one they share."""
+    # Bound alone first: a port in use fails here, even by a serve whose sockets would take ours as partners.
+    first = bind(host, port)
+    if not reuse_port:
+        return [first]
+    bound = first.getsockname()[1]  # the port --port 0 got
+    first.close()
+    return [bind(host, bound, reuse_port=True) for _ in range(count)]
+
+
 def endpoint(sock: socket.socket) -> str:
     """The Twisted endpoint string that adopts this socket in a child (daphne -e; its `fd:` parser takes IPv4 only)."""
     if sock.family != socket.AF_INET:

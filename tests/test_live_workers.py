@@ -217,3 +217,19 @@ async def test_a_burst_of_websockets_spreads_over_both_workers(cluster, served):
     assert sum(held) == 40 and min(held) >= 5, held
     for ws in sockets:
         await ws.close()
+
+
+def test_a_second_serve_on_the_same_port_is_refused(cluster, served):
+    """SO_REUSEPORT would let a second serve share the port silently: it is refused as a port in use."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve", *WORKERS, "--port", str(served.port)],
+        cwd=ROOT,
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if "insecure development key" not in line]
+    assert lines == [f"CommandError: Cannot listen on 127.0.0.1:{served.port}: Address already in use."]
+    assert len(children(served.process.pid)) == 2

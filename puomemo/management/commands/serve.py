@@ -185,10 +185,7 @@ class Command(BaseCommand):
     ) -> None:
         """Bind host:port, start `count` worker processes on it and wait for them (puomemo/prefork.py)."""
         try:
-            sockets = [prefork.bind(host, port, reuse_port=reuse_port)]
-            if reuse_port:  # one socket per worker, on the port the first got (--port 0)
-                bound = sockets[0].getsockname()[1]
-                sockets += [prefork.bind(host, bound, reuse_port=True) for _ in range(count - 1)]
+            sockets = prefork.bind_all(host, port, count, reuse_port=reuse_port)
         except OSError as error:
             raise CommandError(f"Cannot listen on {host}:{port}: {error.strerror}.") from None
         except ValueError as error:
