@@ -9,7 +9,7 @@ WORKERS ?=
 # Development defaults; production sets DEBUG=0 and a real SECRET_KEY.
 export DEBUG ?= 1
 
-.PHONY: run test lint bench docs docs-serve install install-test migrate clean
+.PHONY: run test lint bench bench-workers docs docs-serve install install-test migrate clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ test: lint
 # (DATABASE_URL and REDIS_URL, by default the local ones .ci/run starts).
 bench: install-test
 	$(PY) bench/fanout.py
+
+# REST creates/s through serve with 1 worker and one per core, in one run (docs/performance.md); the same databases.
+bench-workers: install-test
+	$(PY) -m bench.workers --shared-socket --rounds 3 --seconds 15
 
 # The docs site (mkdocs.yml): docs/ built into site/; strict, so a broken link or anchor fails.
 docs: install-test
