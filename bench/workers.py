@@ -6,12 +6,14 @@ file, creates/s and write-to-receipt within a process and across the two (only t
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/puomemo_bench REDIS_URL=redis://127.0.0.1:6379/0 \\
         .venv/bin/python -m bench.workers --workers 1 2 --threads 16 --seconds 20
 
+(those two are the defaults; the database is created and migrated if need be).
+
 For each server shape it starts `serve --no-worker --workers K` on a free port (DEBUG=0), runs `--threads`
 client threads that POST /api/v4/memories/ with an API key as fast as the server answers (each thread on
 one keep-alive connection, or a new connection per request with --new-connections) for `--seconds` after a
 warm-up, and prints creates/s, latency percentiles, the ratio to the first shape, and each worker's CPU
 seconds (how evenly the kernel spread the connections). It creates its tenant and user in DATABASE_URL
-(which must be migrated) and deletes them afterwards.
+and deletes them afterwards.
 """
 
 import argparse
@@ -40,6 +42,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database the URL names, if missing."""
+    import psycopg
+    from psycopg import sql
+
+    name = url.rsplit("/", 1)[1].split("?")[0]
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as connection:
+        if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def create_key(run: str) -> str:
@@ -327,9 +340,15 @@ def main(argv: list[str] | None = None) -> int:
         logs = Path(args.logs)
         logs.mkdir(parents=True, exist_ok=True)
         return embedded(args, logs)
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
-        print("bench/workers.py: set DATABASE_URL (PostgreSQL, migrated) and REDIS_URL", file=sys.stderr)
+    # By default the local PostgreSQL and Redis that .ci/run starts, as make bench uses.
+    os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/puomemo_bench")
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if not os.environ["DATABASE_URL"].startswith("postgres"):
+        print("bench/workers.py: DATABASE_URL must name a PostgreSQL database", file=sys.stderr)
         return 2
+    ensure_database(os.environ["DATABASE_URL"])
+    migrate = {**os.environ, "DEBUG": "1"}
+    subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=migrate, check=True)  # noqa: S603
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
     run = uuid.uuid4().hex[:8]
