@@ -7,6 +7,10 @@ run daphne on an inherited socket (a Twisted `fd:` endpoint), forwards SIGTERM a
 none, and exits once they have all exited. A worker that exits on its own stops the others: the parent exits
 with its code, so that whatever supervises `serve` (Docker's restart policy, systemd) sees the failure.
 Workers die with the parent (PR_SET_PDEATHSIG), as a single process's connections would.
+
+Once serve has bound the sockets, it replaces itself (exec) with this file run as a script, so that the parent
+holds only the standard library and prometheus_client (about 20 MB) rather than Django (about 130 MB). Only
+those two may be imported here.
 """
 
 import ctypes
@@ -18,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from typing import NoReturn
 
 from prometheus_client import multiprocess
 
@@ -158,3 +163,32 @@ def supervise(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def exec_supervisor(sockets: list[socket.socket], count: int, command: list[str]) -> NoReturn:
+    """Replace this process with `prefork.py COUNT FD[,FD...] -- COMMAND...` (see run())."""
+    for sock in sockets:
+        sock.set_inheritable(True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fds = ",".join(str(sock.fileno()) for sock in sockets)
+    # -P: not this directory first on sys.path, where puomemo's modules would shadow top-level ones.
+    os.execv(sys.executable, [sys.executable, "-P", __file__, str(count), fds, "--", *command])  # noqa: S606
+
+
+def run(argv: list[str]) -> int:
+    """Supervise COUNT workers, each running COMMAND with --worker-endpoint and --worker-index added, on the
+    inherited listening sockets FD[,FD...]."""
+    count, fds, separator, *command = argv
+    if separator != "--" or not command:
+        raise SystemExit("usage: prefork.py COUNT FD[,FD...] -- COMMAND...")
+    sockets = [socket.socket(fileno=int(fd)) for fd in fds.split(",")]
+
+    def worker(index: int, endpoint: str) -> list[str]:
+        return [*command, "--worker-endpoint", endpoint, "--worker-index", str(index)]
+
+    return supervise(worker, sockets, int(count), lambda line: print(line, flush=True))
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

@@ -9,6 +9,7 @@ from asgiref.sync import sync_to_async
 from daphne.cli import CommandLineInterface
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from accounts.access import prune_access_changes
 from memories import embeddings
@@ -183,7 +184,7 @@ class Command(BaseCommand):
         preload_model: bool,
         reuse_port: bool,
     ) -> None:
-        """Bind host:port, start `count` worker processes on it and wait for them (puomemo/prefork.py)."""
+        """Bind host:port, then become the parent of `count` worker processes on it (puomemo/prefork.py)."""
         try:
             sockets = prefork.bind_all(host, port, count, reuse_port=reuse_port)
         except OSError as error:
@@ -195,18 +196,15 @@ class Command(BaseCommand):
             *(["--no-worker"] if no_worker else []),
             *(["--preload-model"] if preload_model else []),
         ]
-
-        def command(index: int, endpoint: str) -> list[str]:
-            return [
-                sys.executable, str(settings.BASE_DIR / "manage.py"), "serve",
-                "--host", host, "--port", str(port), "--workers", str(count), *flags,
-                "--worker-endpoint", endpoint, "--worker-index", str(index),
-            ]  # fmt: skip
-
+        command = [
+            sys.executable, str(settings.BASE_DIR / "manage.py"), "serve",
+            "--host", host, "--port", str(port), "--workers", str(count), *flags,
+        ]  # fmt: skip
         self.stdout.write(
             f"Serving PUO Memo on http://{host}:{port} (WebSocket at ws://{host}:{port}/ws) with {count} workers"
         )
-        self.stdout.flush()
-        code = prefork.supervise(command, sockets, count, lambda line: (self.stdout.write(line), self.stdout.flush()))
-        if code:
-            sys.exit(code)
+        for connection in connections.all(initialized_only=True):  # the startup checks' (exec drops the rest)
+            connection.close()
+            if hasattr(connection, "close_pool"):
+                connection.close_pool()
+        prefork.exec_supervisor(sockets, count, command)  # does not return; exits as the workers do
