@@ -13,26 +13,35 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 from websockets.protocol import Side
 
+from accounts.auth_cache import auth_cache
 from accounts.models import Role
 from accounts.principal import password_stamp
-from realtime import catalogue, limits, tickets
+from realtime import catalogue
+from realtime.node import Node, using
 from tests.factories import TenantFactory, UserFactory
 
 
 @pytest.fixture(autouse=True)
+def empty_auth_cache():
+    """Each test authenticates its tokens afresh."""
+    auth_cache.clear()
+    yield
+    auth_cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def fresh_realtime_state():
-    """Each test gets new channel layers and empty connection counts (in Redis too, when used)."""
+    """Each test gets new channel layers and a real-time node of its own, with empty counts (in Redis too)."""
     channel_layers.backends.clear()
-    limits._registry = tickets._store = None
     if settings.REDIS_URL:
         import redis
 
         client = redis.Redis.from_url(settings.REDIS_URL)
         for key in client.scan_iter("puomemo:ws:*"):
             client.delete(key)
-    yield
+    with using(Node(settings.REDIS_URL)):
+        yield
     channel_layers.backends.clear()
-    limits._registry = tickets._store = None
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from realtime.protocol import CloseCode
 from tests.live import ROOT, close_code, next_of_type, start_cluster, start_server, subscribed
 
 USERS = {"alice": ("acme", "admin"), "bob": ("acme", "member")}
@@ -158,13 +159,13 @@ async def test_an_event_written_through_one_worker_reaches_a_websocket_on_the_ot
         await ws.close()
 
 
-async def test_sigterm_closes_every_workers_websockets_with_1001_and_all_exit(cluster, served):
-    """SIGTERM to the parent reaches each worker, whose clients get 1001; then every process exits, cleanly."""
+async def test_sigterm_closes_every_workers_websockets_as_one_process_does_and_all_exit(cluster, served):
+    """SIGTERM to the parent reaches each worker, whose clients get the shutdown close (1012); then all exit."""
     workers = children(served.process.pid)
     sockets = await sockets_on_each(served, cluster.keys["bob"], workers)
     served.process.send_signal(signal.SIGTERM)
     codes = await asyncio.gather(*(close_code(ws) for ws in sockets.values()))
-    assert codes == [1001] * len(sockets)
+    assert codes == [CloseCode.SERVICE_RESTART] * len(sockets)
     assert await asyncio.to_thread(served.process.wait, 30) == 0
     assert all(gone(pid) for pid in workers)
 

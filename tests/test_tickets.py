@@ -15,21 +15,13 @@ from rest_framework.test import APIClient
 from accounts.models import ApiKey, Role
 from accounts.principal import InvalidToken, password_stamp
 from accounts.services import api_key_revoke
-from realtime import tickets
+from realtime.node import node
 from realtime.tickets import TICKET_PREFIX, principal_from_ticket, ticket_issue, ticket_redeem
 from tests.conftest import bearer
 from tests.factories import api_key, principal
 from tests.live import free_port
 
 URL = "/api/v4/ws/ticket"
-
-
-@pytest.fixture(autouse=True)
-def fresh_ticket_store():
-    """A new store each test; conftest's fresh_realtime_state already deletes puomemo:ws:* keys in Redis."""
-    tickets._store = None
-    yield
-    tickets._store = None
 
 
 def issue(client: APIClient) -> str:
@@ -115,7 +107,7 @@ def test_an_expired_ticket_leaves_the_store(make_user, settings):
     time.sleep(1.5)
     settings.PUOMEMO_WS_TICKET_TTL_SECONDS = 30
     ticket_issue(principal=principal(make_user()))
-    store = tickets.ticket_store()
+    store = node().tickets
     if settings.REDIS_URL:
         assert len(list(store.client.scan_iter("puomemo:ws:ticket:*"))) == 1
     else:
@@ -152,7 +144,7 @@ def test_the_ticket_is_stored_only_as_its_sha256(make_user):
     ticket, _ = ticket_issue(principal=principal(user))
     digest = hashlib.sha256(ticket.encode()).hexdigest()
     secret = ticket.removeprefix(TICKET_PREFIX)
-    store = tickets.ticket_store()
+    store = node().tickets
     if settings.REDIS_URL:
         keys = list(store.client.scan_iter("puomemo:*"))
         assert f"puomemo:ws:ticket:{digest}".encode() in keys
