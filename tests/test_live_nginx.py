@@ -69,7 +69,7 @@ def scaled(tmp_path_factory):
         users=USERS,
         settings={"PUOMEMO_WS_MAX_CONNECTIONS_PER_USER": "2", "PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT": "6"},
         count=3,
-        args=serve_args(),
+        args=(*serve_args(), "--workers", "2"),  # serve's default on a 2-core host: its number of cores
     )
     nginx = start_nginx([server.port for server in cluster.servers])
     yield cluster, nginx
