@@ -114,8 +114,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--preload-model",
             action="store_true",
-            help="Load the embedding model at start (~+100 MiB a worker process, mostly shared pages) rather than on the first "
-            "search or embedding.",
+            help="Load the embedding model at start (~+100 MiB a worker process, mostly shared pages) rather than "
+            "on the first search or embedding.",
         )
         # Set by the parent for its workers: the inherited socket's endpoint and the worker's number.
         parser.add_argument("--worker-endpoint", help=argparse.SUPPRESS)
