@@ -40,6 +40,8 @@ def _close_connections_on_shutdown() -> None:
 
     async def close_all() -> None:
         await node().hub().close_all(CloseCode.SERVICE_RESTART)
+        # What the publisher still holds (presence, access changes are never logged) goes out first.
+        await asyncio.to_thread(node().publisher.wait, SHUTDOWN_FLUSH_SECONDS)
         await asyncio.sleep(SHUTDOWN_FLUSH_SECONDS)
 
     def before_shutdown():
