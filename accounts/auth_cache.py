@@ -17,7 +17,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from accounts.access import access_marks
-from accounts.models import ApiKey, Membership
+from accounts.models import ApiKey, Membership, Tenant
 from accounts.principal import Principal, authenticate_token
 
 
@@ -74,6 +74,7 @@ auth_cache = AuthCache()
 @receiver(post_delete, sender=Membership, dispatch_uid="accounts.auth_cache.membership_deleted")
 @receiver(post_save, sender=ApiKey, dispatch_uid="accounts.auth_cache.api_key_saved")
 @receiver(post_delete, sender=ApiKey, dispatch_uid="accounts.auth_cache.api_key_deleted")
+@receiver(post_save, sender=Tenant, dispatch_uid="accounts.auth_cache.tenant_saved")
 @receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="accounts.auth_cache.user_saved")
 @receiver(post_delete, sender=settings.AUTH_USER_MODEL, dispatch_uid="accounts.auth_cache.user_deleted")
 def access_may_have_changed(sender, **kwargs) -> None:
