@@ -9,14 +9,12 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connections
-from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import AccessToken
-from websockets.protocol import Side
 
 from accounts.models import Role
-from accounts.principal import password_stamp
 from realtime import catalogue, limits, tickets
-from tests.factories import TenantFactory, UserFactory
+from tests.support.auth import bearer, jwt_for
+from tests.support.factories import TenantFactory, UserFactory
+from tests.support.live import from_puomemo
 
 
 @pytest.fixture(autouse=True)
@@ -49,12 +47,6 @@ def close_connections_of_async_tests(django_db_setup, django_db_blocker):
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
-
-
-def from_puomemo(connection: websockets.asyncio.connection.Connection) -> bool:
-    """Whether a connection is a client's of a real PUO Memo server (daphne), not of a test's scripted server."""
-    # The client tests' scripted websockets servers send malformed binary frames on purpose.
-    return connection.protocol.side == Side.CLIENT and connection.response.headers.get("Server") == "daphne"
 
 
 @pytest.fixture(autouse=True)
@@ -104,21 +96,6 @@ def make_user(tenant):
         return UserFactory(membership__tenant=in_tenant or tenant, membership__role=role, **kwargs)
 
     return make
-
-
-def jwt_for(user) -> str:
-    """An access token as the token endpoint issues it."""
-    token = AccessToken.for_user(user)
-    token["tenant"] = user.membership.tenant.slug
-    token["pwd"] = password_stamp(user)
-    return str(token)
-
-
-def bearer(token: str) -> APIClient:
-    """An API client that sends `Authorization: Bearer <token>`."""
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import pytest
 
 from accounts.models import ApiKey, Role, hash_api_key
-from tests.factories import MemoryFactory, api_key
+from tests.support.factories import MemoryFactory, api_key
 
 pytestmark = pytest.mark.django_db
 

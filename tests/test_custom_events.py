@@ -17,10 +17,10 @@ from realtime import consumers
 from realtime.custom import InvalidCustomEvent, PublishRateExceeded, check_publish, publish_custom
 from realtime.limits import SlidingWindow
 from realtime.routing import websocket_application
-from tests.conftest import jwt_for
-from tests.factories import MemoryFactory, principal
-from tests.live import api, next_of_type, ready, start_cluster
-from tests.wsclient import close_code, connect, frames
+from tests.support.auth import jwt_for
+from tests.support.factories import MemoryFactory, principal
+from tests.support.live import api, next_of_type, ready, start_cluster
+from tests.support.wsclient import close_code, connect, frames
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

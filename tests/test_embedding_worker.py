@@ -12,7 +12,7 @@ import pytest
 from memories import embeddings
 from memories.models import EmbeddingStatus, Memory
 from memories.tasks import embed_memories
-from tests.live import ROOT, shared_test_database_url
+from tests.support.live import ROOT, shared_test_database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,8 +12,8 @@ from datetime import datetime
 import jwt
 import pytest
 
-from tests.live import ROOT, api, start_cluster
-from tests.test_clients import SECRET, USERS, create_memory, event_log, login, mint
+from tests.support.live import ROOT, api, start_cluster
+from tests.support.pyclient import SECRET, USERS, create_memory, event_log, login, mint
 
 
 @pytest.fixture(scope="module")

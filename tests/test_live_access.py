@@ -10,7 +10,7 @@ import time
 import pytest
 import websockets
 
-from tests.live import ROOT, api, close_code, next_of_type, ready, start_cluster, start_server
+from tests.support.live import ROOT, api, close_code, next_of_type, ready, start_cluster, start_server
 
 # The bound for a change to close open sockets, on every instance.
 WITHIN = 5

@@ -12,11 +12,9 @@ import websockets
 from playwright.sync_api import expect, sync_playwright
 from puomemo_client import PuoMemoClient
 
-from tests.conftest import from_puomemo
-from tests.live import api, close_code, start_cluster
-from tests.test_browser import logged_in
-from tests.test_clients import next_event, record, running
-from tests.test_live_daphne import peak_rss, peak_rss_reset, settled_rss
+from tests.support.browser import logged_in
+from tests.support.live import api, close_code, from_puomemo, peak_rss, peak_rss_reset, settled_rss, start_cluster
+from tests.support.pyclient import next_event, record, running
 
 MIB = 1_048_576
 USERS = {"alice": ("live", "admin"), "bob": ("live", "member"), "carol": ("live", "member")}

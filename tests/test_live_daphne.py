@@ -9,7 +9,17 @@ import time
 import pytest
 import websockets
 
-from tests.live import api, close_code, raw_websocket, rss_bytes, start_cluster, subscribed
+from tests.support.live import (
+    api,
+    close_code,
+    peak_rss,
+    peak_rss_reset,
+    raw_websocket,
+    rss_bytes,
+    settled_rss,
+    start_cluster,
+    subscribed,
+)
 
 MIB = 1_048_576
 MAX_BYTES = MIB  # PUOMEMO_WS_MAX_MESSAGE_BYTES
@@ -21,33 +31,6 @@ HEADER_TIMEOUT = 2  # PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS
 # (~9 MiB with no WebSocket client at all) and the fan-out's copies. Measured (2 cores, SQLite):
 # peaks 34-47 MiB over a baseline of 530-565 MiB; without the budget, 220-260 MiB.
 RSS_MARGIN = 64 * MIB
-
-
-def settled_rss(pid: int, *, quiet_for: float = 2.0, limit: float = 30.0) -> int:
-    """RSS once it stopped moving (by under 1 MiB for `quiet_for` seconds): the model loads on a thread at start."""
-    deadline = time.monotonic() + limit
-    last, since = rss_bytes(pid), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.25)
-        now = rss_bytes(pid)
-        if abs(now - last) >= MIB:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet_for:
-            return now
-    raise AssertionError("the server's RSS did not settle")
-
-
-def peak_rss_reset(pid: int) -> None:
-    """Reset the process's peak RSS (VmHWM) to its current RSS."""
-    with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-
-
-def peak_rss(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 @pytest.fixture(scope="module")

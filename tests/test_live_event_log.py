@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 import websockets
 
-from tests.live import LiveDatabase, api, manage, start_cluster, start_server
+from tests.support.live import LiveDatabase, api, manage, start_cluster, start_server
 
 WRITES = 1000
 WRITERS = {"alice": "admin", "bob": "member", "dan": "member", "erin": "admin"}

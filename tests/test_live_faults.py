@@ -7,7 +7,7 @@ import time
 import pytest
 import websockets
 
-from tests.live import api, close_code, metric, next_of_type, ready, start_cluster
+from tests.support.live import api, close_code, metric, next_of_type, ready, start_cluster
 
 DEEPLY_NESTED = '{"type":"ping","data":' + "[" * 100_000 + "]" * 100_000 + "}"
 # Longer than the registry's entry TTL (30 s) and a minute, the span the bypass needed.

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from tests.live import LiveDatabase, manage, start_server
+from tests.support.live import LiveDatabase, manage, start_server
 
 HEADER_LIMIT = 16384  # Twisted's HTTPChannel: per line and for the request line and headers in all
 

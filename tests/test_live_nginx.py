@@ -14,7 +14,7 @@ import websockets
 import yaml
 
 from realtime.limits import entry_ttl
-from tests.live import (
+from tests.support.live import (
     ROOT,
     CookieClient,
     api,

@@ -9,7 +9,7 @@ import time
 import pytest
 import websockets
 
-from tests.live import api, manage, masked_text_frame, metric, raw_websocket, rss_bytes, start_cluster
+from tests.support.live import api, manage, masked_text_frame, metric, raw_websocket, rss_bytes, start_cluster
 
 EVENTS = 600
 CONTENT_BYTES = 90_000  # 600 events of 90 KB: a 54 MB replay for each resume from the start

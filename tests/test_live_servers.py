@@ -9,7 +9,7 @@ import pytest
 import websockets
 
 from clients.python.puomemo_ws import PuoMemoWebSocket
-from tests.live import (
+from tests.support.live import (
     api,
     close_code,
     manage,

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from bench import loadtest
-from tests.live import ROOT, LiveDatabase, RedisServer, manage, start_server
+from tests.support.live import ROOT, LiveDatabase, RedisServer, manage, start_server
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from django.db import connection, transaction
 
 from realtime import metrics
 from realtime.events import TENANT_UPDATES, publish, tenant_group
-from tests.conftest import jwt_for
-from tests.factories import MemoryFactory
-from tests.live import RedisServer
-from tests.wsclient import connect, frames
+from tests.support.auth import jwt_for
+from tests.support.factories import MemoryFactory
+from tests.support.live import RedisServer
+from tests.support.wsclient import connect, frames
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,9 +17,9 @@ from accounts.principal import InvalidToken, password_stamp
 from accounts.services import api_key_revoke
 from realtime import tickets
 from realtime.tickets import TICKET_PREFIX, principal_from_ticket, ticket_issue, ticket_redeem
-from tests.conftest import bearer
-from tests.factories import api_key, principal
-from tests.live import free_port
+from tests.support.auth import bearer
+from tests.support.factories import api_key, principal
+from tests.support.live import free_port
 
 URL = "/api/v4/ws/ticket"
 

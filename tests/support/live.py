@@ -24,8 +24,10 @@ from pathlib import Path
 import psycopg
 import redis
 import websockets
+import websockets.asyncio.connection
+from websockets.protocol import Side
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -425,3 +427,41 @@ class CookieClient:
         """/ws with the session cookie and no token, as the page opens it."""
         headers = {"Cookie": f"sessionid={self.cookie('sessionid')}"}
         return await websockets.connect(self.server.ws, origin=origin, additional_headers=headers)
+
+
+# --- Memory of a server process --------------------------------------------------
+
+MIB = 1_048_576
+
+
+def settled_rss(pid: int, *, quiet_for: float = 2.0, limit: float = 30.0) -> int:
+    """RSS once it stopped moving (by under 1 MiB for `quiet_for` seconds): the model loads on a thread at start."""
+    deadline = time.monotonic() + limit
+    last, since = rss_bytes(pid), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = rss_bytes(pid)
+        if abs(now - last) >= MIB:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_for:
+            return now
+    raise AssertionError("the server's RSS did not settle")
+
+
+def peak_rss_reset(pid: int) -> None:
+    """Reset the process's peak RSS (VmHWM) to its current RSS."""
+    with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def peak_rss(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def from_puomemo(connection: websockets.asyncio.connection.Connection) -> bool:
+    """Whether a connection is a client's of a real PUO Memo server (daphne), not of a test's scripted server."""
+    # The client tests' scripted websockets servers send malformed binary frames on purpose.
+    return connection.protocol.side == Side.CLIENT and connection.response.headers.get("Server") == "daphne"
