@@ -14,7 +14,7 @@ from accounts.models import Role
 from realtime import catalogue, limits, tickets
 from tests.support.auth import bearer, jwt_for
 from tests.support.factories import TenantFactory, UserFactory
-from tests.support.live import from_puomemo
+from tests.support.live import ClusterFactory, from_puomemo
 
 
 @pytest.fixture(autouse=True)
@@ -102,3 +102,12 @@ def make_user(tenant):
 def client_for():
     """An API client authenticated as the user with a JWT."""
     return lambda user: bearer(jwt_for(user))
+
+
+@pytest.fixture(scope="module")
+def cluster_factory(tmp_path_factory):
+    """Start real server clusters (tests/support/live.py `start_cluster`) for a module: `cluster_factory(name,
+    users=..., settings=..., count=..., args=..., redis=...)`; every one is stopped when the module ends."""
+    factory = ClusterFactory(tmp_path_factory)
+    yield factory
+    factory.stop_all()

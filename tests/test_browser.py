@@ -17,7 +17,7 @@ import websockets
 from playwright.sync_api import Page, WebSocketRoute, expect, sync_playwright
 
 from tests.support.browser import logged_in
-from tests.support.live import ROOT, CookieClient, Server, api, close_code, manage, next_of_type, start_cluster
+from tests.support.live import ROOT, CookieClient, Server, api, close_code, manage, next_of_type
 
 # pat's password is changed by a test: the others keep theirs.
 USERS = {"ann": ("crew", "admin"), "max": ("crew", "member"), "gus": ("crew", "guest"), "pat": ("crew", "member")}
@@ -25,12 +25,10 @@ LIVE = 2000  # ms: the issue's bound for a change to show in another browser
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(cluster_factory):
     # Re-check access every second, so that a logout shows within the test's patience.
     settings = {"PUOMEMO_WS_REVALIDATE_SECONDS": "1"}
-    cluster = start_cluster(tmp_path_factory.mktemp("browser"), users=USERS, settings=settings, count=1)
-    yield cluster
-    cluster.stop()
+    return cluster_factory("browser", users=USERS, settings=settings, count=1)
 
 
 @pytest.fixture(scope="module")

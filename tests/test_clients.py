@@ -20,7 +20,7 @@ from puomemo_client import (
     refresh_delay,
 )
 
-from tests.support.live import ROOT, Server, api, free_port, start_cluster
+from tests.support.live import ROOT, Server, api, free_port
 from tests.support.pyclient import (
     SECRET,
     USERS,
@@ -41,13 +41,9 @@ LOGGED = ("memory.created", "memory.updated", "memory.deleted", "memory.embeddin
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("clients")
-    cluster = start_cluster(tmp, users=USERS, settings={"SECRET_KEY": SECRET}, count=1)
-    try:
-        yield {"server": cluster.servers[0], "keys": cluster.keys, "env": cluster.env}
-    finally:
-        cluster.stop()
+def live(cluster_factory):
+    cluster = cluster_factory("clients", users=USERS, settings={"SECRET_KEY": SECRET}, count=1)
+    return {"server": cluster.servers[0], "keys": cluster.keys, "env": cluster.env}
 
 
 def test_backoff_doubles_to_60_s_with_jitter_and_refresh_leads_expiry():

@@ -13,7 +13,7 @@ from playwright.sync_api import expect, sync_playwright
 from puomemo_client import PuoMemoClient
 
 from tests.support.browser import logged_in
-from tests.support.live import api, close_code, from_puomemo, peak_rss, peak_rss_reset, settled_rss, start_cluster
+from tests.support.live import api, close_code, from_puomemo, peak_rss, peak_rss_reset, settled_rss
 from tests.support.pyclient import next_event, record, running
 
 MIB = 1_048_576
@@ -21,13 +21,10 @@ USERS = {"alice": ("live", "admin"), "bob": ("live", "member"), "carol": ("live"
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
+def live(cluster_factory):
     """One server with the default settings: compression on, 1 MiB message limit."""
-    cluster = start_cluster(tmp_path_factory.mktemp("live-compression"), users=USERS, settings={}, count=1)
-    try:
-        yield {"server": cluster.servers[0], "keys": cluster.keys}
-    finally:
-        cluster.stop()
+    cluster = cluster_factory("live-compression", users=USERS, count=1)
+    return {"server": cluster.servers[0], "keys": cluster.keys}
 
 
 def prose(size: int) -> str:

@@ -17,7 +17,6 @@ from tests.support.live import (
     raw_websocket,
     rss_bytes,
     settled_rss,
-    start_cluster,
     subscribed,
 )
 
@@ -34,9 +33,8 @@ RSS_MARGIN = 64 * MIB
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
+def live(cluster_factory):
     """One server (no embeddings worker) with small buffer budgets, a 2 s header timeout and room for 250 sockets."""
-    tmp = tmp_path_factory.mktemp("live-daphne")
     settings = {
         "PUOMEMO_WS_MAX_CONNECTIONS_PER_USER": "250",
         "PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT": "250",
@@ -48,11 +46,10 @@ def live(tmp_path_factory):
         "PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
     }
     users = {"alice": ("live", "admin"), "bob": ("live", "member"), "carol": ("live", "guest")}
-    cluster = start_cluster(tmp, users=users, settings=settings, count=1)
+    cluster = cluster_factory("live-daphne", users=users, settings=settings, count=1)
     server = cluster.servers[0]
     settled_rss(server.process.pid)  # so that no test measures the model loading
-    yield {"server": server, "keys": cluster.keys}
-    cluster.stop()
+    return {"server": server, "keys": cluster.keys}
 
 
 # --- 1009 for every oversize message ---------------------------------------------
