@@ -1,4 +1,5 @@
 import json
+import os
 
 import msgpack
 import pytest
@@ -15,6 +16,16 @@ from realtime import catalogue, limits, tickets
 from tests.support.auth import bearer, jwt_for
 from tests.support.factories import TenantFactory, UserFactory
 from tests.support.live import ClusterFactory, from_puomemo
+from tests.support.workers import worker_redis_url
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker's in-process Redis use (channel layer, registry, tickets, and the processes its
+    tests start with its environment) goes to a Redis database of its own: tests/support/workers.py."""
+    url = worker_redis_url(settings.REDIS_URL)
+    if url != settings.REDIS_URL:
+        settings.REDIS_URL = os.environ["REDIS_URL"] = url
+        settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"] = url
 
 
 @pytest.fixture(autouse=True)
