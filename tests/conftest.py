@@ -28,6 +28,18 @@ def pytest_configure(config):
         settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"] = url
 
 
+TIERS = ("live", "browser", "node")  # the markers of pyproject.toml; the fast tier is every test without one
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that starts servers through cluster_factory belongs to a slow tier: refuse to run it unmarked."""
+    for item in items:
+        if "cluster_factory" in item.fixturenames and not any(item.get_closest_marker(tier) for tier in TIERS):
+            raise pytest.UsageError(
+                f"{item.nodeid} starts servers (cluster_factory) but is not marked {' or '.join(TIERS)}"
+            )
+
+
 @pytest.fixture(autouse=True)
 def fresh_realtime_state():
     """Each test gets new channel layers and empty connection counts (in Redis too, when used)."""

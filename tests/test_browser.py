@@ -19,6 +19,8 @@ from playwright.sync_api import Page, WebSocketRoute, expect, sync_playwright
 from tests.support.browser import logged_in
 from tests.support.live import ROOT, CookieClient, Server, api, close_code, manage, next_of_type
 
+pytestmark = pytest.mark.browser
+
 # pat's password is changed by a test: the others keep theirs.
 USERS = {"ann": ("crew", "admin"), "max": ("crew", "member"), "gus": ("crew", "guest"), "pat": ("crew", "member")}
 LIVE = 2000  # ms: the bound for a change to show in another browser

@@ -56,6 +56,7 @@ def test_backoff_doubles_to_60_s_with_jitter_and_refresh_leads_expiry():
     assert (jwt_expiry(token), jwt_expiry("pm_abc"), jwt_expiry("a.b.c")) == (2_000_000_000, None, None)
 
 
+@pytest.mark.live
 async def test_python_client_gets_events_and_resubscribes_after_a_reconnect(live):
     server, keys = live["server"], live["keys"]
     bob = PuoMemoClient(keys["bob"], server.ws)
@@ -75,6 +76,7 @@ async def test_python_client_gets_events_and_resubscribes_after_a_reconnect(live
         assert (await next_event(events, "memory.created"))["memory"]["title"] == "after"
 
 
+@pytest.mark.live
 async def test_subscribe_and_unsubscribe_last_across_reconnects(live):
     server, keys = live["server"], live["keys"]
     bob = PuoMemoClient(keys["bob"], server.ws, channels=["tenant.updates"], backoff_base=0.05)
@@ -92,6 +94,7 @@ async def test_subscribe_and_unsubscribe_last_across_reconnects(live):
         assert (await next_event(heard, "memory.created"))["memory"]["title"] == "still subscribed"
 
 
+@pytest.mark.live
 async def test_presence_lists_the_connected_users(live):
     server, keys = live["server"], live["keys"]
     alice, bob = PuoMemoClient(keys["alice"], server.ws), PuoMemoClient(keys["bob"], server.ws)
@@ -105,6 +108,7 @@ async def test_presence_lists_the_connected_users(live):
         assert {user["user_name"] for user in await alice.presence()} == {"alice"}  # bob left
 
 
+@pytest.mark.live
 async def test_typing_reaches_a_teammate_and_is_throttled_per_memory(live):
     server, keys = live["server"], live["keys"]
     memory = await create_memory(server, keys["alice"], "agenda")
@@ -120,6 +124,7 @@ async def test_typing_reaches_a_teammate_and_is_throttled_per_memory(live):
         assert (await next_event(typing, "memory.typing"))["memory_id"] == memory["id"]
 
 
+@pytest.mark.live
 async def test_refresh_returns_the_new_tokens_expiry(live):
     server = live["server"]
     first, second = login(server, "alice"), mint(login(server, "alice"), 3600)
@@ -132,6 +137,7 @@ async def test_refresh_returns_the_new_tokens_expiry(live):
         assert await alice.refresh(live["keys"]["alice"]) is None  # API keys do not expire
 
 
+@pytest.mark.live
 async def test_a_token_provider_renews_a_short_jwt_in_band_before_it_expires(live):
     server, template = live["server"], login(live["server"], "alice")
     issued: list[str] = []
@@ -157,6 +163,7 @@ async def test_a_token_provider_renews_a_short_jwt_in_band_before_it_expires(liv
         assert {user["user_name"] for user in await renewing.presence()} == {"alice"}
 
 
+@pytest.mark.live
 async def test_a_revoked_key_stops_the_client_without_reconnecting(live):
     server, keys = live["server"], live["keys"]
     status, created = await asyncio.to_thread(api, server, "POST", "/api/v4/api-keys/", keys["bob"], {"name": "d"})
@@ -218,6 +225,7 @@ async def test_python_client_sends_its_position_tracks_seq_and_drops_stale_versi
     assert versions == [3]  # version 2 after version 3 was dropped
 
 
+@pytest.mark.live
 async def test_python_client_resumes_after_its_connection_is_cut_missing_and_repeating_nothing(live):
     server, keys = live["server"], live["keys"]
     away = asyncio.Event()  # reconnects wait for it: writes happen while bob has no connection
@@ -263,6 +271,7 @@ async def test_python_client_resumes_after_its_connection_is_cut_missing_and_rep
     assert bob.last_seq == log["current_seq"] == log["events"][-1]["seq"]
 
 
+@pytest.mark.live
 async def test_python_client_with_a_position_ahead_of_the_server_is_told_to_resync(live):
     server, keys = live["server"], live["keys"]
     bob = PuoMemoClient(keys["bob"], server.ws, last_seq=10**9)
@@ -313,6 +322,7 @@ def cycle(*values: float):
     return rand
 
 
+@pytest.mark.live
 async def test_backoff_waits_double_to_a_60_s_cap_with_jitter_and_reset_after_a_good_connection(live):
     server, keys = live["server"], live["keys"]
     dead = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens: every attempt is refused
@@ -438,6 +448,7 @@ async def next_printed(stdout: asyncio.StreamReader, message_type: str) -> dict:
     return frame
 
 
+@pytest.mark.live
 async def test_the_cli_prints_created_updated_and_deleted_memories_as_json_lines(live, tmp_path):
     server, keys = live["server"], live["keys"]
     tail = await cli("--url", server.ws, "--channels", "memories", token=keys["bob"], cwd=tmp_path)
@@ -461,6 +472,7 @@ async def test_the_cli_prints_created_updated_and_deleted_memories_as_json_lines
     assert keys["bob"] not in stderr.decode()
 
 
+@pytest.mark.live
 async def test_the_cli_exits_with_3_when_the_server_refuses_the_token(live, tmp_path):
     server = live["server"]
     tail = await cli("--url", server.ws, token="pm_not-a-key", cwd=tmp_path)
@@ -509,6 +521,7 @@ def start_again(server: Server, env: dict) -> None:
             time.sleep(0.2)
 
 
+@pytest.mark.live
 async def test_the_client_and_the_cli_reconnect_after_a_server_restart(live, tmp_path):
     server, keys = live["server"], live["keys"]
     bob = PuoMemoClient(keys["bob"], server.ws, backoff_base=0.2, backoff_cap=1)

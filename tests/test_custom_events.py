@@ -395,6 +395,7 @@ async def custom_subscriber(url: str, key: str):
     return ws
 
 
+@pytest.mark.live
 async def test_a_custom_event_published_on_one_instance_reaches_subscribers_on_the_other(cluster):
     a, b = cluster.servers
     keys = cluster.keys

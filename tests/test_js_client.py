@@ -15,6 +15,8 @@ import pytest
 from tests.support.live import ROOT, api
 from tests.support.pyclient import SECRET, USERS, create_memory, event_log, login, mint
 
+pytestmark = pytest.mark.node
+
 
 @pytest.fixture(scope="module")
 def live(cluster_factory):

@@ -12,6 +12,8 @@ import websockets
 
 from tests.support.live import ROOT, api, close_code, next_of_type, ready
 
+pytestmark = pytest.mark.live
+
 # The bound for a change to close open sockets, on every instance.
 WITHIN = 5
 REFRESH = 1

@@ -16,6 +16,8 @@ from tests.support.browser import logged_in
 from tests.support.live import api, close_code, from_puomemo, peak_rss, peak_rss_reset, settled_rss
 from tests.support.pyclient import next_event, record, running
 
+pytestmark = pytest.mark.live
+
 MIB = 1_048_576
 USERS = {"alice": ("live", "admin"), "bob": ("live", "member"), "carol": ("live", "member")}
 
@@ -199,6 +201,7 @@ async def test_the_python_client_with_msgpack_receives_events_from_a_real_server
         assert data["memory"]["id"] == memory["id"] and data["memory"]["content"] == memory["content"]
 
 
+@pytest.mark.browser
 def test_the_web_test_client_shows_msgpack_frames_decoded(live):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True)

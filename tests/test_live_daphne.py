@@ -20,6 +20,8 @@ from tests.support.live import (
     subscribed,
 )
 
+pytestmark = pytest.mark.live
+
 MIB = 1_048_576
 MAX_BYTES = MIB  # PUOMEMO_WS_MAX_MESSAGE_BYTES
 DAPHNE_MAX = MAX_BYTES + 64 * 1024  # what serve gives daphne (DAPHNE_HEADROOM_BYTES)

@@ -12,6 +12,8 @@ import websockets
 
 from tests.support.live import api, manage
 
+pytestmark = pytest.mark.live
+
 WRITES = 1000
 WRITERS = {"alice": "admin", "bob": "member", "dan": "member", "erin": "admin"}
 VISIBLE_TO = {  # who each viewer may see: the writers' roles are fixed, and nobody changes visibility here

@@ -13,6 +13,8 @@ import websockets
 
 from tests.support.live import api, close_code, metric, next_of_type, ready
 
+pytestmark = pytest.mark.live
+
 DEEPLY_NESTED = '{"type":"ping","data":' + "[" * 100_000 + "]" * 100_000 + "}"
 # PUOMEMO_WS_REGISTRY_REFRESH_SECONDS of the servers: after the restart, counts are re-stamped within 2 s.
 REFRESH_SECONDS = 2

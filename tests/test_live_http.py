@@ -6,6 +6,8 @@ import urllib.request
 
 import pytest
 
+pytestmark = pytest.mark.live
+
 HEADER_LIMIT = 16384  # Twisted's HTTPChannel: per line and for the request line and headers in all
 
 

@@ -26,6 +26,8 @@ from tests.support.live import (
     subscribed,
 )
 
+pytestmark = pytest.mark.live
+
 COMPOSE = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
 NGINX_CONF = (ROOT / "docker" / "nginx.conf").read_text()
 

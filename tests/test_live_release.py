@@ -11,6 +11,8 @@ import websockets
 
 from tests.support.live import api, manage, masked_text_frame, metric, raw_websocket, rss_bytes
 
+pytestmark = pytest.mark.live
+
 EVENTS = 600
 CONTENT_BYTES = 90_000  # 600 events of 90 KB: a 54 MB replay for each resume from the start
 BUDGET = 8 * 1_048_576

@@ -21,6 +21,8 @@ from tests.support.live import (
     subscribed,
 )
 
+pytestmark = pytest.mark.live
+
 MAX_BYTES = 1_048_576  # the production default, so daphne's own 1 MiB cap is exercised too
 
 

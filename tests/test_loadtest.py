@@ -18,6 +18,7 @@ def server(cluster_factory):
     return cluster.servers[0], cluster.env
 
 
+@pytest.mark.live
 def test_loadtest_small_run_loses_and_leaks_nothing(server, tmp_path):
     process, env = server
     out, plot = tmp_path / "summary.json", tmp_path / "latency.png"
