@@ -7,7 +7,7 @@ PORT ?= 8000
 # Development defaults; production sets DEBUG=0 and a real SECRET_KEY.
 export DEBUG ?= 1
 
-.PHONY: run test lint bench docs docs-serve install install-test migrate clean
+.PHONY: run test test-fast test-live lint bench docs docs-serve install install-test migrate clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,23 @@ lint: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The tiers (docs/testing.md): the fast tier, then the live, browser and node tiers together, each run spread
+# over pytest-xdist workers. A live module's tests share its servers, so they stay on one worker (loadfile).
+FAST := not live and not browser and not node
+FAST_WORKERS ?= 3
+LIVE_WORKERS ?= 3
+PYTEST_FAST = $(VENV)/bin/pytest -m "$(FAST)" -n $(FAST_WORKERS)
+PYTEST_LIVE = $(VENV)/bin/pytest -m "live or browser or node" -n $(LIVE_WORKERS) --dist loadfile
+
 test: lint
-	$(VENV)/bin/pytest
+	$(PYTEST_FAST)
+	$(PYTEST_LIVE)
+
+test-fast: install-test
+	$(PYTEST_FAST)
+
+test-live: install-test
+	$(PYTEST_LIVE)
 
 # Fan-out three ways in one run (docs/performance.md); needs PostgreSQL and Redis
 # (DATABASE_URL and REDIS_URL, by default the local ones .ci/run starts).

@@ -235,6 +235,8 @@ PUOMEMO_WS_STALL_SECONDS = env_float("PUOMEMO_WS_STALL_SECONDS", 10)
 # Each process re-stamps its connections in Redis this often; an entry not re-stamped for three
 # times as long (its process died) stops counting, and the tenant is told its user left.
 PUOMEMO_WS_REGISTRY_REFRESH_SECONDS = env_float("PUOMEMO_WS_REGISTRY_REFRESH_SECONDS", 10)
+# A connection relays at most one typing indicator a memory in this interval (the clients send no more often).
+PUOMEMO_WS_TYPING_INTERVAL_SECONDS = env_float("PUOMEMO_WS_TYPING_INTERVAL_SECONDS", 2.0)
 # The event log: how often each process looks for events it did not get published
 # (lost, or written by a process on another channel layer), and what it keeps.
 PUOMEMO_EVENT_LOG_POLL_SECONDS = env_float("PUOMEMO_EVENT_LOG_POLL_SECONDS", 1.0)

@@ -28,7 +28,7 @@ from realtime.events import (
     change_audience,
 )
 from realtime.fanout import hub
-from realtime.limits import TYPING_INTERVAL_SECONDS, SlidingWindow, Throttle, connection_registry
+from realtime.limits import SlidingWindow, Throttle, connection_registry
 from realtime.log import resync_reason
 from realtime.outbox import Outbox
 from realtime.replay import replay
@@ -105,7 +105,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         self.subscriptions: set[str] = set()
         self.rate = SlidingWindow()
         self.invalid = SlidingWindow()
-        self.typing = Throttle(TYPING_INTERVAL_SECONDS)
+        self.typing = Throttle(settings.PUOMEMO_WS_TYPING_INTERVAL_SECONDS)
         self.published = SlidingWindow()  # custom events, limited per connection
         self.idle_timer = self.expiry_timer = None
         self._touch()
