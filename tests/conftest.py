@@ -16,23 +16,40 @@ from realtime import catalogue, limits, tickets
 from tests.support.auth import bearer, jwt_for
 from tests.support.factories import TenantFactory, UserFactory
 from tests.support.live import ClusterFactory, from_puomemo
-from tests.support.workers import worker_redis_url
+from tests.support.workers import worker_layer_prefix, worker_redis_url
 
 
 def pytest_configure(config):
-    """Under pytest-xdist, each worker's in-process Redis use (channel layer, registry, tickets, and the processes its
-    tests start with its environment) goes to a Redis database of its own: tests/support/workers.py."""
-    url = worker_redis_url(settings.REDIS_URL)
-    if url != settings.REDIS_URL:
+    """Under pytest-xdist, each worker's in-process Redis use (registry, tickets, and the processes its tests start
+    with its environment) goes to a Redis database of its own, and its channel layer to a prefix of its own
+    (pub/sub channels are server-wide, whatever the database): tests/support/workers.py."""
+    if settings.REDIS_URL and os.environ.get("PYTEST_XDIST_WORKER"):
+        url = worker_redis_url(settings.REDIS_URL)
         settings.REDIS_URL = os.environ["REDIS_URL"] = url
-        settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"] = url
+        layer = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+        layer["hosts"][0]["address"] = url
+        layer["prefix"] = worker_layer_prefix()
 
 
 TIERS = ("live", "browser", "node")  # the markers of pyproject.toml; the fast tier is every test without one
 
 
+# The longest modules of the slow tiers (measured: 1-2.5 minutes each on 2 cores), started first so that the
+# pytest-xdist workers (which take whole modules with --dist loadfile) do not end on one of them.
+LONGEST_FIRST = (
+    "test_live_servers.py",
+    "test_live_event_log.py",
+    "test_embedding_worker.py",
+    "test_browser.py",
+    "test_live_nginx.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """A test that starts servers through cluster_factory belongs to a slow tier: refuse to run it unmarked."""
+    """A test that starts servers through cluster_factory belongs to a slow tier: refuse to run it unmarked.
+    The longest modules go first; each module's tests keep their order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
     for item in items:
         if "cluster_factory" in item.fixturenames and not any(item.get_closest_marker(tier) for tier in TIERS):
             raise pytest.UsageError(

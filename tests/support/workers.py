@@ -1,5 +1,5 @@
-"""pytest-xdist workers: which one this is, and Redis databases of its own so that workers never meet each other's
-keys or channel-layer groups (each worker's test database numbers its tenants and users from 1 too)."""
+"""pytest-xdist workers: which one this is, and a Redis database and channel-layer prefix of its own, so that workers
+never meet each other's keys or events (each worker's test database numbers its tenants and users alike)."""
 
 import os
 from urllib.parse import urlsplit, urlunsplit
@@ -23,9 +23,14 @@ def with_db(url: str, db: int) -> str:
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
+def worker_layer_prefix() -> str:
+    """The channel layer's prefix for this worker: Redis pub/sub channels are not per database."""
+    return f"asgi-gw{worker_number()}"
+
+
 def worker_redis_url(url: str) -> str:
     """REDIS_URL for this worker: its database number plus the worker's."""
-    if not url or worker_number() == 0:
+    if not url:
         return url
     base = int(urlsplit(url).path.lstrip("/") or 0)
     return with_db(url, base + worker_number())
