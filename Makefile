@@ -7,18 +7,28 @@ PORT ?= 8000
 # Development defaults; production sets DEBUG=0 and a real SECRET_KEY.
 export DEBUG ?= 1
 
-.PHONY: run test test-fast test-live lint bench docs docs-serve install install-test migrate clean
+.PHONY: run test test-fast test-live lint bench docs docs-serve install install-test migrate lock clean
+
+# Every install is from a lock file: each package pinned with its hashes, nothing else resolved
+# (--no-deps: the lock already lists every dependency). `make lock` regenerates both lock files
+# from requirements.txt and requirements-test.txt; docs/embeddings-runtime.md says more.
+PIP_INSTALL := $(PY) -m pip install --require-hashes --no-deps
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --upgrade pip
 
-$(VENV)/.installed: requirements.txt | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -r requirements.txt
+$(VENV)/.installed: requirements.lock | $(VENV)/bin/python
+	@echo "Installing the runtime dependencies from requirements.lock (a first install downloads about 140 MB)"
+	$(PIP_INSTALL) -r requirements.lock
 	touch $@
 
-$(VENV)/.installed-test: requirements.txt requirements-test.txt clients/python/pyproject.toml $(VENV)/.installed
-	$(PY) -m pip install --quiet -r requirements-test.txt
+# requirements-test.lock holds the runtime packages too, at the same versions. The Python client is
+# installed editable from its folder (a local package cannot be hashed), its dependencies from the lock.
+$(VENV)/.installed-test: requirements-test.lock clients/python/pyproject.toml $(VENV)/.installed
+	@echo "Installing the test dependencies from requirements-test.lock"
+	$(PIP_INSTALL) -r requirements-test.lock
+	$(PY) -m pip install --no-deps --no-build-isolation -e ./clients/python
 	touch $@
 
 install: $(VENV)/.installed
@@ -66,6 +76,14 @@ docs: install-test
 
 docs-serve: install-test
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
+
+# Resolve requirements.txt and requirements-test.txt against the package index into the hashed lock files.
+# requirements-overrides.txt drops a dependency the embeddings do not use (PyTorch, through sentence-transformers).
+# Pins already in the lock files are kept; `make lock UV_FLAGS=--upgrade` moves everything to the latest releases.
+UV_COMPILE := $(VENV)/bin/uv pip compile $(UV_FLAGS) --universal --python-version 3.11 --generate-hashes --override requirements-overrides.txt
+lock: install-test
+	$(UV_COMPILE) requirements.txt -o requirements.lock
+	$(UV_COMPILE) -c requirements.lock --no-emit-package puomemo-client requirements-test.txt -o requirements-test.lock
 
 clean:
 	rm -rf $(VENV) staticfiles db.sqlite3 site

@@ -6,4 +6,4 @@ class AccountsConfig(AppConfig):
     verbose_name = "Tenants and access"
 
     def ready(self) -> None:
-        from accounts import schema  # noqa: F401  (registers the OpenAPI auth scheme)
+        from accounts import auth_cache, schema  # noqa: F401  (the cache's receivers; the OpenAPI auth scheme)

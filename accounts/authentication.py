@@ -2,7 +2,8 @@
 
 from rest_framework import authentication, exceptions
 
-from accounts.principal import InvalidToken, authenticate_token
+from accounts.auth_cache import auth_cache
+from accounts.principal import InvalidToken
 
 
 class BearerAuthentication(authentication.BaseAuthentication):
@@ -17,7 +18,7 @@ class BearerAuthentication(authentication.BaseAuthentication):
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
         try:
-            return authenticate_token(header[1].decode())
+            return auth_cache.authenticate(header[1].decode())
         except (InvalidToken, UnicodeDecodeError) as error:
             raise exceptions.AuthenticationFailed(str(error)) from None
 

@@ -35,6 +35,13 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} in {self.tenant} ({self.role})"
 
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        # The tenant it was loaded in: when a save moves it, that tenant's sockets of the user must close too.
+        instance.loaded_tenant_id = instance.tenant_id
+        return instance
+
 
 def hash_api_key(key: str) -> str:
     """Hash a full API key; keys are random enough that a plain SHA-256 suffices."""

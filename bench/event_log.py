@@ -31,13 +31,14 @@ from rest_framework.test import APIClient  # noqa: E402
 
 from accounts.models import Role  # noqa: E402
 from accounts.services import api_key_create, tenant_create, user_create  # noqa: E402
-from realtime import events, signals  # noqa: E402
+from realtime import publish, receivers  # noqa: E402
+from realtime.protocol import MEMORIES  # noqa: E402
 
 
 def without_log(**event) -> None:
     """The write path before the log: publish on commit, no numbered row."""
     event.pop("memory_id")
-    events.publish_on_commit(channel=events.MEMORIES, **event)
+    publish.publish_on_commit(channel=MEMORIES, **event)
 
 
 def run(keys: list[str], writes: int) -> list[float]:
@@ -84,7 +85,7 @@ def main() -> None:
     print(f"{args.writes} REST creates, {args.writers} writers in one tenant, {connection.vendor}:")
     results = {}
     for label, log in [("without the log", False), ("with the log", True), ("without the log", False)]:
-        signals.log_and_publish = events.log_and_publish if log else without_log
+        receivers.log_and_publish = publish.log_and_publish if log else without_log
         latencies = run(keys, args.writes)
         results.setdefault(label, []).append(latencies)
         p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000

@@ -2,6 +2,7 @@ from django.contrib import admin
 
 from accounts.principal import Actor
 from memories.models import Memory
+from memories.services import memory_delete_by_staff, memory_save_by_staff
 
 
 @admin.register(Memory)
@@ -13,9 +14,12 @@ class MemoryAdmin(admin.ModelAdmin):
     raw_id_fields = ["owner"]
 
     def save_model(self, request, obj, form, change):
-        obj.actor = Actor.of(request.user)
-        super().save_model(request, obj, form, change)
+        memory_save_by_staff(actor=Actor.of(request.user), memory=obj)
 
     def delete_model(self, request, obj):
-        obj.actor = Actor.of(request.user)
-        super().delete_model(request, obj)
+        memory_delete_by_staff(actor=Actor.of(request.user), memory=obj)
+
+    def delete_queryset(self, request, queryset):
+        # One at a time through the service, so each delete's event names who deleted it.
+        for memory in queryset:
+            memory_delete_by_staff(actor=Actor.of(request.user), memory=memory)

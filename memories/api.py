@@ -5,7 +5,7 @@ from collections.abc import Callable
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,7 +21,7 @@ from memories.serializers import (
     MemorySearchSerializer,
     MemoryUpdateSerializer,
 )
-from memories.services import VersionConflict, memory_create, memory_delete, memory_update
+from memories.services import InvalidMemory, VersionConflict, memory_create, memory_delete, memory_update
 from memories.visibility import visible_memories
 
 
@@ -115,6 +115,7 @@ class MemoryListApi(APIView):
         serializer = MemoryInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         memory = memory_create(author=request.auth, **serializer.validated_data)
+        memory.owner = request.user  # the author, loaded by authentication: no query for the owner's name
         return with_etag(Response(MemoryOutputSerializer(memory).data, status=status.HTTP_201_CREATED), memory)
 
 
@@ -159,10 +160,10 @@ class MemoryDetailApi(APIView):
 
     @extend_schema(parameters=[IF_MATCH, ETAG_OF_CONFLICT], responses={204: None, 412: CONFLICT})
     def delete(self, request, pk):
-        memory = self.get_memory(request, pk)
         expected_version = parse_if_match(request)
         try:
-            memory_delete(editor=request.auth, memory=memory, expected_version=expected_version)
+            # The service reads the row under its lock: one read, and a 404 for what the caller may not see.
+            memory_delete(editor=request.auth, memory=pk, expected_version=expected_version)
         except Memory.DoesNotExist:
             raise Http404 from None
         except VersionConflict as conflict:
@@ -170,9 +171,8 @@ class MemoryDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     def _update(self, request, pk, *, partial: bool):
-        memory = self.get_memory(request, pk)
         if_match = parse_if_match(request)
-        serializer = MemoryUpdateSerializer(memory, data=request.data, partial=partial)
+        serializer = MemoryUpdateSerializer(data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         expected_version = data.pop("expected_version", None)
@@ -181,9 +181,11 @@ class MemoryDetailApi(APIView):
         if if_match is not None:
             expected_version = if_match
         try:
-            memory = memory_update(editor=request.auth, memory=memory, data=data, expected_version=expected_version)
+            memory = memory_update(editor=request.auth, memory=pk, data=data, expected_version=expected_version)
         except Memory.DoesNotExist:
             raise Http404 from None
+        except InvalidMemory as invalid:
+            raise ValidationError(invalid.errors) from None
         except VersionConflict as conflict:
             return precondition_failed(conflict.current)
         return with_etag(Response(MemoryOutputSerializer(memory).data), memory)

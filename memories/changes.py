@@ -57,5 +57,7 @@ class MemoryChange:
 
 
 def _actor(memory: Memory) -> Actor:
-    # Services and admin set `memory.actor`; a bare ORM write is credited to the owner.
-    return memory.actor or Actor.of(memory.owner)
+    # Services and admin record who changes it; a write that never did is credited to the owner.
+    if memory.updated_by_id is None:
+        return Actor.of(memory.owner)
+    return Actor(user_id=memory.updated_by_id, user_name=memory.updated_by_name)

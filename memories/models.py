@@ -1,12 +1,15 @@
 """The Memory: a note with a title, content, tags and a visibility, owned by one user in one tenant."""
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import models, router, transaction
 
 from accounts.models import Tenant
+
+if TYPE_CHECKING:
+    from accounts.principal import Actor
 
 # Limits on what a client may write; documented in docs/rest-api.md, "Limits on what you write".
 TITLE_MAX_LENGTH = 200
@@ -67,12 +70,12 @@ class Memory(models.Model):
     # Bumped by every change a client can see (what memory.updated reports, or who
     # may see it), so clients detect stale edits (If-Match) and stale events.
     version = models.PositiveIntegerField(default=1, editable=False)
-
-    # Who makes the change being saved or deleted (an accounts.principal.Actor);
-    # set by services and admin, read by the real-time signals.
-    actor = None
-    # Set by save(): whether title or content changed, so the embedding must be recomputed.
-    needs_embedding = False
+    # Who made the last change, and their name then (events and the web UI show it without a query).
+    # Services record it (changed_by); a bare ORM write keeps the one recorded before it.
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    updated_by_name = models.CharField(max_length=150, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -90,22 +93,14 @@ class Memory(models.Model):
         return self.title or self.content[:50] or str(self.id)
 
     def save(self, *args, **kwargs) -> None:
-        self.needs_embedding = self._state.adding or bool({"title", "content"} & set(self.client_changes()))
-        if self.needs_embedding:
-            if not self._state.adding:
-                self.text_version += 1
-            self.embedding_status = EmbeddingStatus.PENDING
-            self.embedding_attempts = 0
-            self.embedding_retry_at = None
-            self.embedding_error = ""
-            if kwargs.get("update_fields") is not None:
-                kwargs["update_fields"] = {*kwargs["update_fields"], *EMBEDDING_STATE_FIELDS}
-        if not self._state.adding and (
-            self.client_changes() or any(self.loaded(f) != getattr(self, f) for f in ("tenant_id", "owner_id"))
-        ):
-            self.version += 1
-            if kwargs.get("update_fields") is not None:
-                kwargs["update_fields"] = {*kwargs["update_fields"], "version"}
+        # The invariants every write keeps, whoever makes it (services, admin, a shell).
+        fields = set()
+        if self.text_changed():
+            fields |= self._reset_embedding()
+        if not self._state.adding and self.audience_or_fields_changed():
+            fields |= self._bump_version()
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], *fields}
         # One transaction for the row and what post_save writes with it (the event log).
         with transaction.atomic(using=kwargs.get("using") or router.db_for_write(Memory), savepoint=False):
             super().save(*args, **kwargs)
@@ -122,6 +117,32 @@ class Memory(models.Model):
         # One transaction for the row and what post_delete writes with it (the event log).
         with transaction.atomic(using=kwargs.get("using") or router.db_for_write(Memory), savepoint=False):
             return super().delete(*args, **kwargs)
+
+    def changed_by(self, actor: "Actor") -> None:
+        """Record who makes the change about to be saved (or the delete about to happen)."""
+        self.updated_by_id, self.updated_by_name = actor.user_id, actor.user_name
+
+    def text_changed(self) -> bool:
+        """Whether the text to embed changes with this save (always for a new memory)."""
+        return self._state.adding or bool({"title", "content"} & set(self.client_changes()))
+
+    def audience_or_fields_changed(self) -> bool:
+        """Whether a client could notice this save: a client field, the owner or the tenant changes."""
+        return bool(self.client_changes()) or any(self.loaded(f) != getattr(self, f) for f in ("tenant_id", "owner_id"))
+
+    def _reset_embedding(self) -> set[str]:
+        # A worker computing the old text's embedding sees text_version moved and drops its result.
+        if not self._state.adding:
+            self.text_version += 1
+        self.embedding_status = EmbeddingStatus.PENDING
+        self.embedding_attempts = 0
+        self.embedding_retry_at = None
+        self.embedding_error = ""
+        return set(EMBEDDING_STATE_FIELDS)
+
+    def _bump_version(self) -> set[str]:
+        self.version += 1
+        return {"version"}
 
     def loaded(self, field: str) -> Any:
         """The field's value when the row was loaded (or last saved); its current value if not known."""

@@ -8,6 +8,7 @@ from memories.tasks import request_embeddings
 
 
 @receiver(post_save, sender=Memory, dispatch_uid="memories.queue_embedding")
-def queue_embedding(sender, instance: Memory, raw: bool = False, **kwargs) -> None:
-    if instance.needs_embedding and not raw:
+def queue_embedding(sender, instance: Memory, created: bool, raw: bool = False, **kwargs) -> None:
+    # post_save runs before save() takes its new snapshot: client_changes() still tells.
+    if not raw and (created or instance.text_changed()):
         request_embeddings()

@@ -71,11 +71,7 @@ def memory_search(*, viewer: Principal, q: str, limit: int) -> list[dict]:
         found = Memory.objects.defer("embedding").select_related("owner").in_bulk([ids[i] for i in rows])
         for i in rows:
             memory = found.get(ids[i])
-            if (
-                memory
-                and memory.embedding_status == EmbeddingStatus.READY
-                and can_view(viewer, **Audience.of(memory)._asdict())
-            ):
+            if memory and memory.embedding_status == EmbeddingStatus.READY and can_view(viewer, Audience.of(memory)):
                 results.append({"memory": memory, "score": float(scores[i]), "match": "semantic"})
         start, window = start + window, window * 4
     results = results[:limit]

@@ -54,8 +54,9 @@ class MemoryInputSerializer(serializers.Serializer):
         return list(dict.fromkeys(cleaned))
 
     def validate(self, attrs: dict) -> dict:
-        title = attrs.get("title", getattr(self.instance, "title", ""))
-        content = attrs.get("content", getattr(self.instance, "content", ""))
+        if self.partial:
+            return attrs  # the other field is the stored one: the service checks the memory as it will be
+        title, content = attrs.get("title", ""), attrs.get("content", "")
         if not title.strip() and not content.strip():
             raise serializers.ValidationError({"content": ["A memory needs a title or content."]})
         return attrs

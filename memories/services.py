@@ -1,11 +1,12 @@
 """Business actions on memories; every write goes through the ORM so its signals fire."""
 
 from typing import Any
+from uuid import UUID
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
-from accounts.principal import Principal
+from accounts.principal import Actor, Principal
 from memories.models import Memory
 from memories.visibility import Audience, can_change, can_create, can_view
 
@@ -23,7 +24,7 @@ def memory_create(*, author: Principal, title: str = "", content: str = "", tags
         tags=list(tags),
         visibility=visibility,
     )
-    memory.actor = author.actor
+    memory.changed_by(author.actor)
     memory.save()
     return memory
 
@@ -36,42 +37,70 @@ class VersionConflict(Exception):
         self.current = current
 
 
-def _locked(*, editor: Principal, memory: Memory, expected_version: int | None) -> Memory:
-    """The memory's row, re-read and locked until the transaction ends, checked against the expected version.
+class InvalidMemory(ValueError):
+    """A write that would leave a memory invalid; `errors` maps fields to messages, as a form's do."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+def _locked(*, editor: Principal, memory: Memory | UUID | str, expected_version: int | None) -> Memory:
+    """The memory's row (given or named by its id), read and locked until the transaction ends, checked against
+    the expected version.
 
     Raises Memory.DoesNotExist when it is gone or the editor may no longer see it,
     PermissionDenied when the editor may not change it, VersionConflict when it moved on.
     """
     # `of`: lock the memory's row, not its owner's. SQLite has no row locks; its
     # transactions take the database's write lock when they begin (settings).
-    current = Memory.objects.select_for_update(of=("self",)).select_related("owner").filter(pk=memory.pk).first()
-    if current is None or not can_view(editor, **Audience.of(current)._asdict()):
-        raise Memory.DoesNotExist(f"No memory {memory.pk}.")
+    pk = memory.pk if isinstance(memory, Memory) else memory
+    current = Memory.objects.select_for_update(of=("self",)).select_related("owner").filter(pk=pk).first()
+    if current is None or not can_view(editor, Audience.of(current)):
+        raise Memory.DoesNotExist(f"No memory {pk}.")
     if not can_change(editor, current):
         raise PermissionDenied("You may not change this memory.")
     if expected_version is not None and expected_version != current.version:
         raise VersionConflict(current)
-    current.actor = editor.actor
+    current.changed_by(editor.actor)
     return current
 
 
 @transaction.atomic
 def memory_update(
-    *, editor: Principal, memory: Memory, data: dict[str, Any], expected_version: int | None = None
+    *, editor: Principal, memory: Memory | UUID | str, data: dict[str, Any], expected_version: int | None = None
 ) -> Memory:
-    """Change the given fields of a memory the editor may change; returns it as saved.
+    """Change the given fields of a memory the editor may change (given, or named by its id); returns it as saved.
 
-    The row is re-read under a lock, so the version check and the write are one step
-    and the version always grows from the stored one. `memory` itself is not changed.
+    The row is read under a lock, so the version check and the write are one step
+    and the version always grows from the stored one. A given `memory` is not changed.
+    Raises InvalidMemory when the change would leave neither title nor content.
     """
     memory = _locked(editor=editor, memory=memory, expected_version=expected_version)
     for field, value in data.items():
         setattr(memory, field, value)
+    if not memory.title.strip() and not memory.content.strip():
+        raise InvalidMemory({"content": ["A memory needs a title or content."]})
     memory.save()
     return memory
 
 
 @transaction.atomic
-def memory_delete(*, editor: Principal, memory: Memory, expected_version: int | None = None) -> None:
-    """Delete a memory the editor may change (if still at `expected_version`, when given)."""
+def memory_delete(*, editor: Principal, memory: Memory | UUID | str, expected_version: int | None = None) -> None:
+    """Delete a memory the editor may change, given or named by its id (if still at `expected_version`, when given)."""
     _locked(editor=editor, memory=memory, expected_version=expected_version).delete()
+
+
+@transaction.atomic
+def memory_save_by_staff(*, actor: Actor, memory: Memory) -> Memory:
+    """Save a staff member's edit made in Django admin (whose own permissions apply), recording who made it."""
+    memory.changed_by(actor)
+    memory.save()
+    return memory
+
+
+@transaction.atomic
+def memory_delete_by_staff(*, actor: Actor, memory: Memory) -> None:
+    """Delete a memory from Django admin, recording who deleted it for the event."""
+    memory.changed_by(actor)
+    memory.delete()

@@ -21,21 +21,21 @@ class Audience(NamedTuple):
         return cls(tenant_id=memory.tenant_id, owner_id=memory.owner_id, visibility=memory.visibility)
 
 
-def can_view(viewer: Principal, *, tenant_id: int, owner_id: int, visibility: str) -> bool:
-    """Whether the viewer may see a memory with these attributes (an in-memory check, no query)."""
-    if tenant_id != viewer.tenant_id:
+def can_view(viewer: Principal, audience: Audience) -> bool:
+    """Whether the viewer may see a memory with this audience (an in-memory check, no query)."""
+    if audience.tenant_id != viewer.tenant_id:
         return False
-    if visibility == Visibility.PUBLIC:
+    if audience.visibility == Visibility.PUBLIC:
         return True
-    if visibility == Visibility.TEAM:
+    if audience.visibility == Visibility.TEAM:
         return viewer.role in (Role.ADMIN, Role.MEMBER)
-    return owner_id == viewer.user_id
+    return audience.owner_id == viewer.user_id
 
 
 def seen_as(viewer: Principal, *, before: Audience | None, after: Audience | None) -> str | None:
     """How a change looks to a viewer: "updated", "deleted" (lost sight), "created" (gained sight) or None."""
-    saw = before is not None and can_view(viewer, **before._asdict())
-    sees = after is not None and can_view(viewer, **after._asdict())
+    saw = before is not None and can_view(viewer, before)
+    sees = after is not None and can_view(viewer, after)
     if saw and sees:
         return "updated"
     if saw:
@@ -62,7 +62,7 @@ def can_change(viewer: Principal, memory: Memory) -> bool:
     """Owners change their own; admins also change others' non-private memories; guests change nothing."""
     if viewer.role == Role.GUEST:
         return False
-    if not can_view(viewer, **Audience.of(memory)._asdict()):
+    if not can_view(viewer, Audience.of(memory)):
         return False
     if memory.owner_id == viewer.user_id:
         return True

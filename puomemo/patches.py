@@ -77,6 +77,8 @@ PATCHES: dict[str, tuple[Patch, ...]] = {
                 "autobahn.websocket.protocol.WebSocketServerFactory.perMessageCompressionAccept",
                 "autobahn.websocket.compress.PerMessageDeflate.start_compress_message",
                 "autobahn.websocket.compress.PerMessageDeflate.end_compress_message",
+                "autobahn.websocket.compress.PerMessageDeflate.end_decompress_message",
+                "autobahn.websocket.compress.PerMessageDeflate._decompressor",
                 "autobahn.websocket.compress.PerMessageDeflate._is_server",
                 "autobahn.websocket.compress.PerMessageDeflate._compressor",
                 "autobahn.websocket.compress.PerMessageDeflate.server_no_context_takeover",

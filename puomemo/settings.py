@@ -232,11 +232,18 @@ PUOMEMO_WS_OUTBOUND_QUEUE = env_int("PUOMEMO_WS_OUTBOUND_QUEUE", 1000)
 PUOMEMO_WS_REPLAY_PAGE_EVENTS = env_int("PUOMEMO_WS_REPLAY_PAGE_EVENTS", 100)
 PUOMEMO_WS_REPLAY_PAGE_BYTES = env_int("PUOMEMO_WS_REPLAY_PAGE_BYTES", 256 * 1024)
 PUOMEMO_WS_STALL_SECONDS = env_float("PUOMEMO_WS_STALL_SECONDS", 10)
+# A resume from further back than this many events gets resync_required ("too_many") instead.
+PUOMEMO_WS_RESUME_MAX_EVENTS = env_int("PUOMEMO_WS_RESUME_MAX_EVENTS", 1000)
 # Each process re-stamps its connections in Redis this often; an entry not re-stamped for three
 # times as long (its process died) stops counting, and the tenant is told its user left.
 PUOMEMO_WS_REGISTRY_REFRESH_SECONDS = env_float("PUOMEMO_WS_REGISTRY_REFRESH_SECONDS", 10)
 # A connection relays at most one typing indicator a memory in this interval (the clients send no more often).
 PUOMEMO_WS_TYPING_INTERVAL_SECONDS = env_float("PUOMEMO_WS_TYPING_INTERVAL_SECONDS", 2.0)
+# REST remembers a bearer token's principal this long (at most), per process; any access change empties
+# it, at once in the process that made it and within PUOMEMO_AUTH_CACHE_CHECK_SECONDS everywhere else.
+PUOMEMO_AUTH_CACHE_SECONDS = env_float("PUOMEMO_AUTH_CACHE_SECONDS", 60)
+PUOMEMO_AUTH_CACHE_CHECK_SECONDS = env_float("PUOMEMO_AUTH_CACHE_CHECK_SECONDS", 1.0)
+PUOMEMO_AUTH_CACHE_MAX_ENTRIES = env_int("PUOMEMO_AUTH_CACHE_MAX_ENTRIES", 10_000)
 # The event log: how often each process looks for events it did not get published
 # (lost, or written by a process on another channel layer), and what it keeps.
 PUOMEMO_EVENT_LOG_POLL_SECONDS = env_float("PUOMEMO_EVENT_LOG_POLL_SECONDS", 1.0)

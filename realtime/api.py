@@ -8,8 +8,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import BearerAuthentication
-from realtime.limits import connection_registry
 from realtime.log import resync_reason
+from realtime.node import node
 from realtime.replay import replay
 from realtime.tickets import ticket_issue
 
@@ -41,7 +41,7 @@ class WebSocketStatusApi(APIView):
     def get(self, request):
         """Open WebSocket connections of the caller, their tenant and everyone, across all server processes."""
         try:
-            counts = connection_registry().counts(request.auth.user_id, request.auth.tenant_id)
+            counts = node().registry.counts(request.auth.user_id, request.auth.tenant_id)
         except RedisError:
             logger.exception("Reading connection counts from Redis failed")
             detail = "Connection counts are unavailable: Redis cannot be reached. Try again shortly."

@@ -6,4 +6,4 @@ class RealtimeConfig(AppConfig):
     verbose_name = "Real-time sync"
 
     def ready(self) -> None:
-        from realtime import signals  # noqa: F401  (connects the Memory signal receivers)
+        from realtime import receivers  # noqa: F401  (connects the signal receivers)

@@ -85,7 +85,7 @@ class Resumed(TypedDict):
 
 
 class ResyncRequired(TypedDict):
-    reason: str  # "expired" or "ahead"
+    reason: str  # "expired", "ahead" or "too_many"
     current_seq: int
 
 

@@ -16,8 +16,9 @@ from memories.models import Memory
 from memories.visibility import Audience
 from realtime.catalogue import CUSTOM_NAME_PATTERN, is_custom
 from realtime.limits import SlidingWindow
-
-CUSTOM = "custom"  # the channel custom events go to
+from realtime.messages import change_audience
+from realtime.protocol import CUSTOM
+from realtime.publish import publish_on_commit
 
 
 class InvalidCustomEvent(ValueError):
@@ -100,8 +101,6 @@ def publish_custom(
     Sent when the current transaction commits (at once outside one), so it follows the writes it may be about;
     raises InvalidCustomEvent for a bad name or payload.
     """
-    from realtime.events import change_audience, publish_on_commit  # events imports this module
-
     if memory is not None and memory.tenant_id != tenant_id:
         raise ValueError("The memory belongs to another tenant")
     audience = Audience.of(memory) if memory is not None else None

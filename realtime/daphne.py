@@ -12,13 +12,14 @@ from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
 
 from puomemo import patches
+from realtime.protocol import CloseCode
 
 logger = logging.getLogger(__name__)
 
 # autobahn's sendClose accepts only 1000 and 3000-4999 from applications, so
 # daphne turns a close with 1009 into an exception and a 1011. These codes are
 # valid on the wire; send them with the lower-level call.
-PROTOCOL_CLOSE_CODES = frozenset({1001, 1008, 1009, 1011, 1013})
+PROTOCOL_CLOSE_CODES = frozenset(code for code in CloseCode if code < 3000)
 
 # How long a close frame we sent waits for the client's reply before TCP is dropped. autobahn's
 # 1 s is too short for a client busy compressing and sending a large message, which then sees
@@ -28,6 +29,7 @@ CLOSE_HANDSHAKE_SECONDS = 10
 _original_on_close = WebSocketProtocol.onClose
 _original_factory_init = WebSocketFactory.__init__
 _original_end_compress = PerMessageDeflate.end_compress_message
+_original_end_decompress = PerMessageDeflate.end_decompress_message
 _original_fail_connection = WebSocketProtocol._fail_connection
 
 
@@ -206,9 +208,12 @@ def _accept_deflate(offers: list) -> PerMessageDeflateOfferAccept | None:
         if isinstance(offer, PerMessageDeflateOffer):
             # Without context takeover each message is compressed on its own, so a fan-out
             # compresses an event once for every connection (see _frame), and a connection
-            # holds no compressor (~256 KiB) between messages.
-            no_takeover = True if settings.PUOMEMO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER else None
-            return _DeflateAccept(offer, no_context_takeover=no_takeover)
+            # holds no compressor (~256 KiB) between messages. The client is asked the same
+            # (every client may be, RFC 7692 7.1.1.2), so that an idle connection holds no
+            # decompressor (~40 KiB) either: both are made per message and freed after it.
+            if settings.PUOMEMO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER:
+                return _DeflateAccept(offer, no_context_takeover=True, request_no_context_takeover=True)
+            return _DeflateAccept(offer)
     return None
 
 
@@ -240,6 +245,12 @@ def _end_compress_message(self: PerMessageDeflate) -> bytes:
     if self._is_server and self.server_no_context_takeover:
         self._compressor = None  # the next message makes a fresh one: do not hold it meanwhile
     return data
+
+
+def _end_decompress_message(self: PerMessageDeflate) -> None:
+    _original_end_decompress(self)
+    if self._is_server and self.client_no_context_takeover:
+        self._decompressor = None  # the next message makes a fresh one: do not hold it meanwhile
 
 
 # The scope key under which a WebSocket application finds a function that says how
@@ -339,4 +350,5 @@ def install() -> None:
     WebSocketFactory.__init__ = _websocket_factory_init
     PerMessageDeflate.start_compress_message = _start_compress_message
     PerMessageDeflate.end_compress_message = _end_compress_message
+    PerMessageDeflate.end_decompress_message = _end_decompress_message
     Server.create_application = _create_application

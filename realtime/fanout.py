@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-import weakref
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
@@ -12,9 +11,12 @@ from django.conf import settings
 from accounts.access import AccessChange, newest_access_change, principal_after, revalidate
 from accounts.principal import Principal
 from realtime import metrics
-from realtime.events import ACCESS_CHANGED, EventFrames, apublish_presence, event_message, logged_event, tenant_group
-from realtime.limits import connection_registry, refresh_seconds
+from realtime.broadcast import apublish_presence
+from realtime.limits import LocalConnectionRegistry, RedisConnectionRegistry, refresh_seconds
 from realtime.log import current_seq, current_seqs, events_after
+from realtime.messages import logged_message
+from realtime.protocol import ACCESS_CHANGED, tenant_group
+from realtime.rendering import EventFrames
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ class TenantFeed:
         """Deliver logged events this process missed (a lost publish, another process's write), in order."""
         missed = await database_sync_to_async(events_after)(self.tenant_id, self.last_seq, before=before)
         for event in missed:
-            self.fan_out(event_message(**logged_event(event)))
+            self.fan_out(logged_message(event))
             self.last_seq = event.seq
 
     def fan_out(self, event: dict[str, Any]) -> None:
@@ -147,7 +149,8 @@ class TenantFeed:
 class Hub:
     """All the tenant feeds of one event loop, and its background work: registry refresh, access re-check, log poll."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry: RedisConnectionRegistry | LocalConnectionRegistry) -> None:
+        self.registry = registry
         self.feeds: dict[int, TenantFeed] = {}
         self.background: list[asyncio.Task] = []
         self.access_mark: int | None = None  # the newest access change the poll saw
@@ -182,11 +185,11 @@ class Hub:
         return [connection for feed in self.feeds.values() for connection in feed.connections]
 
     async def close_all(self, code: int) -> None:
-        """Close every local connection, e.g. with 1001 when the server shuts down."""
+        """Close every local connection, e.g. with 1012 when the server shuts down."""
         await asyncio.gather(*(connection.close(code) for connection in self.connections()))
 
     async def _refresh(self) -> None:
-        registry = connection_registry()
+        registry = self.registry
         while True:
             await asyncio.sleep(refresh_seconds())
             try:
@@ -227,9 +230,9 @@ class Hub:
             for tenant_id, feed in feeds.items():
                 if seqs.get(tenant_id, 0) > feed.last_seq:
                     feed.inbox.put_nowait(None)
-            if mark != self.access_mark:  # and on the first poll, for a change made while the hub started
+            # And on the first poll, for a change made while the hub started; a failed re-check is tried again.
+            if mark != self.access_mark and await self._recheck_access():
                 self.access_mark = mark
-                await self._recheck_access()
 
     async def _revalidate(self) -> None:
         # Access changes reach connections at once as events, or within a poll through the
@@ -239,36 +242,19 @@ class Hub:
             await asyncio.sleep(settings.PUOMEMO_WS_REVALIDATE_SECONDS)
             await self._recheck_access()
 
-    async def _recheck_access(self) -> None:
+    async def _recheck_access(self) -> bool:
+        """Re-read every local connection's access; returns whether that could be done."""
         connections = self.connections()
         try:
             current = await database_sync_to_async(revalidate)([c.principal for c in connections])
         except Exception:
             logger.exception("Re-checking the access of open connections failed; retrying")
-            return
+            return False
         for connection, principal in zip(connections, current, strict=True):
             connection.revise(principal)
+        return True
 
 
 def _poll(tenant_ids: list[int]) -> tuple[dict[int, int], int]:
     """The last seq of each tenant, and the newest access change."""
     return current_seqs(tenant_ids), newest_access_change()
-
-
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
-
-
-def listening_loop() -> asyncio.AbstractEventLoop | None:
-    """The running event loop whose hub feeds connections here, if any: the embedded layer's listeners live there."""
-    for loop, loop_hub in list(_hubs.items()):
-        if loop_hub.feeds and loop.is_running() and not loop.is_closed():
-            return loop
-    return None
-
-
-def hub() -> Hub:
-    """The hub of the running event loop (daphne runs one per process)."""
-    loop = asyncio.get_running_loop()
-    if loop not in _hubs:
-        _hubs[loop] = Hub()
-    return _hubs[loop]

@@ -240,17 +240,6 @@ class LocalConnectionRegistry:
         return _presence([(user_id, name) for user_id, name, tenant in self.holders.values() if tenant == tenant_id])
 
 
-_registry: RedisConnectionRegistry | LocalConnectionRegistry | None = None
-
-
-def connection_registry() -> RedisConnectionRegistry | LocalConnectionRegistry:
-    """The process's registry: in Redis when REDIS_URL is set, in memory otherwise."""
-    global _registry
-    if _registry is None:
-        _registry = RedisConnectionRegistry(settings.REDIS_URL) if settings.REDIS_URL else LocalConnectionRegistry()
-    return _registry
-
-
 class SlidingWindow:
     """Counts events in the last `seconds`; one per connection, so no locking."""
 

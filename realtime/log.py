@@ -4,8 +4,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Max, Min
+from django.db import connection, transaction
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from realtime.models import Event, TenantSequence
@@ -19,13 +19,25 @@ def record_event(
         raise RuntimeError("Events are recorded in the transaction of the write that causes them.")
     # The UPDATE locks the tenant's counter row until commit: the tenant's writers take turns,
     # so numbers are given in commit order and a rolled-back write gives its number back.
-    if not TenantSequence.objects.filter(tenant_id=tenant_id).update(last_seq=F("last_seq") + 1):
+    seq = _next_seq(tenant_id)
+    if seq is None:  # the tenant's first event
         TenantSequence.objects.bulk_create([TenantSequence(tenant_id=tenant_id)], ignore_conflicts=True)
-        TenantSequence.objects.filter(tenant_id=tenant_id).update(last_seq=F("last_seq") + 1)
-    seq = TenantSequence.objects.filter(tenant_id=tenant_id).values_list("last_seq", flat=True).get()
+        seq = _next_seq(tenant_id)
     return Event.objects.create(
         tenant_id=tenant_id, seq=seq, type=event_type, memory_id=memory_id, data=data, audience=audience
     )
+
+
+def _next_seq(tenant_id: int) -> int | None:
+    # One statement for the increment and its result (PostgreSQL, and SQLite since 3.35).
+    table = connection.ops.quote_name(TenantSequence._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_seq = last_seq + 1 WHERE tenant_id = %s RETURNING last_seq",  # noqa: S608
+            [tenant_id],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def current_seq(tenant_id: int) -> int:

@@ -27,7 +27,7 @@ class Event(models.Model):
     type = models.CharField(max_length=50)
     memory_id = models.UUIDField()
     data = models.JSONField()
-    # Who could see the memory before and after (realtime.events.change_audience).
+    # Who could see the memory before and after (realtime.messages.change_audience).
     audience = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)
 

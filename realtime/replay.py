@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from accounts.principal import Principal
 from memories.models import Memory
 from memories.visibility import Audience, can_view, seen_as
-from realtime.events import EventFrames, event_message, logged_event
 from realtime.frames import JSON
 from realtime.log import events_after
+from realtime.messages import logged_message
+from realtime.rendering import EventFrames
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def replay(
         if max_bytes is not None and size >= max_bytes:
             break  # the rest is the next page's
         last_seq, looked_at = event.seq, looked_at + 1
-        rendered = EventFrames(event_message(**logged_event(event)))
+        rendered = EventFrames(logged_message(event))
         # The frame the viewer would have had live, with the role they have now: the
         # event's content was shown to those who could see the memory then, no one else.
         seen = seen_as(viewer, before=rendered.before, after=rendered.after)
@@ -57,4 +58,4 @@ def replay(
 
 
 def _may_see(viewer: Principal, audience: Audience | None) -> bool:
-    return audience is not None and can_view(viewer, **audience._asdict())
+    return audience is not None and can_view(viewer, audience)

@@ -11,8 +11,10 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connections
 
+from accounts.auth_cache import auth_cache
 from accounts.models import Role
-from realtime import catalogue, limits, tickets
+from realtime import catalogue
+from realtime.node import Node, using
 from tests.support.auth import bearer, jwt_for
 from tests.support.factories import TenantFactory, UserFactory
 from tests.support.live import ClusterFactory, from_puomemo
@@ -58,19 +60,26 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def empty_auth_cache():
+    """Each test authenticates its tokens afresh."""
+    auth_cache.clear()
+    yield
+    auth_cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def fresh_realtime_state():
-    """Each test gets new channel layers and empty connection counts (in Redis too, when used)."""
+    """Each test gets new channel layers and a real-time node of its own, with empty counts (in Redis too)."""
     channel_layers.backends.clear()
-    limits._registry = tickets._store = None
     if settings.REDIS_URL:
         import redis
 
         client = redis.Redis.from_url(settings.REDIS_URL)
         for key in client.scan_iter("puomemo:ws:*"):
             client.delete(key)
-    yield
+    with using(Node(settings.REDIS_URL)):
+        yield
     channel_layers.backends.clear()
-    limits._registry = tickets._store = None
 
 
 @pytest.fixture(scope="session", autouse=True)

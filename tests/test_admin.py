@@ -1,8 +1,10 @@
 """Django admin manages tenants, memberships, API keys and memories."""
 
 import pytest
+from django.db.models.signals import post_delete
 
 from accounts.models import ApiKey, Role, hash_api_key
+from memories.models import Memory
 from tests.support.factories import MemoryFactory, api_key
 
 pytestmark = pytest.mark.django_db
@@ -54,3 +56,25 @@ def test_memory_change_form_saves(admin_client):
     assert response.status_code == 302
     memory.refresh_from_db()
     assert (memory.title, memory.tags, memory.visibility) == ("After", ["x"], "public")
+    assert memory.updated_by.is_staff and memory.updated_by_name  # the edit is recorded as the admin's
+
+
+def test_deleting_memories_in_admin_goes_through_the_service_and_names_the_admin(admin_client, make_user):
+    author = make_user()
+    memories = [MemoryFactory(owner=author), MemoryFactory(owner=author)]
+    deleted = []
+
+    def seen(sender, instance, **kwargs):
+        deleted.append((instance.pk, instance.updated_by_id))
+
+    post_delete.connect(seen, sender=Memory)
+    try:
+        response = admin_client.post(
+            "/admin/memories/memory/",
+            {"action": "delete_selected", "_selected_action": [m.pk for m in memories], "post": "yes"},
+        )
+    finally:
+        post_delete.disconnect(seen, sender=Memory)
+    assert response.status_code == 302
+    staff = {user_id for _, user_id in deleted}
+    assert len(deleted) == 2 and len(staff) == 1 and None not in staff and author.pk not in staff

@@ -3,7 +3,7 @@
 import pytest
 
 from realtime.catalogue import ShapeError, check, check_frame
-from realtime.events import event_message
+from realtime.messages import event_message
 
 
 def test_publish_refuses_an_undeclared_event_or_a_drifted_payload():

@@ -360,8 +360,8 @@ async def test_backoff_waits_double_to_a_60_s_cap_with_jitter_and_reset_after_a_
 
 async def test_close_codes_stop_back_off_or_reconnect():
     """Against a scripted server that subscribes each connection and then closes it with the next code."""
-    codes = [1001, 4002, 4029, 1011, 1013, 1006, 4008, 1009]
-    brief = {4029, 1013}  # closed at once; the others last `stable_after` of the client's time
+    codes = [1001, 4002, 4029, 1011, 1012, 1013, 1006, 4008, 1009]
+    brief = {4029, 1012, 1013}  # closed at once; the others last `stable_after` of the client's time
 
     async def serve(ws) -> None:
         code = codes[len(connections)]
@@ -397,11 +397,12 @@ async def test_close_codes_stop_back_off_or_reconnect():
         (4002, 2),  # the server asked to slow down: the delay grows although the connection was good
         (4029, 4),
         (1011, 1),  # good again: reset
-        (1013, 2),  # too brief to count as good: the delay grows
+        (1012, 1.0),  # a restart: at once, after a random wait of up to restart_jitter (1 s), whatever the backoff
+        (1013, 4),  # too brief to count as good: the delay grows
         (1006, 1),
         (4008, 1),
     ]  # and 1009 stops: resending the same thing would fail again
-    assert fake.waits == [1, 2, 4, 1, 2, 1, 1]
+    assert fake.waits == [1, 2, 4, 1, 1.0, 4, 1, 1]
 
     async def invalid_format(ws) -> None:
         await ws.recv(decode=False)
@@ -412,7 +413,7 @@ async def test_close_codes_stop_back_off_or_reconnect():
         client = PuoMemoClient("pm_x", f"ws://127.0.0.1:{port}/ws", keepalive=None, sleep=fake.sleep)
         with pytest.raises(PuoMemoClosedError) as stopped:
             await asyncio.wait_for(client.connect(), 10)
-    assert stopped.value.code == 4003 and len(fake.waits) == 7  # no wait: it stopped at once
+    assert stopped.value.code == 4003 and len(fake.waits) == 8  # no wait: it stopped at once
 
 
 async def test_the_heartbeat_pings_a_quiet_connection_and_drops_it_when_no_pong_comes():
@@ -538,7 +539,7 @@ async def test_the_client_and_the_cli_reconnect_after_a_server_restart(live, tmp
             await next_event(heard, "memory.created")
             await asyncio.to_thread(server.stop)  # SIGTERM: daphne closes its sockets and exits
             closed = await next_event(heard, "closed")
-            assert closed["reconnect"] is True and closed["code"] in (1001, 1006)
+            assert closed["reconnect"] is True and closed["code"] in (1012, 1006)  # a restart, or a drop
             assert "reconnecting in" in await until(tail.stderr, "connection closed")
             await asyncio.sleep(1.5)  # attempts meet a closed port
             assert bob.state == "reconnecting" and not bob.connected

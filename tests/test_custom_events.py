@@ -13,7 +13,7 @@ from django.db import transaction
 from accounts.models import Role
 from accounts.principal import Actor
 from memories.models import Visibility
-from realtime import consumers
+from realtime import delivery
 from realtime.custom import InvalidCustomEvent, PublishRateExceeded, check_publish, publish_custom
 from realtime.limits import SlidingWindow
 from realtime.routing import websocket_application
@@ -362,13 +362,13 @@ async def test_a_custom_event_published_during_a_resume_follows_the_replay_once(
     memories = [await sync(MemoryFactory, owner=ann) for _ in range(3)]
     resuming = await connect(jwt_for(bob), subscribe=["memories", "custom"])
     sender = await connect(jwt_for(ann), subscribe=None)
-    replay = consumers.replay
+    replay = delivery.replay
 
     def slow_replay(*args, **kwargs):
         time.sleep(0.5)  # the real replay, late enough that the custom event comes while it runs
         return replay(*args, **kwargs)
 
-    monkeypatch.setattr(consumers, "replay", slow_replay)
+    monkeypatch.setattr(delivery, "replay", slow_replay)
     await resuming.send_json_to({"type": "resume", "data": {"last_seq": 0}})
     await asyncio.sleep(0.2)
     await sender.send_json_to(publish_frame("custom.during", {}, str(memories[0].id)))  # held: it has no seq

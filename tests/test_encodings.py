@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import transaction
 
-from realtime import events, frames
+from realtime import frames, rendering
 from realtime.routing import websocket_application
 from tests.support.auth import jwt_for
 from tests.support.factories import MemoryFactory
@@ -116,13 +116,13 @@ async def test_an_event_is_encoded_once_per_audience_and_encoding_not_per_connec
     owner = await database_sync_to_async(make_user)()
     readers = [await database_sync_to_async(make_user)() for _ in range(6)]
     encoded = []
-    real_encode = events.encode
+    real_encode = rendering.encode
 
     def counting_encode(message_type, *args, **kwargs):
         encoded.append((message_type, kwargs.get("encoding", frames.JSON)))
         return real_encode(message_type, *args, **kwargs)
 
-    monkeypatch.setattr(events, "encode", counting_encode)
+    monkeypatch.setattr(rendering, "encode", counting_encode)
     connections = []
     for i, reader in enumerate(readers):
         msgpacked = i % 2 == 0

@@ -117,8 +117,8 @@ async def test_replay_judges_by_the_viewer_and_memory_as_they_are_now(make_user)
     await comm.disconnect()
 
 
-@pytest.mark.parametrize("where", ["ahead", "expired"])
-async def test_resume_outside_the_log_asks_for_a_resync(make_user, settings, where):
+@pytest.mark.parametrize("where", ["ahead", "expired", "too_many"])
+async def test_resume_outside_the_log_or_its_bound_asks_for_a_resync(make_user, settings, where):
     owner = await sync(make_user)
     for _ in range(4):
         await sync(MemoryFactory, owner=owner)
@@ -126,8 +126,9 @@ async def test_resume_outside_the_log_asks_for_a_resync(make_user, settings, whe
         settings.PUOMEMO_EVENT_LOG_MIN_EVENTS = 2
         await sync(lambda: Event.objects.update(created_at=timezone.now() - timedelta(days=2)))
         assert await sync(prune_events) == 2
+    settings.PUOMEMO_WS_RESUME_MAX_EVENTS = 2  # 2 events may be replayed, not 3
     comm = await connect(jwt_for(owner), subscribe=["memories"])
-    [reply] = await resume(comm, 99 if where == "ahead" else 1)
+    [reply] = await resume(comm, {"ahead": 99, "expired": 1, "too_many": 1}[where])
     assert (reply["type"], reply["data"]) == ("resync_required", {"reason": where, "current_seq": 4})
     assert [f["type"] for f in await resume(comm, 2)] == ["memory.created", "memory.created", "resumed"]
     await comm.disconnect()

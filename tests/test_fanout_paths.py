@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import transaction
 
-from realtime import consumers
+from realtime import delivery
 from realtime.consumers import MemoryConsumer
 from realtime.daphne import SEND_TEXT
 from realtime.routing import websocket_application
@@ -65,13 +65,13 @@ async def test_every_frame_goes_straight_to_the_socket_in_order_and_a_resume_rep
     assert [f["seq"] for f in await frames(comm)] == [4, 5] and seqs(direct) == [4, 5]
 
     # A resume after live events: the replay stops where live delivery began, and what comes meanwhile waits for it.
-    real_replay = consumers.replay
+    real_replay = delivery.replay
 
     def slow_replay(*args, **kwargs):
         time.sleep(0.3)
         return real_replay(*args, **kwargs)
 
-    monkeypatch.setattr(consumers, "replay", slow_replay)
+    monkeypatch.setattr(delivery, "replay", slow_replay)
     await comm.send_json_to({"type": "resume", "data": {"last_seq": 0}})
     await asyncio.sleep(0.1)
     await sync(write, owner, "live 6", "live 7")

@@ -5,13 +5,16 @@ import contextlib
 import json
 import random
 import re
+import zlib
 
 import msgpack
 import pytest
 import websockets
+from autobahn.websocket.compress import PerMessageDeflate
 from playwright.sync_api import expect, sync_playwright
 from puomemo_client import PuoMemoClient
 
+from realtime import daphne
 from tests.support.browser import logged_in
 from tests.support.live import api, close_code, from_puomemo, peak_rss, peak_rss_reset, settled_rss
 from tests.support.pyclient import next_event, record, running
@@ -235,3 +238,33 @@ async def test_an_oversize_message_sent_compressed_in_fragments_closes_1009_not_
     with contextlib.suppress(websockets.ConnectionClosed):
         await ws.send(iter([chunk] * count))
     assert await close_code(ws) == 1009
+
+
+async def test_the_client_is_asked_for_no_context_takeover_and_its_messages_still_arrive(live):
+    """Then the server makes a decompressor per client message and frees it after: an idle socket holds none."""
+    ws = await connect(live, "bob")
+    extensions = ws.response.headers["Sec-WebSocket-Extensions"]
+    assert "server_no_context_takeover" in extensions and "client_no_context_takeover" in extensions
+    for i in range(3):  # each compressed with a fresh context, each understood
+        await send(ws, {"type": "ping", "data": {"pad": prose(2000 + i)}})
+        assert (await receive(ws, "pong"))["type"] == "pong"
+    await ws.close()
+
+
+def test_a_server_deflate_frees_its_decompressor_after_each_message():
+    """The patched autobahn extension holds no zlib state between messages without client context takeover."""
+    daphne.install()  # as serve and the ASGI app do (idempotent)
+    deflate = PerMessageDeflate(
+        is_server=True,
+        server_no_context_takeover=True,
+        client_no_context_takeover=True,
+        server_max_window_bits=15,
+        client_max_window_bits=15,
+        mem_level=8,
+    )
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    payload = compressor.compress(b"hello " * 100) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    deflate.start_decompress_message()
+    assert deflate.decompress_message_data(payload[:-4]) == b"hello " * 100
+    deflate.end_decompress_message()
+    assert deflate._decompressor is None

@@ -182,11 +182,11 @@ def test_tokens_never_reach_the_logs(cluster):
         assert secret not in logs
 
 
-async def test_shutdown_closes_connections_with_1001(cluster):
+async def test_sigterm_closes_connections_with_1012_service_restart(cluster):
     server = await asyncio.to_thread(cluster["cluster"].start_server, "server-c", ())
     ws = await ready(server.ws, cluster["keys"]["bob"])
-    await asyncio.to_thread(server.stop)
-    assert await close_code(ws) == 1001
+    await asyncio.to_thread(server.stop)  # SIGTERM, as a rolling restart sends
+    assert await close_code(ws) == 1012
 
 
 async def test_oversize_messages_leave_no_memory_behind(cluster):

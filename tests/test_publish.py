@@ -1,5 +1,7 @@
 """Publishing from sync code: one persistent publisher per process, a transaction's events in one round trip."""
 
+import asyncio
+import signal
 import threading
 
 import pytest
@@ -9,8 +11,10 @@ from channels.layers import channel_layers
 from django.db import connection, transaction
 
 from realtime import metrics
-from realtime.events import TENANT_UPDATES, publish, tenant_group
-from tests.support.auth import jwt_for
+from realtime.node import node
+from realtime.protocol import TENANT_UPDATES, tenant_group
+from realtime.publish import publish
+from tests.support.auth import bearer, jwt_for
 from tests.support.factories import MemoryFactory
 from tests.support.live import RedisServer
 from tests.support.wsclient import connect, frames
@@ -57,9 +61,10 @@ def presence_event(tenant_id: int) -> dict:
 
 
 def round_trips(client: redis.Redis, action) -> int:
-    """How many round trips Redis served while `action` ran: its read events, less the INFO that counts them."""
+    """How many round trips Redis served for `action` and its publishes: its read events, less the INFO's."""
     before = client.info("stats")["total_reads_processed"]
     action()
+    node().publisher.wait()
     return client.info("stats")["total_reads_processed"] - before - 1
 
 
@@ -71,6 +76,7 @@ def test_a_transactions_events_go_in_one_round_trip(own_redis, make_user):
     owner = make_user()
     counters = redis.Redis.from_url(own_redis.url)
     publish(**presence_event(owner.membership.tenant_id), audience=None)  # the publisher connects
+    node().publisher.wait()
     before = publishes(counters)
     assert round_trips(counters, lambda: write_in_one_transaction(owner, [f"m{i}" for i in range(5)])) == 1
     assert publishes(counters) - before == 5  # one PUBLISH an event, however many listen
@@ -78,12 +84,14 @@ def test_a_transactions_events_go_in_one_round_trip(own_redis, make_user):
     def three_transactions():
         for title in ("a", "b", "c"):
             write_in_one_transaction(owner, [title])
+            node().publisher.wait()  # else the three may share a round trip
 
     assert round_trips(counters, three_transactions) == 3
 
 
 def test_a_rolled_back_savepoint_publishes_only_what_survived(own_redis, make_user):
     owner = make_user()
+    node().publisher.wait()  # the membership's access.changed
     listener = redis.Redis.from_url(own_redis.url).pubsub()
     listener.subscribe(f"asgi__group__{tenant_group(owner.membership.tenant_id)}")
     listener.get_message(timeout=1)  # the subscribe confirmation
@@ -114,6 +122,7 @@ async def test_sync_writes_reach_subscribers_on_the_redis_layer_across_a_restart
     own_redis.stop()
     failed_before = failures._value.get()
     await sync(write_in_one_transaction, owner, ["during"])  # commits; the event log keeps it
+    await asyncio.to_thread(node().publisher.wait)
     assert failures._value.get() == failed_before + 1
 
     own_redis.start()  # same port: the publisher's connection is stale and must reconnect
@@ -147,3 +156,26 @@ async def test_sync_writes_from_threads_reach_subscribers_on_the_embedded_layer(
     assert sorted(f["data"]["memory"]["title"] for f in received[:3]) == ["t0", "t1", "t2"]
     assert [f["data"]["memory"]["title"] for f in received[3:]] == ["x", "y", "z"]
     await comm.disconnect()
+
+
+def test_a_write_does_not_wait_for_a_paused_redis_and_its_event_arrives_once_redis_resumes(own_redis, make_user):
+    """The request commits and answers; the publish waits in the publisher, not in the request."""
+    owner = make_user()
+    publish(**presence_event(owner.membership.tenant_id), audience=None)  # the publisher connects
+    node().publisher.wait()
+    listener = redis.Redis.from_url(own_redis.url).pubsub()
+    listener.subscribe(f"asgi__group__{tenant_group(owner.membership.tenant_id)}")
+    listener.get_message(timeout=1)
+    client = bearer(jwt_for(owner))
+    own_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        responses = [client.post("/api/v4/memories/", {"title": f"paused {i}"}, format="json") for i in range(3)]
+        assert [r.status_code for r in responses] == [201, 201, 201]
+        assert node().publisher.unsent == 3  # the sends still wait for Redis; the requests did not
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
+    node().publisher.wait()
+    titles = []
+    while (message := listener.get_message(timeout=2)) is not None:
+        titles.append(channel_layers["default"].deserialize(message["data"])["data"]["memory"]["title"])
+    assert titles == ["paused 0", "paused 1", "paused 2"]

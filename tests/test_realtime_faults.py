@@ -8,9 +8,9 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 
 from memories.models import Memory
-from realtime import consumers, fanout, metrics
+from realtime import delivery, fanout, metrics
 from realtime.consumers import MemoryConsumer
-from realtime.limits import connection_registry
+from realtime.node import node
 from realtime.routing import websocket_application
 from tests.support.auth import jwt_for
 from tests.support.factories import MemoryFactory
@@ -27,7 +27,7 @@ def sync(fn, *args, **kwargs):
 
 
 async def counts(user) -> dict[str, int]:
-    return connection_registry().counts(user.pk, user.membership.tenant_id)
+    return node().registry.counts(user.pk, user.membership.tenant_id)
 
 
 def gauge() -> float:
@@ -139,14 +139,12 @@ def test_a_write_commits_and_answers_201_when_publishing_fails(member, client_fo
     response = client_for(member).post("/api/v4/memories/", {"title": "kept"}, format="json")
     assert response.status_code == 201, response.content
     assert Memory.objects.filter(pk=response.json()["id"], title="kept").exists()
+    node().publisher.wait()
     assert failures._value.get() == before + 1
 
 
-def test_status_answers_json_503_when_redis_is_down(member, client_for, settings, monkeypatch):
-    from realtime import limits
-
-    url = _unreachable_redis(settings)
-    monkeypatch.setattr(limits, "_registry", limits.RedisConnectionRegistry(url))
+def test_status_answers_json_503_when_redis_is_down(member, client_for, settings):
+    settings.REDIS_URL = _unreachable_redis(settings)  # the node follows REDIS_URL
     response = client_for(member).get("/api/v4/ws/status")
     assert response.status_code == 503
     assert response["Content-Type"] == "application/json"
@@ -190,7 +188,7 @@ async def test_an_application_cancelled_mid_replay_still_releases_everything(mem
         asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
         raise AssertionError("unreachable: the application was cancelled")
 
-    monkeypatch.setattr(consumers, "replay", stuck_replay)
+    monkeypatch.setattr(delivery, "replay", stuck_replay)
     await comm.send_json_to({"type": "resume", "data": {"last_seq": 0}})
     await asyncio.wait_for(started.wait(), 5)
     assert (await counts(member))["user_connections"] == 1
@@ -199,7 +197,7 @@ async def test_an_application_cancelled_mid_replay_still_releases_everything(mem
         await comm.future
     assert (await counts(member))["user_connections"] == 0
     assert gauge() == before
-    assert not [c for c in fanout.hub().connections() if c.user_id == member.pk]
+    assert not [c for c in node().hub().connections() if c.user_id == member.pk]
     assert "tenant.user_left" in [f["type"] for f in await frames(watcher)]
     release.set()
     await watcher.disconnect()

@@ -15,7 +15,8 @@ from rest_framework.test import APIClient
 from accounts.models import ApiKey, Role
 from accounts.principal import InvalidToken, password_stamp
 from accounts.services import api_key_revoke
-from realtime import tickets
+from realtime import ticket_store
+from realtime.node import node
 from realtime.tickets import TICKET_PREFIX, principal_from_ticket, ticket_issue, ticket_redeem
 from tests.support.auth import bearer
 from tests.support.clock import Clock
@@ -23,14 +24,6 @@ from tests.support.factories import api_key, principal
 from tests.support.live import free_port
 
 URL = "/api/v4/ws/ticket"
-
-
-@pytest.fixture(autouse=True)
-def fresh_ticket_store():
-    """A new store each test; conftest's fresh_realtime_state already deletes puomemo:ws:* keys in Redis."""
-    tickets._store = None
-    yield
-    tickets._store = None
 
 
 def issue(client: APIClient) -> str:
@@ -106,7 +99,7 @@ def wait(monkeypatch):
     """Let `seconds` pass for the ticket store: on its injected clock in memory; on Redis, whose keys expire on the
     server's own clock, really."""
     clock = Clock()
-    monkeypatch.setattr(tickets, "time", clock)
+    monkeypatch.setattr(ticket_store, "time", clock)
     return time.sleep if settings.REDIS_URL else clock.advance
 
 
@@ -125,7 +118,7 @@ def test_an_expired_ticket_leaves_the_store(make_user, settings, wait):
     wait(1.5)
     settings.PUOMEMO_WS_TICKET_TTL_SECONDS = 30
     ticket_issue(principal=principal(make_user()))
-    store = tickets.ticket_store()
+    store = node().tickets
     if settings.REDIS_URL:
         assert len(list(store.client.scan_iter("puomemo:ws:ticket:*"))) == 1
     else:
@@ -162,7 +155,7 @@ def test_the_ticket_is_stored_only_as_its_sha256(make_user):
     ticket, _ = ticket_issue(principal=principal(user))
     digest = hashlib.sha256(ticket.encode()).hexdigest()
     secret = ticket.removeprefix(TICKET_PREFIX)
-    store = tickets.ticket_store()
+    store = node().tickets
     if settings.REDIS_URL:
         keys = list(store.client.scan_iter("puomemo:*"))
         assert f"puomemo:ws:ticket:{digest}".encode() in keys

@@ -4,7 +4,7 @@ import pytest
 
 from accounts.models import Role
 from memories.models import Memory, Visibility
-from memories.visibility import can_change, can_view
+from memories.visibility import Audience, can_change, can_view
 from tests.support.factories import MemoryFactory, principal
 
 pytestmark = pytest.mark.django_db
@@ -58,9 +58,7 @@ def test_others_memory(make_user, client_for, role, visibility):
     viewer = make_user(role)
     memory = MemoryFactory(owner=make_user(Role.MEMBER), visibility=visibility)
     view, change = OTHERS_MEMORY[role, visibility]
-    assert (
-        can_view(principal(viewer), tenant_id=memory.tenant_id, owner_id=memory.owner_id, visibility=visibility) is view
-    )
+    assert can_view(principal(viewer), Audience(memory.tenant_id, memory.owner_id, visibility)) is view
     assert can_change(principal(viewer), memory) is change
     _check_rest(client_for(viewer), memory, view, change)
 

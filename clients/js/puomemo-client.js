@@ -9,6 +9,8 @@ const DEFAULT_CHANNELS = ['memories', 'tenant.updates'];
 export const STOP_CODES = Object.freeze([4001, 4003, 1009]);
 /** Close codes that ask the client to slow down: the connection counts as a failed attempt, however long it lasted. */
 export const BACKOFF_CODES = Object.freeze([4002, 4029]);
+/** The server restarts (1012): reconnect at once, after a random wait of up to `restartJitter` ms. */
+export const RESTART_CODES = Object.freeze([1012]);
 export const STATES = Object.freeze(['connecting', 'open', 'reconnecting', 'closed']);
 const TYPING_INTERVAL_MS = 2000; // the server relays one `typing` a memory per 2 s per connection
 const MAX_TIMER_MS = 2 ** 31 - 1; // setTimeout fires at once for longer delays
@@ -63,7 +65,8 @@ const systemClock = {
 export class PuoMemoClient {
   /**
    * @param {object} [options]  see README.md: url, token, tokenProvider, ticketProvider, channels, lastSeq,
-   *   encoding, keepalive, replyTimeout, backoffBase, backoffCap, stableAfter, WebSocket, clock, random, logger
+   *   encoding, keepalive, replyTimeout, backoffBase, backoffCap, stableAfter, restartJitter, WebSocket, clock,
+   *   random, logger
    */
   constructor(options = {}) {
     const {
@@ -79,6 +82,7 @@ export class PuoMemoClient {
       backoffBase = 1000,
       backoffCap = 60000,
       stableAfter = 5000,
+      restartJitter = 1000,
       WebSocket = globalThis.WebSocket,
       clock = systemClock,
       random = Math.random,
@@ -101,6 +105,7 @@ export class PuoMemoClient {
     this.backoffBase = backoffBase;
     this.backoffCap = backoffCap;
     this.stableAfter = stableAfter;
+    this.restartJitter = restartJitter;
     this.closeCode = null; // the code that stopped the client, if one did
     this._WebSocket = WebSocket;
     this._clock = clock;
@@ -415,12 +420,14 @@ export class PuoMemoClient {
       return;
     }
     const good = conn.established && this._clock.now() - conn.openedAt >= this.stableAfter;
-    this._retry(code, reason, good && !BACKOFF_CODES.includes(code));
+    const restart = RESTART_CODES.includes(code) ? this._random() * this.restartJitter : null;
+    this._retry(code, reason, good && !BACKOFF_CODES.includes(code), restart);
   }
 
-  _retry(code, reason, good) {
+  _retry(code, reason, good, soon = null) {
     if (good) this._failures = 0;
-    const delay = backoffDelay(this._failures, { base: this.backoffBase, cap: this.backoffCap, random: this._random });
+    const delay =
+      soon ?? backoffDelay(this._failures, { base: this.backoffBase, cap: this.backoffCap, random: this._random });
     this._failures += 1;
     this._setState('reconnecting', { code, reason, delay, attempt: this._failures });
     this._retryTimer = this._clock.setTimeout(() => {

@@ -483,3 +483,16 @@ test("PuoMemoWebSocket keeps the spec's constructor (token, url, options)", asyn
   assert.equal(WebSocket.sockets[0].url, `${URL}?token=key`);
   ws.disconnect();
 });
+
+test('close 1012 (a restart) reconnects at once after a random wait of up to restartJitter, not the backoff', async () => {
+  const s = await connected({ random: () => 0.25, restartJitter: 1000 });
+  for (let i = 0; i < 3; i += 1) {
+    s.socket().drop(1012, 'restart'); // brief connections: a backoff would have grown
+    assert.deepEqual(s.closes.at(-1), { code: 1012, reason: 'restart', reconnect: true });
+    const event = s.states.at(-1);
+    assert.deepEqual([event.state, event.code, event.delay], ['reconnecting', 1012, 250]);
+    (await nextSocket(s)).open();
+  }
+  s.socket().drop(1006); // the next failure backs off as usual
+  assert.ok(s.states.at(-1).delay > 250);
+});

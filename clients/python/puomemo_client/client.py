@@ -44,6 +44,8 @@ STOP_CODES = frozenset({4001, 4003, 1009})
 # The server asked the client to slow down (4002 rate limit, 4029 too many connections): the delay keeps growing
 # even after a connection that got subscribed. Every other code (1001, 1006, 1011, 1013, 4008, ...) reconnects.
 BACKOFF_CODES = frozenset({4002, 4029})
+# The server restarts (1012): reconnect at once, after a random wait of up to `restart_jitter` seconds.
+RESTART_CODES = frozenset({1012})
 TYPING_INTERVAL = 2.0  # the server relays one `typing` a memory per 2 s per connection
 MAX_FRAME_BYTES = 16 * 1_048_576  # server frames carry whole memories
 MAX_TRACKED_VERSIONS = 10_000  # memories whose last version seen is kept, to drop stale events
@@ -119,6 +121,7 @@ class PuoMemoClient:
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         stable_after: float = 5.0,
+        restart_jitter: float = 1.0,
         last_seq: int | None = None,
         encoding: Encoding = "json",
         compression: str | None = "deflate",
@@ -147,6 +150,7 @@ class PuoMemoClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.stable_after = stable_after  # seconds a subscribed connection must last to reset the backoff
+        self.restart_jitter = restart_jitter
         self.state: State = "closed"
         self.attempt = 0  # reconnects since the last good connection: the next backoff step
         # The client's time, injectable for tests: backoff waits, `stable_after`, the heartbeat's interval.
@@ -232,7 +236,10 @@ class PuoMemoClient:
                     break
                 if good and code not in BACKOFF_CODES:
                     self.attempt = 0  # a good connection: start again from the first step
-                delay = backoff_delay(self.attempt, base=self.backoff_base, cap=self.backoff_cap, rand=self._rand)
+                if code in RESTART_CODES:  # another instance (or this one, back) takes it: no backoff
+                    delay = self._rand() * self.restart_jitter
+                else:
+                    delay = backoff_delay(self.attempt, base=self.backoff_base, cap=self.backoff_cap, rand=self._rand)
                 self.attempt += 1
                 self._set_state("reconnecting", code=code, reason=reason, delay=delay)
                 logger.info("WebSocket closed with %s; reconnecting in %.1f s", code, delay)

@@ -21,10 +21,10 @@ MEMORIES = [
 class Command(BaseCommand):
     help = "Seed a demo tenant with an admin, a member, a guest and a few memories (idempotent)."
 
-    @transaction.atomic
     def add_arguments(self, parser):
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="Where the server will be, for the hints.")
 
+    @transaction.atomic
     def handle(self, *args, url: str, **options):
         tenant, _ = Tenant.objects.get_or_create(slug="demo", defaults={"name": "Demo team"})
         User = get_user_model()

@@ -12,9 +12,9 @@ from accounts.access import prune_access_changes
 from memories import embeddings
 from memories.worker import embedding_worker, run_worker
 from puomemo import patches
-from realtime.consumers import SERVER_SHUTTING_DOWN
-from realtime.fanout import hub
 from realtime.log import prune_events
+from realtime.node import node
+from realtime.protocol import CloseCode
 
 logger = logging.getLogger(__name__)
 
@@ -26,17 +26,17 @@ DAPHNE_HEADROOM_BYTES = 64 * 1024
 # How often a serving process prunes the event log.
 PRUNE_SECONDS = 3600
 
-# How long the reactor waits after the 1001 closes so the frames leave the sockets.
+# How long the reactor waits after the 1012 closes so the frames leave the sockets.
 SHUTDOWN_FLUSH_SECONDS = 0.5
 
 
 def _close_connections_on_shutdown() -> None:
-    """Tell clients the server is going away (1001) instead of dropping their TCP connections."""
+    """Tell clients the instance restarts (1012: they come back at once) instead of dropping their TCP connections."""
     import daphne.server  # noqa: F401  (installs the asyncio reactor before twisted's default)
     from twisted.internet import defer, reactor
 
     async def close_all() -> None:
-        await hub().close_all(SERVER_SHUTTING_DOWN)
+        await node().hub().close_all(CloseCode.SERVICE_RESTART)
         await asyncio.sleep(SHUTDOWN_FLUSH_SECONDS)
 
     def before_shutdown():
@@ -89,7 +89,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--preload-model",
             action="store_true",
-            help="Load the embedding model at start (~+400 MiB) rather than on the first search or embedding.",
+            help="Load the embedding model at start (~+100 MiB) rather than on the first search or embedding.",
         )
 
     def handle(self, *args, host: str, port: int, proxy_headers: bool, no_worker: bool, preload_model: bool, **options):

@@ -2,24 +2,20 @@
 
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_out
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from accounts.access import AccessChange, session_digest
-from accounts.models import ApiKey, Membership
+from accounts.models import ApiKey, Membership, Tenant
 from memories.changes import MemoryChange
 from memories.embeddings import MODEL_NAME
 from memories.models import Memory
 from memories.signals import embedding_ready
 from memories.visibility import Audience
-from realtime.events import (
-    ACCESS_CHANGED,
-    actor_data,
-    change_audience,
-    log_and_publish,
-    memory_payload,
-    publish_on_commit,
-)
+from realtime.messages import actor_data, change_audience, memory_payload
+from realtime.models import TenantSequence
+from realtime.protocol import ACCESS_CHANGED
+from realtime.publish import log_and_publish, publish_on_commit
 
 
 def _publish(change: MemoryChange, event_type: str, data: dict) -> None:
@@ -34,6 +30,13 @@ def _publish(change: MemoryChange, event_type: str, data: dict) -> None:
             data={**data, **actor_data(change.actor)},
             audience=change_audience(change.before, change.after, change.before_title),
         )
+
+
+@receiver(post_save, sender=Tenant, dispatch_uid="realtime.tenant_saved")
+def tenant_saved(sender, instance: Tenant, created: bool, raw: bool = False, **kwargs) -> None:
+    # Its event counter from the start, so that no write pays for making it.
+    if created and not raw:
+        TenantSequence.objects.get_or_create(tenant_id=instance.pk)
 
 
 @receiver(post_save, sender=Memory, dispatch_uid="realtime.memory_saved")
@@ -80,18 +83,14 @@ def _tenant_of(user_id: int) -> int | None:
     return Membership.objects.filter(user_id=user_id).values_list("tenant_id", flat=True).first()
 
 
-@receiver(pre_save, sender=Membership, dispatch_uid="realtime.membership_saving")
-def membership_saving(sender, instance: Membership, raw: bool = False, **kwargs) -> None:
-    # The tenant it leaves, if it moves: that tenant's connections of the user must close.
-    instance.tenant_before = None if raw or instance.pk is None else _tenant_of(instance.user_id)
-
-
 @receiver(post_save, sender=Membership, dispatch_uid="realtime.membership_saved")
 def membership_saved(sender, instance: Membership, raw: bool = False, **kwargs) -> None:
     if not raw:
-        _publish_access(
-            AccessChange.of_membership(instance), instance.tenant_id, getattr(instance, "tenant_before", None)
-        )
+        # The tenant it leaves, if it moved, is told too. One not loaded from the database
+        # names none: the access-change trigger and the log poll close those sockets then.
+        left = getattr(instance, "loaded_tenant_id", None)
+        _publish_access(AccessChange.of_membership(instance), instance.tenant_id, left)
+        instance.loaded_tenant_id = instance.tenant_id
 
 
 @receiver(post_delete, sender=Membership, dispatch_uid="realtime.membership_deleted")
