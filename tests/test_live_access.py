@@ -135,7 +135,7 @@ async def presence(ws) -> dict[str, int]:
     return {user["user_name"]: user["connections"] for user in (await next_of_type(ws, "presence"))["data"]["users"]}
 
 
-async def test_presence_is_the_same_on_both_instances_and_a_killed_ones_users_leave(live, tmp_path):
+async def test_presence_is_the_same_on_both_instances_and_a_killed_ones_users_leave(live):
     a, b, keys = live["a"], live["b"], live["keys"]
     on_a, on_b = await ready(a.ws, keys["alice"]), await ready(b.ws, keys["bob"])
     for ws in (on_a, on_b):
