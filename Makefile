@@ -4,10 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# serve's processes: by default one per core with REDIS_URL set, one without (the embedded default).
+WORKERS ?=
 # Development defaults; production sets DEBUG=0 and a real SECRET_KEY.
 export DEBUG ?= 1
 
-.PHONY: run test test-fast test-live lint bench docs docs-serve install install-test migrate lock clean
+.PHONY: run test test-fast test-live lint bench bench-workers docs docs-serve install install-test migrate lock clean
 
 # Every install is from a lock file: each package pinned with its hashes, nothing else resolved
 # (--no-deps: the lock already lists every dependency). `make lock` regenerates both lock files
@@ -41,7 +43,7 @@ migrate: install
 
 run: migrate
 	$(PY) manage.py demo --url http://$(HOST):$(PORT)
-	$(PY) manage.py serve --host $(HOST) --port $(PORT)
+	$(PY) manage.py serve --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
 
 lint: install-test
 	$(VENV)/bin/ruff check .
@@ -69,6 +71,10 @@ test-live: install-test
 # (DATABASE_URL and REDIS_URL, by default the local ones .ci/run starts).
 bench: install-test
 	$(PY) bench/fanout.py
+
+# REST creates/s through serve with 1 worker and one per core, in one run (docs/performance.md); the same databases.
+bench-workers: install-test
+	$(PY) -m bench.workers --shared-socket --rounds 3 --seconds 15
 
 # The docs site (mkdocs.yml): docs/ built into site/; strict, so a broken link or anchor fails.
 docs: install-test

@@ -6,6 +6,7 @@ from importlib import import_module
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Count, Max
 
 from accounts.models import AccessChangeMark, ApiKey, Membership
 from accounts.principal import (
@@ -88,14 +89,19 @@ def revalidate(principals: list[Principal]) -> list[Principal | None]:
     return current
 
 
-def newest_access_change() -> int:
-    """The id of the newest access change the database triggers marked (0 before any)."""
-    return AccessChangeMark.objects.order_by("-id").values_list("id", flat=True).first() or 0
+def access_marks() -> tuple[int, int]:
+    """How many access changes the database triggers marked, and the newest's id: it moves with every commit.
+
+    The newest id alone would not: ids are taken when a change is made, not when it commits, so a
+    change that commits after a later one would leave the newest id where it was.
+    """
+    marks = AccessChangeMark.objects.aggregate(count=Count("id"), newest=Max("id"))
+    return marks["count"], marks["newest"] or 0
 
 
 def prune_access_changes() -> int:
-    """Delete the marks older than the newest: only the newest id is ever read."""
-    return AccessChangeMark.objects.filter(id__lt=newest_access_change()).delete()[0]
+    """Delete the marks older than the newest (hourly): only how many there are and the newest are read."""
+    return AccessChangeMark.objects.filter(id__lt=access_marks()[1]).delete()[0]
 
 
 def _session_valid(session_key: str, user) -> bool:

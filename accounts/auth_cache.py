@@ -16,8 +16,8 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
-from accounts.access import newest_access_change
-from accounts.models import ApiKey, Membership
+from accounts.access import access_marks
+from accounts.models import ApiKey, Membership, Tenant
 from accounts.principal import Principal, authenticate_token
 
 
@@ -27,7 +27,7 @@ class AuthCache:
     def __init__(self) -> None:
         self.entries: dict[str, tuple[float, AbstractBaseUser, Principal]] = {}
         self.lock = threading.Lock()
-        self.mark: int | None = None
+        self.mark: tuple[int, int] | None = None
         self.mark_read_at = float("-inf")
 
     def authenticate(self, token: str) -> tuple[AbstractBaseUser, Principal]:
@@ -56,7 +56,7 @@ class AuthCache:
         with self.lock:
             if now - self.mark_read_at < settings.PUOMEMO_AUTH_CACHE_CHECK_SECONDS:
                 return  # another thread just read it
-            mark = newest_access_change()
+            mark = access_marks()
             if mark != self.mark:
                 self.entries.clear()
                 self.mark = mark
@@ -74,6 +74,7 @@ auth_cache = AuthCache()
 @receiver(post_delete, sender=Membership, dispatch_uid="accounts.auth_cache.membership_deleted")
 @receiver(post_save, sender=ApiKey, dispatch_uid="accounts.auth_cache.api_key_saved")
 @receiver(post_delete, sender=ApiKey, dispatch_uid="accounts.auth_cache.api_key_deleted")
+@receiver(post_save, sender=Tenant, dispatch_uid="accounts.auth_cache.tenant_saved")
 @receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="accounts.auth_cache.user_saved")
 @receiver(post_delete, sender=settings.AUTH_USER_MODEL, dispatch_uid="accounts.auth_cache.user_deleted")
 def access_may_have_changed(sender, **kwargs) -> None:

@@ -593,7 +593,7 @@ async def run(args) -> dict:
 
     # (a) PUO Memo
     port = free_port()
-    serve = ["manage.py", "serve", "--no-worker", "--port", str(port)]
+    serve = ["manage.py", "serve", "--no-worker", "--workers", "1", "--port", str(port)]
     if args.profile:  # the server under pyinstrument; its report is written when it stops
         profile = logs / "puomemo-profile.txt"
         serve = ["-m", "pyinstrument", "--renderer", "text", "--outfile", str(profile), *serve]
@@ -635,7 +635,10 @@ async def run(args) -> dict:
     port = free_port()
     takeover = {**env, "PUOMEMO_WS_COMPRESSION_NO_CONTEXT_TAKEOVER": "0"}
     server = start(
-        [PY, "manage.py", "serve", "--no-worker", "--port", str(port)], takeover, port, logs / "takeover.log"
+        [PY, "manage.py", "serve", "--no-worker", "--workers", "1", "--port", str(port)],
+        takeover,
+        port,
+        logs / "takeover.log",
     )
     writer = Writer("puomemo", takeover)
     try:

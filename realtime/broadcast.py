@@ -2,6 +2,7 @@
 the process's publisher."""
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -18,6 +19,10 @@ from realtime.messages import event_message
 from realtime.protocol import TENANT_UPDATES, tenant_group
 
 logger = logging.getLogger(__name__)
+
+# How long a publish that must wait (an access change) waits for Redis at most; longer than a
+# Redis command's own timeouts (settings.REDIS_OPTIONS), so those answer first.
+PUBLISH_TIMEOUT_SECONDS = 10
 
 
 async def apublish(**event: Any) -> bool:
@@ -85,8 +90,12 @@ class Publisher:
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
         self.unsent = 0  # messages handed over and not sent (or failed) yet
 
-    def send(self, messages: list[dict[str, Any]]) -> None:
-        """Queue the messages and return at once; a failure is logged and counted, and the log heals it."""
+    def send(self, messages: list[dict[str, Any]], *, wait: bool = False) -> None:
+        """Queue the messages and return at once; a failure is logged and counted, and the log heals it.
+
+        With `wait`, return once they are sent (or PUBLISH_TIMEOUT_SECONDS passed): for access changes,
+        which no log orders before the memory events written after them on other processes.
+        """
         loop = self._target()
         if loop is None:
             return  # the embedded layer with nobody listening here: other processes read the log
@@ -99,10 +108,16 @@ class Publisher:
             on_loop = asyncio.get_running_loop() is loop
         except RuntimeError:
             on_loop = False
-        if on_loop:  # sync code called on the loop itself
-            queue.add(messages)
-        else:
-            loop.call_soon_threadsafe(queue.add, messages)
+        sent = concurrent.futures.Future()
+        if on_loop:  # sync code called on the loop itself: it cannot wait for the loop
+            queue.add(messages, sent)
+            return
+        loop.call_soon_threadsafe(queue.add, messages, sent)
+        if wait:
+            try:
+                sent.result(PUBLISH_TIMEOUT_SECONDS)
+            except concurrent.futures.TimeoutError:
+                logger.error("Publishing %d event(s) took over %s s; going on", len(messages), PUBLISH_TIMEOUT_SECONDS)
 
     def wait(self, timeout: float = 10) -> None:
         """Wait until everything handed over so far has been sent or has failed (tests; a process about to exit)."""
@@ -131,19 +146,22 @@ class _Queue:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sent: Callable[[int], None]) -> None:
         self.loop, self.sent = loop, sent
-        self.waiting: deque[dict[str, Any]] = deque()
+        self.waiting: deque[tuple[list[dict[str, Any]], concurrent.futures.Future]] = deque()
         self.task: asyncio.Task | None = None
 
-    def add(self, messages: list[dict[str, Any]]) -> None:
-        self.waiting.extend(messages)
+    def add(self, messages: list[dict[str, Any]], done: concurrent.futures.Future) -> None:
+        self.waiting.append((messages, done))
         if self.task is None or self.task.done():
             self.task = self.loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         while self.waiting:
-            messages = list(self.waiting)
+            batches = list(self.waiting)
             self.waiting.clear()
+            messages = [message for batch, _ in batches for message in batch]
             try:
                 await asend(messages)
             finally:
                 self.sent(len(messages))
+                for _, done in batches:
+                    done.set_result(None)

@@ -19,7 +19,7 @@ from realtime.delivery import Delivery, ResumeRunning
 from realtime.limits import SlidingWindow, Throttle
 from realtime.node import node
 from realtime.outbox import Outbox
-from realtime.protocol import CloseCode
+from realtime.protocol import MEMORIES, CloseCode
 from realtime.relay import Refused, channels_named, relay_custom, relay_typing
 from realtime.rendering import EventFrames
 
@@ -181,7 +181,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
             raise frames.InvalidFrame("Invalid message format: last_seq must be a whole number")
         try:
-            self.delivery.resume(self.tenant_id, last_seq)
+            self.delivery.resume(self.tenant_id, last_seq, memories=MEMORIES in self.subscriptions)
         except ResumeRunning:
             self.emit("error", {"message": "A resume is already running"})
 

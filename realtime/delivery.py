@@ -58,19 +58,22 @@ class Delivery:
         frame = frames.frame_for(self.viewer(), self.encoding)
         return frame is not None and self.outbox.put(frame)
 
-    def resume(self, tenant_id: int, last_seq: int) -> None:
-        """Start replaying the logged events after last_seq beside the connection's other work; live ones wait."""
+    def resume(self, tenant_id: int, last_seq: int, *, memories: bool) -> None:
+        """Start replaying the logged events after last_seq beside the connection's other work; live ones wait.
+
+        Without `memories` (the connection is not subscribed to them) nothing is replayed but `resumed`.
+        """
         if self.held is not None:
             raise ResumeRunning
         self.held = []
-        self.resuming = asyncio.get_running_loop().create_task(self._resume(tenant_id, last_seq))
+        self.resuming = asyncio.get_running_loop().create_task(self._resume(tenant_id, last_seq, memories))
 
     def stop(self) -> None:
         """The connection is gone: stop a resume that runs."""
         if self.resuming is not None:
             self.resuming.cancel()
 
-    async def _resume(self, tenant_id: int, last_seq: int) -> None:
+    async def _resume(self, tenant_id: int, last_seq: int, memories: bool) -> None:
         try:
             reason, current = await database_sync_to_async(resync_reason)(tenant_id, last_seq)
             if reason is None and current - last_seq > settings.PUOMEMO_WS_RESUME_MAX_EVENTS:
@@ -78,7 +81,7 @@ class Delivery:
             if reason is not None:
                 self._emit("resync_required", {"reason": reason, "current_seq": current})
                 return
-            upto = await self._replay(last_seq)
+            upto = await self._replay(last_seq) if memories else current
             if upto is not None:
                 self._emit("resumed", {"last_seq": max(upto, self.live_upto)})
         except Exception:

@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from accounts.access import AccessChange, newest_access_change, principal_after, revalidate
+from accounts.access import AccessChange, access_marks, principal_after, revalidate
 from accounts.principal import Principal
 from realtime import metrics
 from realtime.broadcast import apublish_presence
@@ -153,7 +153,7 @@ class Hub:
         self.registry = registry
         self.feeds: dict[int, TenantFeed] = {}
         self.background: list[asyncio.Task] = []
-        self.access_mark: int | None = None  # the newest access change the poll saw
+        self.access_mark: tuple[int, int] | None = None  # the access-change marks the poll saw
 
     async def join(self, connection: Connection) -> None:
         """Start feeding events of the connection's tenant to it; returns once the subscription is live."""
@@ -255,6 +255,6 @@ class Hub:
         return True
 
 
-def _poll(tenant_ids: list[int]) -> tuple[dict[int, int], int]:
-    """The last seq of each tenant, and the newest access change."""
-    return current_seqs(tenant_ids), newest_access_change()
+def _poll(tenant_ids: list[int]) -> tuple[dict[int, int], tuple[int, int]]:
+    """The last seq of each tenant, and the access-change marks."""
+    return current_seqs(tenant_ids), access_marks()

@@ -2,7 +2,11 @@
 
 from prometheus_client import Counter, Gauge
 
-connections = Gauge("puomemo_websocket_connections", "Open WebSocket connections in this process")
+connections = Gauge(
+    "puomemo_websocket_connections",
+    "Open WebSocket connections in this process (in this serve, summed over its workers)",
+    multiprocess_mode="livesum",
+)
 messages_sent = Counter("puomemo_websocket_messages_sent", "Frames sent to WebSocket clients")
 messages_received = Counter("puomemo_websocket_messages_received", "Frames received from WebSocket clients")
 closes = Counter("puomemo_websocket_closes", "WebSocket closes by close code", ["code"])

@@ -14,12 +14,13 @@ def publish(**event: Any) -> None:
     node().publisher.send([event_message(**event)])
 
 
-def publish_on_commit(**event: Any) -> None:
+def publish_on_commit(*, wait: bool = False, **event: Any) -> None:
     """Publish once the current transaction commits; a rolled-back transaction publishes nothing.
 
-    The events of one transaction are sent together, in one round trip to Redis.
+    The events of one transaction are sent together, in one round trip to Redis. With `wait`
+    the commit waits until they are sent (see Publisher.send).
     """
-    _send_on_commit(event_message(**event))  # checked against the catalogue now, in the writer's code
+    _send_on_commit(event_message(**event), wait=wait)  # checked against the catalogue now, in the writer's code
 
 
 def log_and_publish(
@@ -30,14 +31,15 @@ def log_and_publish(
     _send_on_commit(logged_message(event))
 
 
-def _send_on_commit(message: dict[str, Any]) -> None:
+def _send_on_commit(message: dict[str, Any], *, wait: bool = False) -> None:
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
-        node().publisher.send([message])
+        node().publisher.send([message], wait=wait)
         return
     batch = getattr(connection, "puomemo_publish_batch", None)
     if batch is None:
         batch = connection.puomemo_publish_batch = _Batch(connection)
+    batch.wait |= wait
 
     # A plain function rather than a partial: on_commit(robust=True) logs the callback's __qualname__.
     def committed() -> None:
@@ -54,6 +56,7 @@ class _Batch:
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self.messages: list[dict[str, Any]] = []
+        self.wait = False  # one of them must be out before the commit returns
         self.hook = (set(), self.send, True)
 
     def send_last(self) -> None:
@@ -74,4 +77,4 @@ class _Batch:
             del self.connection.puomemo_publish_batch
         messages, self.messages = self.messages, []
         if messages:
-            node().publisher.send(messages)
+            node().publisher.send(messages, wait=self.wait)

@@ -71,11 +71,17 @@ def memory_embedded(sender, memory_id, audience: Audience, **kwargs) -> None:
 
 
 def _publish_access(change: AccessChange, *tenant_ids: int | None) -> None:
-    # In the tenant's group, so that it is ordered with the tenant's memory events:
-    # a demoted member gets no team memory written after the demotion committed.
+    # In the tenant's group, so that it is ordered with the tenant's memory events: a demoted
+    # member gets no team memory written after the demotion committed. Access changes are not
+    # logged, so the commit waits until Redis has this one, before any later write can publish.
     for tenant_id in {t for t in tenant_ids if t is not None}:
         publish_on_commit(
-            tenant_id=tenant_id, event_type=ACCESS_CHANGED, channel=None, data=change.as_dict(), audience=None
+            tenant_id=tenant_id,
+            event_type=ACCESS_CHANGED,
+            channel=None,
+            data=change.as_dict(),
+            audience=None,
+            wait=True,
         )
 
 

@@ -292,3 +292,13 @@ async def test_replay_never_shows_what_was_written_while_the_viewer_could_not_se
     polled = (await sync(lambda: client_for(guest).get("/api/v4/events", {"after_seq": 0}))).json()
     assert "PRIVATE SECRET" not in str(polled) and [e["seq"] for e in polled["events"]] == [3]
     await comm.disconnect()
+
+
+async def test_a_resume_without_the_memories_channel_replays_nothing_but_says_where_it_is(make_user):
+    owner = await sync(make_user)
+    for _ in range(3):
+        await sync(MemoryFactory, owner=owner)
+    comm = await connect(jwt_for(owner), subscribe=["tenant.updates"])
+    [reply] = await resume(comm, 0)
+    assert (reply["type"], reply["data"]) == ("resumed", {"last_seq": 3})
+    await comm.disconnect()

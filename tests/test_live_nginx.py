@@ -70,7 +70,9 @@ def scaled(cluster_factory):
         "PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT": "6",
         "PUOMEMO_WS_REGISTRY_REFRESH_SECONDS": str(REFRESH_SECONDS),
     }
-    cluster = cluster_factory("nginx", users=USERS, settings=settings, count=3, args=serve_args())
+    cluster = cluster_factory(
+        "nginx", users=USERS, settings=settings, count=3, args=(*serve_args(), "--workers", "2")
+    )  # serve's default on a 2-core host: its number of cores
     nginx = start_nginx([server.port for server in cluster.servers])
     cluster_factory.defer(nginx.stop)
     return cluster, nginx

@@ -11,8 +11,8 @@ from django.db import connection
 from django.test import Client
 from rest_framework_simplejwt.tokens import AccessToken
 
-from accounts.access import newest_access_change, prune_access_changes
-from accounts.models import ApiKey, Membership, Role
+from accounts.access import access_marks, prune_access_changes
+from accounts.models import AccessChangeMark, ApiKey, Membership, Role
 from accounts.principal import password_stamp
 from accounts.services import api_key_revoke
 from memories.models import Visibility
@@ -165,14 +165,22 @@ async def test_a_demotion_without_a_signal_stops_team_memories_within_the_log_po
 
 def test_logins_and_key_use_mark_no_access_change(member):
     """The columns that change on every login or API call are not watched: no re-check storm."""
-    marked = newest_access_change()
+    marked = access_marks()
     get_user_model().objects.filter(pk=member.pk).update(last_login="2026-01-02T00:00:00Z")
     assert api_key(member)  # a new key gives nobody access they did not have
     ApiKey.objects.filter(user=member).update(last_used_at="2026-01-02T00:00:00Z")
-    assert newest_access_change() == marked
+    assert access_marks() == marked
     Membership.objects.filter(user=member).update(role=Role.GUEST)
-    assert newest_access_change() > marked
-    assert prune_access_changes() >= 1 and newest_access_change() > marked
+    assert access_marks() > marked
+    assert prune_access_changes() >= 1 and access_marks()[1] > marked[1]
+
+
+def test_a_change_that_commits_after_a_later_one_still_moves_the_marks(db):
+    """Mark ids are taken when a change is made; one committed after a later change must still be seen."""
+    AccessChangeMark.objects.create(id=1000)  # the later change, committed first
+    seen = access_marks()
+    AccessChangeMark.objects.create(id=990)  # the earlier change (a revoke), committed now
+    assert access_marks() != seen and access_marks()[1] == seen[1] == 1000
 
 
 async def test_a_password_change_closes_jwt_sockets_at_the_recheck_and_voids_their_tickets(member, settings):

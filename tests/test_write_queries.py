@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from accounts.models import ApiKey, Membership, Role
+from accounts.models import ApiKey, Membership, Role, Tenant
 from accounts.services import api_key_revoke
 from tests.support.auth import bearer, jwt_for
 from tests.support.factories import api_key
@@ -49,18 +49,19 @@ def test_a_key_revoked_through_the_service_is_refused_at_once(make_user):
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "credential"),
     [
-        lambda user: ApiKey.objects.filter(user=user).update(revoked_at="2026-01-01T00:00:00Z"),
-        lambda user: get_user_model().objects.filter(pk=user.pk).update(is_active=False),
-        lambda user: Membership.objects.filter(user=user).delete(),
+        (lambda user: ApiKey.objects.filter(user=user).update(revoked_at="2026-01-01T00:00:00Z"), "api key"),
+        (lambda user: get_user_model().objects.filter(pk=user.pk).update(is_active=False), "api key"),
+        (lambda user: Membership.objects.filter(user=user).delete(), "api key"),
+        (lambda user: Tenant.objects.filter(pk=user.membership.tenant_id).update(slug="renamed"), "jwt"),
     ],
-    ids=["key revoked by update", "user deactivated by update", "membership deleted in bulk"],
+    ids=["key revoked by update", "user deactivated by update", "membership deleted in bulk", "tenant renamed"],
 )
-def test_access_lost_without_a_signal_is_refused_within_the_check_interval(make_user, settings, change):
+def test_access_lost_without_a_signal_is_refused_within_the_check_interval(make_user, settings, change, credential):
     settings.PUOMEMO_AUTH_CACHE_CHECK_SECONDS = 0.2
     user = make_user()
-    client = bearer(api_key(user))
+    client = bearer(api_key(user) if credential == "api key" else jwt_for(user))  # a JWT names its tenant
     assert client.get("/api/v4/memories/").status_code == 200
     change(user)
     time.sleep(0.3)

@@ -91,8 +91,10 @@ class Server:
 
 
 def start_server(env: dict, log: Path, args: tuple[str, ...] = ()) -> Server:
-    """Start `manage.py serve` (with extra `args`) on a free port and wait until it answers HTTP."""
+    """Start `manage.py serve` (with extra `args`; one process unless they say --workers) on a free port and wait
+    until it answers HTTP."""
     port = free_port()
+    args = args if "--workers" in args else (*args, "--workers", "1")
     process = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", str(port), *args],
         cwd=ROOT,

@@ -1,17 +1,20 @@
-"""Serve the ASGI app with daphne, its WebSocket limits derived from the settings."""
+"""Serve the ASGI app with daphne, its WebSocket limits derived from the settings, on every core."""
 
+import argparse
 import asyncio
 import logging
+import sys
 
 from asgiref.sync import sync_to_async
 from daphne.cli import CommandLineInterface
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from accounts.access import prune_access_changes
 from memories import embeddings
 from memories.worker import embedding_worker, run_worker
-from puomemo import patches
+from puomemo import patches, prefork
 from realtime.log import prune_events
 from realtime.node import node
 from realtime.protocol import CloseCode
@@ -37,6 +40,8 @@ def _close_connections_on_shutdown() -> None:
 
     async def close_all() -> None:
         await node().hub().close_all(CloseCode.SERVICE_RESTART)
+        # What the publisher still holds (presence, access changes are never logged) goes out first.
+        await asyncio.to_thread(node().publisher.wait, SHUTDOWN_FLUSH_SECONDS)
         await asyncio.sleep(SHUTDOWN_FLUSH_SECONDS)
 
     def before_shutdown():
@@ -74,31 +79,81 @@ def _prune_the_event_log_hourly() -> None:
     reactor.callWhenRunning(task.LoopingCall(prune).start, PRUNE_SECONDS, now=True)
 
 
+def default_workers() -> int:
+    """Every core with Redis; one process for the embedded default (no REDIS_URL)."""
+    return prefork.default_workers() if settings.REDIS_URL else 1
+
+
 class Command(BaseCommand):
-    help = "Serve PUO Memo (HTTP and /ws) with daphne."
+    help = (
+        "Serve PUO Memo (HTTP and /ws) with daphne: with REDIS_URL set, one daphne process per core sharing one "
+        "port (--workers); without it (the embedded default: in-process channel layer and connection counts) "
+        "one process, since other processes would see its writes only through the 1 s event-log poll."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
             "--no-worker",
             action="store_true",
-            help="Do not run the embeddings worker in this process (run `manage.py embed_worker` instead).",
+            help="Do not run the embeddings worker in this serve (run `manage.py embed_worker` instead).",
         )
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="daphne processes sharing the port (default: the number of cores with REDIS_URL, else 1; more "
+            "than 1 needs REDIS_URL). One embeddings worker thread whatever the count.",
+        )
+        parser.add_argument(
+            "--shared-socket",
+            action="store_true",
+            help="Have the workers accept from one listening socket, rather than each from its own on the port "
+            "(SO_REUSEPORT, the default: the kernel spreads the connections over them evenly).",
+        )
         parser.add_argument("--proxy-headers", action="store_true", help="Trust X-Forwarded-For (behind nginx).")
         parser.add_argument(
             "--preload-model",
             action="store_true",
-            help="Load the embedding model at start (~+100 MiB) rather than on the first search or embedding.",
+            help="Load the embedding model at start (~+100 MiB a worker process, mostly shared pages) rather than "
+            "on the first search or embedding.",
         )
+        # Set by the parent for its workers: the inherited socket's endpoint and the worker's number.
+        parser.add_argument("--worker-endpoint", help=argparse.SUPPRESS)
+        parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
 
-    def handle(self, *args, host: str, port: int, proxy_headers: bool, no_worker: bool, preload_model: bool, **options):
+    def handle(
+        self,
+        *args,
+        host: str,
+        port: int,
+        workers: int | None,
+        proxy_headers: bool,
+        no_worker: bool,
+        preload_model: bool,
+        shared_socket: bool,
+        worker_endpoint: str | None,
+        worker_index: int,
+        **options,
+    ):
         patches.check_all()  # before daphne starts: a patch that no longer fits stops it in one line (manage.py)
+        if workers is not None and workers < 1:
+            raise CommandError("--workers must be at least 1.")
+        if workers is not None and workers > 1 and not settings.REDIS_URL:
+            raise CommandError(
+                f"--workers {workers} needs REDIS_URL: without Redis each process has its own channel layer and "
+                "connection counts, so the embedded default serves from one process."
+            )
+        count = default_workers() if workers is None else workers
+        if worker_endpoint is None and count > 1:
+            reuse_port = not shared_socket and sys.platform.startswith("linux")  # elsewhere it does not balance
+            return self.supervise(count, host, port, proxy_headers, no_worker, preload_model, reuse_port)
+        first = worker_index == 0  # the one process (or worker) that prunes and runs the embeddings worker
         daphne_max = settings.PUOMEMO_WS_MAX_MESSAGE_BYTES + DAPHNE_HEADROOM_BYTES
         heartbeat = settings.PUOMEMO_WS_HEARTBEAT_SECONDS
         argv = [
-            "-b", host,
-            "-p", str(port),
+            *(["-e", worker_endpoint] if worker_endpoint else ["-b", host, "-p", str(port)]),
             "--websocket-max-message-size", str(daphne_max),
             "--websocket-max-frame-size", str(daphne_max),
             "--ping-interval", str(heartbeat),
@@ -107,14 +162,51 @@ class Command(BaseCommand):
             "puomemo.asgi:application",
         ]  # fmt: skip
         _close_connections_on_shutdown()
-        _prune_the_event_log_hourly()
+        if first:
+            _prune_the_event_log_hourly()
         if preload_model:
             _on_a_thread_once_running(embeddings.model)  # so that no search waits for the model
-        if not no_worker:
+        if not no_worker and first:
             from twisted.internet import reactor
 
             worker = embedding_worker()
             reactor.addSystemEventTrigger("before", "shutdown", setattr, worker, "running", False)
             _on_a_thread_once_running(run_worker, worker)
-        self.stdout.write(f"Serving PUO Memo on http://{host}:{port} (WebSocket at ws://{host}:{port}/ws)")
+        if not worker_endpoint:
+            self.stdout.write(f"Serving PUO Memo on http://{host}:{port} (WebSocket at ws://{host}:{port}/ws)")
         CommandLineInterface().run(argv)
+
+    def supervise(
+        self,
+        count: int,
+        host: str,
+        port: int,
+        proxy_headers: bool,
+        no_worker: bool,
+        preload_model: bool,
+        reuse_port: bool,
+    ) -> None:
+        """Bind host:port, then become the parent of `count` worker processes on it (puomemo/prefork.py)."""
+        try:
+            sockets = prefork.bind_all(host, port, count, reuse_port=reuse_port)
+        except OSError as error:
+            raise CommandError(f"Cannot listen on {host}:{port}: {error.strerror}.") from None
+        except ValueError as error:
+            raise CommandError(f"{error}; serve with --workers 1.") from None
+        flags = [
+            *(["--proxy-headers"] if proxy_headers else []),
+            *(["--no-worker"] if no_worker else []),
+            *(["--preload-model"] if preload_model else []),
+        ]
+        command = [
+            sys.executable, str(settings.BASE_DIR / "manage.py"), "serve",
+            "--host", host, "--port", str(port), "--workers", str(count), *flags,
+        ]  # fmt: skip
+        self.stdout.write(
+            f"Serving PUO Memo on http://{host}:{port} (WebSocket at ws://{host}:{port}/ws) with {count} workers"
+        )
+        for connection in connections.all(initialized_only=True):  # the startup checks' (exec drops the rest)
+            connection.close()
+            if hasattr(connection, "close_pool"):
+                connection.close_pool()
+        prefork.exec_supervisor(sockets, count, command)  # does not return; exits as the workers do
