@@ -9,7 +9,7 @@ WORKERS ?=
 # Development defaults; production sets DEBUG=0 and a real SECRET_KEY.
 export DEBUG ?= 1
 
-.PHONY: run test lint bench bench-workers docs docs-serve install install-test migrate lock clean
+.PHONY: run test test-fast test-live lint bench bench-workers docs docs-serve install install-test migrate lock clean
 
 # Every install is from a lock file: each package pinned with its hashes, nothing else resolved
 # (--no-deps: the lock already lists every dependency). `make lock` regenerates both lock files
@@ -49,8 +49,27 @@ lint: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The tiers (docs/testing.md): the fast tier, then the live and node tiers together, each spread over
+# pytest-xdist workers (a live module's tests share its servers, so they stay on one worker: loadfile), then the
+# browser tier in one process: its 2 s bounds on what a page shows were missed beside the other tiers' servers.
+FAST := not live and not browser and not node
+FAST_WORKERS ?= 3
+LIVE_WORKERS ?= 3
+PYTEST_FAST = $(VENV)/bin/pytest -m "$(FAST)" -n $(FAST_WORKERS)
+PYTEST_LIVE = $(VENV)/bin/pytest -m "(live or node) and not browser" -n $(LIVE_WORKERS) --dist loadfile
+PYTEST_BROWSER = $(VENV)/bin/pytest -m browser
+
 test: lint
-	$(VENV)/bin/pytest
+	$(PYTEST_FAST)
+	$(PYTEST_LIVE)
+	$(PYTEST_BROWSER)
+
+test-fast: install-test
+	$(PYTEST_FAST)
+
+test-live: install-test
+	$(PYTEST_LIVE)
+	$(PYTEST_BROWSER)
 
 # Fan-out three ways in one run (docs/performance.md); needs PostgreSQL and Redis
 # (DATABASE_URL and REDIS_URL, by default the local ones .ci/run starts).

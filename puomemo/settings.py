@@ -237,6 +237,8 @@ PUOMEMO_WS_RESUME_MAX_EVENTS = env_int("PUOMEMO_WS_RESUME_MAX_EVENTS", 1000)
 # Each process re-stamps its connections in Redis this often; an entry not re-stamped for three
 # times as long (its process died) stops counting, and the tenant is told its user left.
 PUOMEMO_WS_REGISTRY_REFRESH_SECONDS = env_float("PUOMEMO_WS_REGISTRY_REFRESH_SECONDS", 10)
+# A connection relays at most one typing indicator a memory in this interval (the clients send no more often).
+PUOMEMO_WS_TYPING_INTERVAL_SECONDS = env_float("PUOMEMO_WS_TYPING_INTERVAL_SECONDS", 2.0)
 # REST remembers a bearer token's principal this long (at most), per process; any access change empties
 # it, at once in the process that made it and within PUOMEMO_AUTH_CACHE_CHECK_SECONDS everywhere else.
 PUOMEMO_AUTH_CACHE_SECONDS = env_float("PUOMEMO_AUTH_CACHE_SECONDS", 60)

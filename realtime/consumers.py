@@ -16,7 +16,7 @@ from accounts.principal import InvalidToken, Principal
 from realtime import frames, metrics
 from realtime.authentication import principal_of_scope
 from realtime.delivery import Delivery, ResumeRunning
-from realtime.limits import TYPING_INTERVAL_SECONDS, SlidingWindow, Throttle
+from realtime.limits import SlidingWindow, Throttle
 from realtime.node import node
 from realtime.outbox import Outbox
 from realtime.protocol import CloseCode
@@ -62,7 +62,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         self.connection_id = str(uuid.uuid4())
         self.subscriptions: set[str] = set()
         self.rate, self.invalid, self.published = SlidingWindow(), SlidingWindow(), SlidingWindow()
-        self.typing = Throttle(TYPING_INTERVAL_SECONDS)
+        self.typing = Throttle(settings.PUOMEMO_WS_TYPING_INTERVAL_SECONDS)
         self.idle_timer = self.expiry_timer = None
         # Counted from here on: a failure while joining still releases (dispatch closes 1011).
         self.joined = True

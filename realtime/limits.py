@@ -264,10 +264,6 @@ class SlidingWindow:
         return max(0.0, self.times[0] + self.seconds - time.monotonic()) if self.times else 0.0
 
 
-# A connection relays at most one typing indicator a memory in this interval.
-TYPING_INTERVAL_SECONDS = 2.0
-
-
 class Throttle:
     """Lets one event a key through per interval; one per connection, so no locking."""
 

@@ -1,4 +1,5 @@
 import json
+import os
 
 import msgpack
 import pytest
@@ -9,16 +10,53 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connections
-from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import AccessToken
-from websockets.protocol import Side
 
 from accounts.auth_cache import auth_cache
 from accounts.models import Role
-from accounts.principal import password_stamp
 from realtime import catalogue
 from realtime.node import Node, using
-from tests.factories import TenantFactory, UserFactory
+from tests.support.auth import bearer, jwt_for
+from tests.support.factories import TenantFactory, UserFactory
+from tests.support.live import ClusterFactory, from_puomemo
+from tests.support.workers import worker_layer_prefix, worker_redis_url
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker's in-process Redis use (registry, tickets, and the processes its tests start
+    with its environment) goes to a Redis database of its own, and its channel layer to a prefix of its own
+    (pub/sub channels are server-wide, whatever the database): tests/support/workers.py."""
+    if settings.REDIS_URL and os.environ.get("PYTEST_XDIST_WORKER"):
+        url = worker_redis_url(settings.REDIS_URL)
+        settings.REDIS_URL = os.environ["REDIS_URL"] = url
+        layer = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+        layer["hosts"][0]["address"] = url
+        layer["prefix"] = worker_layer_prefix()
+
+
+TIERS = ("live", "browser", "node")  # the markers of pyproject.toml; the fast tier is every test without one
+
+
+# The longest modules of the slow tiers (measured: 1-2.5 minutes each on 2 cores), started first so that the
+# pytest-xdist workers (which take whole modules with --dist loadfile) do not end on one of them.
+LONGEST_FIRST = (
+    "test_live_servers.py",
+    "test_live_event_log.py",
+    "test_embedding_worker.py",
+    "test_browser.py",
+    "test_live_nginx.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that starts servers through cluster_factory belongs to a slow tier: refuse to run it unmarked.
+    The longest modules go first; each module's tests keep their order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    for item in items:
+        if "cluster_factory" in item.fixturenames and not any(item.get_closest_marker(tier) for tier in TIERS):
+            raise pytest.UsageError(
+                f"{item.nodeid} starts servers (cluster_factory) but is not marked {' or '.join(TIERS)}"
+            )
 
 
 @pytest.fixture(autouse=True)
@@ -58,12 +96,6 @@ def close_connections_of_async_tests(django_db_setup, django_db_blocker):
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
-
-
-def from_puomemo(connection: websockets.asyncio.connection.Connection) -> bool:
-    """Whether a connection is a client's of a real PUO Memo server (daphne), not of a test's scripted server."""
-    # The client tests' scripted websockets servers send malformed binary frames on purpose.
-    return connection.protocol.side == Side.CLIENT and connection.response.headers.get("Server") == "daphne"
 
 
 @pytest.fixture(autouse=True)
@@ -115,22 +147,16 @@ def make_user(tenant):
     return make
 
 
-def jwt_for(user) -> str:
-    """An access token as the token endpoint issues it."""
-    token = AccessToken.for_user(user)
-    token["tenant"] = user.membership.tenant.slug
-    token["pwd"] = password_stamp(user)
-    return str(token)
-
-
-def bearer(token: str) -> APIClient:
-    """An API client that sends `Authorization: Bearer <token>`."""
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
-
-
 @pytest.fixture
 def client_for():
     """An API client authenticated as the user with a JWT."""
     return lambda user: bearer(jwt_for(user))
+
+
+@pytest.fixture(scope="module")
+def cluster_factory(tmp_path_factory):
+    """Start real server clusters (tests/support/live.py `start_cluster`) for a module: `cluster_factory(name,
+    users=..., settings=..., count=..., args=..., redis=...)`; every one is stopped when the module ends."""
+    factory = ClusterFactory(tmp_path_factory)
+    yield factory
+    factory.stop_all()

@@ -5,7 +5,7 @@ from django.db.models.signals import post_delete
 
 from accounts.models import ApiKey, Role, hash_api_key
 from memories.models import Memory
-from tests.factories import MemoryFactory, api_key
+from tests.support.factories import MemoryFactory, api_key
 
 pytestmark = pytest.mark.django_db
 

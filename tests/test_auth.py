@@ -7,8 +7,8 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import ApiKey, hash_api_key
-from tests.conftest import bearer, jwt_for
-from tests.factories import PASSWORD, TenantFactory, api_key
+from tests.support.auth import bearer, jwt_for
+from tests.support.factories import PASSWORD, TenantFactory, api_key
 
 pytestmark = pytest.mark.django_db
 

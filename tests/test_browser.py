@@ -9,15 +9,17 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import websockets
-from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
+from playwright.sync_api import Page, WebSocketRoute, expect, sync_playwright
 
-from tests.live import ROOT, CookieClient, Server, api, close_code, manage, next_of_type, start_cluster
+from tests.support.browser import logged_in
+from tests.support.live import ROOT, CookieClient, Server, api, close_code, manage, next_of_type
+
+pytestmark = pytest.mark.browser
 
 # pat's password is changed by a test: the others keep theirs.
 USERS = {"ann": ("crew", "admin"), "max": ("crew", "member"), "gus": ("crew", "guest"), "pat": ("crew", "member")}
@@ -25,12 +27,10 @@ LIVE = 2000  # ms: the issue's bound for a change to show in another browser
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(cluster_factory):
     # Re-check access every second, so that a logout shows within the test's patience.
     settings = {"PUOMEMO_WS_REVALIDATE_SECONDS": "1"}
-    cluster = start_cluster(tmp_path_factory.mktemp("browser"), users=USERS, settings=settings, count=1)
-    yield cluster
-    cluster.stop()
+    return cluster_factory("browser", users=USERS, settings=settings, count=1)
 
 
 @pytest.fixture(scope="module")
@@ -44,37 +44,6 @@ def browser():
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     return tmp_path_factory.mktemp("test-artifacts")
-
-
-def logged_in(
-    browser: Browser,
-    server: Server,
-    username: str,
-    *,
-    block_websocket: dict | None = None,
-    route_websocket: Callable[[WebSocketRoute], None] | None = None,
-) -> Page:
-    """A fresh browser context, logged in through the form, on the memory page with its socket live."""
-    context = browser.new_context(viewport={"width": 1200, "height": 820})
-    if block_websocket is not None:
-        # As a proxy that refuses WebSockets: every /ws handshake fails while block_websocket["on"].
-        def route_websocket(ws: WebSocketRoute) -> None:
-            if block_websocket["on"]:
-                ws.close(reason="blocked")
-            else:
-                ws.connect_to_server()
-
-    if route_websocket is not None:  # a Playwright handler for every /ws the context's pages open
-        context.route_web_socket(re.compile(r"/ws$"), route_websocket)
-    page = context.new_page()
-    page.goto(f"{server.http}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill("pw-live-123")
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{server.http}/")
-    if block_websocket is None:
-        expect(page.locator("#connection")).to_have_text("live", timeout=10_000)
-    return page
 
 
 def memories(page: Page):

@@ -16,7 +16,7 @@ from puomemo_client import CHANNELS, DEFAULT_CHANNELS, PuoMemoClient
 from puomemo_client.cli import main
 
 from realtime import catalogue
-from tests.test_clients import cli, next_event, read_line, record, running, stop_cli, until
+from tests.support.pyclient import cli, next_event, read_line, record, running, stop_cli, until
 
 MSGPACK = "puomemo.msgpack"
 MEMORY_ID = "7d1f0a52-3c1e-4f0e-9a57-2b1c6a1e9d40"

@@ -1,16 +1,12 @@
 """The Python client (clients/python, `puomemo_client`) and its CLI against a real daphne process and Redis."""
 
 import asyncio
-import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
-from asyncio.subprocess import PIPE
 from datetime import datetime
 
 import jwt
@@ -24,84 +20,30 @@ from puomemo_client import (
     refresh_delay,
 )
 
-from tests.live import ROOT, Server, api, free_port, start_cluster
+from tests.support.live import ROOT, Server, api, free_port
+from tests.support.pyclient import (
+    SECRET,
+    USERS,
+    cli,
+    create_memory,
+    event_log,
+    login,
+    mint,
+    next_event,
+    read_line,
+    record,
+    running,
+    stop_cli,
+    until,
+)
 
 LOGGED = ("memory.created", "memory.updated", "memory.deleted", "memory.embedding_complete")
-SECRET = "test-secret-for-the-client-tests-only"  # the servers sign with it, so the test can mint short-lived JWTs
-USERS = {"alice": ("live", "admin"), "bob": ("live", "member")}
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("clients")
-    cluster = start_cluster(tmp, users=USERS, settings={"SECRET_KEY": SECRET}, count=1)
-    try:
-        yield {"server": cluster.servers[0], "keys": cluster.keys, "env": cluster.env}
-    finally:
-        cluster.stop()
-
-
-def login(server, username: str) -> str:
-    """A JWT access token from the server's login endpoint."""
-    body = json.dumps({"username": username, "password": "pw-live-123"}).encode()
-    request = urllib.request.Request(
-        f"{server.http}/api/v4/auth/token/", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())["access"]
-
-
-def mint(like: str, lifetime: float) -> str:
-    """A JWT with the claims of `like` (user, tenant) that expires in `lifetime` seconds."""
-    claims = jwt.decode(like, options={"verify_signature": False})
-    now = time.time()
-    payload = {**claims, "iat": int(now), "exp": int(now + lifetime), "jti": uuid.uuid4().hex}
-    return jwt.encode(payload, SECRET, algorithm="HS256")
-
-
-def record(client: PuoMemoClient, *events: str) -> asyncio.Queue:
-    """A queue of (event, data) for each of `events` the client's handlers receive."""
-    queue: asyncio.Queue = asyncio.Queue()
-    for event in events:
-        client.on(event, lambda data, event=event: queue.put_nowait((event, data)))
-    return queue
-
-
-async def next_event(queue: asyncio.Queue, event: str, timeout: float = 10) -> dict:
-    while True:
-        name, data = await asyncio.wait_for(queue.get(), timeout)
-        if name == event:
-            return data
-
-
-@contextlib.asynccontextmanager
-async def running(*clients: PuoMemoClient):
-    """Run the clients' connect() loops; wait until all are subscribed; disconnect them afterwards."""
-    tasks = [asyncio.create_task(client.connect()) for client in clients]
-    try:
-        for client in clients:
-            await client.wait_connected(10)
-        yield tasks
-    finally:
-        for client, task in zip(clients, tasks, strict=True):
-            await client.disconnect()
-            with contextlib.suppress(PuoMemoClosedError):
-                await asyncio.wait_for(task, 5)
-
-
-async def create_memory(server, key: str, title: str, visibility: str = "team") -> dict:
-    status, memory = await asyncio.to_thread(
-        api, server, "POST", "/api/v4/memories/", key, {"title": title, "visibility": visibility}
-    )
-    assert status == 201, memory
-    return memory
-
-
-async def event_log(server, key: str, after_seq: int) -> dict:
-    """GET /api/v4/events as the key's user sees them now: {events, last_seq, current_seq}."""
-    status, page = await asyncio.to_thread(api, server, "GET", f"/api/v4/events?after_seq={after_seq}&limit=1000", key)
-    assert status == 200, page
-    return page
+def live(cluster_factory):
+    cluster = cluster_factory("clients", users=USERS, settings={"SECRET_KEY": SECRET}, count=1)
+    return {"server": cluster.servers[0], "keys": cluster.keys, "env": cluster.env}
 
 
 def test_backoff_doubles_to_60_s_with_jitter_and_refresh_leads_expiry():
@@ -114,6 +56,7 @@ def test_backoff_doubles_to_60_s_with_jitter_and_refresh_leads_expiry():
     assert (jwt_expiry(token), jwt_expiry("pm_abc"), jwt_expiry("a.b.c")) == (2_000_000_000, None, None)
 
 
+@pytest.mark.live
 async def test_python_client_gets_events_and_resubscribes_after_a_reconnect(live):
     server, keys = live["server"], live["keys"]
     bob = PuoMemoClient(keys["bob"], server.ws)
@@ -133,6 +76,7 @@ async def test_python_client_gets_events_and_resubscribes_after_a_reconnect(live
         assert (await next_event(events, "memory.created"))["memory"]["title"] == "after"
 
 
+@pytest.mark.live
 async def test_subscribe_and_unsubscribe_last_across_reconnects(live):
     server, keys = live["server"], live["keys"]
     bob = PuoMemoClient(keys["bob"], server.ws, channels=["tenant.updates"], backoff_base=0.05)
@@ -150,6 +94,7 @@ async def test_subscribe_and_unsubscribe_last_across_reconnects(live):
         assert (await next_event(heard, "memory.created"))["memory"]["title"] == "still subscribed"
 
 
+@pytest.mark.live
 async def test_presence_lists_the_connected_users(live):
     server, keys = live["server"], live["keys"]
     alice, bob = PuoMemoClient(keys["alice"], server.ws), PuoMemoClient(keys["bob"], server.ws)
@@ -163,6 +108,7 @@ async def test_presence_lists_the_connected_users(live):
         assert {user["user_name"] for user in await alice.presence()} == {"alice"}  # bob left
 
 
+@pytest.mark.live
 async def test_typing_reaches_a_teammate_and_is_throttled_per_memory(live):
     server, keys = live["server"], live["keys"]
     memory = await create_memory(server, keys["alice"], "agenda")
@@ -178,6 +124,7 @@ async def test_typing_reaches_a_teammate_and_is_throttled_per_memory(live):
         assert (await next_event(typing, "memory.typing"))["memory_id"] == memory["id"]
 
 
+@pytest.mark.live
 async def test_refresh_returns_the_new_tokens_expiry(live):
     server = live["server"]
     first, second = login(server, "alice"), mint(login(server, "alice"), 3600)
@@ -190,6 +137,7 @@ async def test_refresh_returns_the_new_tokens_expiry(live):
         assert await alice.refresh(live["keys"]["alice"]) is None  # API keys do not expire
 
 
+@pytest.mark.live
 async def test_a_token_provider_renews_a_short_jwt_in_band_before_it_expires(live):
     server, template = live["server"], login(live["server"], "alice")
     issued: list[str] = []
@@ -215,6 +163,7 @@ async def test_a_token_provider_renews_a_short_jwt_in_band_before_it_expires(liv
         assert {user["user_name"] for user in await renewing.presence()} == {"alice"}
 
 
+@pytest.mark.live
 async def test_a_revoked_key_stops_the_client_without_reconnecting(live):
     server, keys = live["server"], live["keys"]
     status, created = await asyncio.to_thread(api, server, "POST", "/api/v4/api-keys/", keys["bob"], {"name": "d"})
@@ -276,6 +225,7 @@ async def test_python_client_sends_its_position_tracks_seq_and_drops_stale_versi
     assert versions == [3]  # version 2 after version 3 was dropped
 
 
+@pytest.mark.live
 async def test_python_client_resumes_after_its_connection_is_cut_missing_and_repeating_nothing(live):
     server, keys = live["server"], live["keys"]
     away = asyncio.Event()  # reconnects wait for it: writes happen while bob has no connection
@@ -321,6 +271,7 @@ async def test_python_client_resumes_after_its_connection_is_cut_missing_and_rep
     assert bob.last_seq == log["current_seq"] == log["events"][-1]["seq"]
 
 
+@pytest.mark.live
 async def test_python_client_with_a_position_ahead_of_the_server_is_told_to_resync(live):
     server, keys = live["server"], live["keys"]
     bob = PuoMemoClient(keys["bob"], server.ws, last_seq=10**9)
@@ -371,6 +322,7 @@ def cycle(*values: float):
     return rand
 
 
+@pytest.mark.live
 async def test_backoff_waits_double_to_a_60_s_cap_with_jitter_and_reset_after_a_good_connection(live):
     server, keys = live["server"], live["keys"]
     dead = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens: every attempt is refused
@@ -491,39 +443,13 @@ async def test_the_heartbeat_pings_a_quiet_connection_and_drops_it_when_no_pong_
     assert received[0] == ["subscribe", "ping"] and received[1][0] == "subscribe"
 
 
-async def cli(*args: str, token: str | None, cwd) -> asyncio.subprocess.Process:
-    """`python -m puomemo_client tail ARGS`, the token in PUOMEMO_TOKEN, run outside the repository."""
-    env = {key: value for key, value in os.environ.items() if key != "PUOMEMO_TOKEN"}
-    if token is not None:
-        env["PUOMEMO_TOKEN"] = token
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "puomemo_client", "tail", *args, cwd=cwd, env=env, stdout=PIPE, stderr=PIPE
-    )
-
-
-async def read_line(stream: asyncio.StreamReader, timeout: float = 15) -> str:
-    text = (await asyncio.wait_for(stream.readline(), timeout)).decode()
-    assert text, "the stream ended"
-    return text
-
-
-async def until(stream: asyncio.StreamReader, text: str) -> str:
-    while text not in (line := await read_line(stream)):
-        pass
-    return line
-
-
 async def next_printed(stdout: asyncio.StreamReader, message_type: str) -> dict:
     while (frame := json.loads(await read_line(stdout)))["type"] != message_type:
         pass
     return frame
 
 
-async def stop_cli(process: asyncio.subprocess.Process, signum: int) -> tuple[bytes, bytes]:
-    process.send_signal(signum)
-    return await asyncio.wait_for(process.communicate(), 10)
-
-
+@pytest.mark.live
 async def test_the_cli_prints_created_updated_and_deleted_memories_as_json_lines(live, tmp_path):
     server, keys = live["server"], live["keys"]
     tail = await cli("--url", server.ws, "--channels", "memories", token=keys["bob"], cwd=tmp_path)
@@ -547,6 +473,7 @@ async def test_the_cli_prints_created_updated_and_deleted_memories_as_json_lines
     assert keys["bob"] not in stderr.decode()
 
 
+@pytest.mark.live
 async def test_the_cli_exits_with_3_when_the_server_refuses_the_token(live, tmp_path):
     server = live["server"]
     tail = await cli("--url", server.ws, token="pm_not-a-key", cwd=tmp_path)
@@ -595,6 +522,7 @@ def start_again(server: Server, env: dict) -> None:
             time.sleep(0.2)
 
 
+@pytest.mark.live
 async def test_the_client_and_the_cli_reconnect_after_a_server_restart(live, tmp_path):
     server, keys = live["server"], live["keys"]
     bob = PuoMemoClient(keys["bob"], server.ws, backoff_base=0.2, backoff_cap=1)

@@ -17,10 +17,10 @@ from realtime import delivery
 from realtime.custom import InvalidCustomEvent, PublishRateExceeded, check_publish, publish_custom
 from realtime.limits import SlidingWindow
 from realtime.routing import websocket_application
-from tests.conftest import jwt_for
-from tests.factories import MemoryFactory, principal
-from tests.live import api, next_of_type, ready, start_cluster
-from tests.wsclient import close_code, connect, frames
+from tests.support.auth import jwt_for
+from tests.support.factories import MemoryFactory, principal
+from tests.support.live import api, next_of_type, ready
+from tests.support.wsclient import close_code, connect, frames
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -384,10 +384,8 @@ LIVE_USERS = {"alice": ("live", "member"), "bob": ("live", "member"), "gil": ("l
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    cluster = start_cluster(tmp_path, users=LIVE_USERS, settings={}, count=2)
-    yield cluster
-    cluster.stop()
+def cluster(cluster_factory):
+    return cluster_factory("custom-events", users=LIVE_USERS, count=2)
 
 
 async def custom_subscriber(url: str, key: str):
@@ -397,6 +395,7 @@ async def custom_subscriber(url: str, key: str):
     return ws
 
 
+@pytest.mark.live
 async def test_a_custom_event_published_on_one_instance_reaches_subscribers_on_the_other(cluster):
     a, b = cluster.servers
     keys = cluster.keys

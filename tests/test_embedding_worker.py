@@ -12,9 +12,9 @@ import pytest
 from memories import embeddings
 from memories.models import EmbeddingStatus, Memory
 from memories.tasks import embed_memories
-from tests.live import ROOT, shared_test_database_url
+from tests.support.live import ROOT, shared_test_database_url
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]  # a real worker process
 
 COUNT = 1500
 

@@ -16,7 +16,7 @@ from memories import embeddings
 from memories.embedding_service import embed_due_memories
 from memories.models import EmbeddingStatus, Memory
 from memories.tasks import embed_memories
-from tests.factories import MemoryFactory
+from tests.support.factories import MemoryFactory
 
 pytestmark = pytest.mark.django_db
 

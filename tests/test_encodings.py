@@ -11,9 +11,9 @@ from django.db import transaction
 
 from realtime import frames, rendering
 from realtime.routing import websocket_application
-from tests.conftest import jwt_for
-from tests.factories import MemoryFactory
-from tests.wsclient import close_code
+from tests.support.auth import jwt_for
+from tests.support.factories import MemoryFactory
+from tests.support.wsclient import close_code
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

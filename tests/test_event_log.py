@@ -14,9 +14,9 @@ from accounts.models import Membership, Role
 from memories.models import Memory, Visibility
 from realtime.log import prune_events
 from realtime.models import Event
-from tests.conftest import jwt_for
-from tests.factories import MemoryFactory
-from tests.wsclient import connect, frames
+from tests.support.auth import jwt_for
+from tests.support.factories import MemoryFactory
+from tests.support.wsclient import connect, frames
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,9 +13,9 @@ from realtime import delivery
 from realtime.consumers import MemoryConsumer
 from realtime.daphne import SEND_TEXT
 from realtime.routing import websocket_application
-from tests.conftest import jwt_for
-from tests.factories import MemoryFactory
-from tests.wsclient import close_code, frames
+from tests.support.auth import jwt_for
+from tests.support.factories import MemoryFactory
+from tests.support.wsclient import close_code, frames
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,17 +12,16 @@ from datetime import datetime
 import jwt
 import pytest
 
-from tests.live import ROOT, api, start_cluster
-from tests.test_clients import SECRET, USERS, create_memory, event_log, login, mint
+from tests.support.live import ROOT, api
+from tests.support.pyclient import SECRET, USERS, create_memory, event_log, login, mint
+
+pytestmark = pytest.mark.node
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    cluster = start_cluster(tmp_path_factory.mktemp("js-client"), users=USERS, settings={"SECRET_KEY": SECRET}, count=1)
-    try:
-        yield {"server": cluster.servers[0], "keys": cluster.keys}
-    finally:
-        cluster.stop()
+def live(cluster_factory):
+    cluster = cluster_factory("js-client", users=USERS, settings={"SECRET_KEY": SECRET}, count=1)
+    return {"server": cluster.servers[0], "keys": cluster.keys}
 
 
 def jwt_expiry(token: str) -> int:

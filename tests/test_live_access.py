@@ -10,7 +10,9 @@ import time
 import pytest
 import websockets
 
-from tests.live import ROOT, api, close_code, next_of_type, ready, start_cluster, start_server
+from tests.support.live import ROOT, api, close_code, next_of_type, ready
+
+pytestmark = pytest.mark.live
 
 # The bound for a change to close open sockets, on every instance.
 WITHIN = 5
@@ -27,13 +29,11 @@ USERS = {
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("access")
+def live(cluster_factory):
     # Registry entries of a dead process expire after three refreshes: 3 s here rather than 30.
-    cluster = start_cluster(tmp, users=USERS, settings={"PUOMEMO_WS_REGISTRY_REFRESH_SECONDS": str(REFRESH)})
+    cluster = cluster_factory("access", users=USERS, settings={"PUOMEMO_WS_REGISTRY_REFRESH_SECONDS": str(REFRESH)})
     a, b = cluster.servers
-    yield {"a": a, "b": b, "keys": cluster.keys, "env": cluster.env}
-    cluster.stop()
+    return {"a": a, "b": b, "keys": cluster.keys, "env": cluster.env, "cluster": cluster}
 
 
 def shell(env: dict, code: str) -> None:
@@ -135,13 +135,13 @@ async def presence(ws) -> dict[str, int]:
     return {user["user_name"]: user["connections"] for user in (await next_of_type(ws, "presence"))["data"]["users"]}
 
 
-async def test_presence_is_the_same_on_both_instances_and_a_killed_ones_users_leave(live, tmp_path):
+async def test_presence_is_the_same_on_both_instances_and_a_killed_ones_users_leave(live):
     a, b, keys = live["a"], live["b"], live["keys"]
     on_a, on_b = await ready(a.ws, keys["alice"]), await ready(b.ws, keys["bob"])
     for ws in (on_a, on_b):
         await ws.send(json.dumps({"type": "subscribe", "data": {"channels": ["tenant.updates"]}}))
         await next_of_type(ws, "subscribed")
-    c = start_server(live["env"], tmp_path / "server-c.log", ("--no-worker",))
+    c = live["cluster"].start_server("server-c")
     on_c = await ready(c.ws, keys["fay"])
     expected = {"alice": 1, "bob": 1, "fay": 1}
     assert await presence(on_a) == expected

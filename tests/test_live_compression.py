@@ -15,24 +15,21 @@ from playwright.sync_api import expect, sync_playwright
 from puomemo_client import PuoMemoClient
 
 from realtime import daphne
-from tests.conftest import from_puomemo
-from tests.live import api, close_code, start_cluster
-from tests.test_browser import logged_in
-from tests.test_clients import next_event, record, running
-from tests.test_live_daphne import peak_rss, peak_rss_reset, settled_rss
+from tests.support.browser import logged_in
+from tests.support.live import api, close_code, from_puomemo, peak_rss, peak_rss_reset, settled_rss
+from tests.support.pyclient import next_event, record, running
+
+pytestmark = pytest.mark.live
 
 MIB = 1_048_576
 USERS = {"alice": ("live", "admin"), "bob": ("live", "member"), "carol": ("live", "member")}
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
+def live(cluster_factory):
     """One server with the default settings: compression on, 1 MiB message limit."""
-    cluster = start_cluster(tmp_path_factory.mktemp("live-compression"), users=USERS, settings={}, count=1)
-    try:
-        yield {"server": cluster.servers[0], "keys": cluster.keys}
-    finally:
-        cluster.stop()
+    cluster = cluster_factory("live-compression", users=USERS, count=1)
+    return {"server": cluster.servers[0], "keys": cluster.keys}
 
 
 def prose(size: int) -> str:
@@ -207,6 +204,7 @@ async def test_the_python_client_with_msgpack_receives_events_from_a_real_server
         assert data["memory"]["id"] == memory["id"] and data["memory"]["content"] == memory["content"]
 
 
+@pytest.mark.browser
 def test_the_web_test_client_shows_msgpack_frames_decoded(live):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True)

@@ -9,7 +9,18 @@ import time
 import pytest
 import websockets
 
-from tests.live import api, close_code, raw_websocket, rss_bytes, start_cluster, subscribed
+from tests.support.live import (
+    api,
+    close_code,
+    peak_rss,
+    peak_rss_reset,
+    raw_websocket,
+    rss_bytes,
+    settled_rss,
+    subscribed,
+)
+
+pytestmark = pytest.mark.live
 
 MIB = 1_048_576
 MAX_BYTES = MIB  # PUOMEMO_WS_MAX_MESSAGE_BYTES
@@ -23,37 +34,9 @@ HEADER_TIMEOUT = 2  # PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS
 RSS_MARGIN = 64 * MIB
 
 
-def settled_rss(pid: int, *, quiet_for: float = 2.0, limit: float = 30.0) -> int:
-    """RSS once it stopped moving (by under 1 MiB for `quiet_for` seconds): the model loads on a thread at start."""
-    deadline = time.monotonic() + limit
-    last, since = rss_bytes(pid), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.25)
-        now = rss_bytes(pid)
-        if abs(now - last) >= MIB:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet_for:
-            return now
-    raise AssertionError("the server's RSS did not settle")
-
-
-def peak_rss_reset(pid: int) -> None:
-    """Reset the process's peak RSS (VmHWM) to its current RSS."""
-    with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-
-
-def peak_rss(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
+def live(cluster_factory):
     """One server (no embeddings worker) with small buffer budgets, a 2 s header timeout and room for 250 sockets."""
-    tmp = tmp_path_factory.mktemp("live-daphne")
     settings = {
         "PUOMEMO_WS_MAX_CONNECTIONS_PER_USER": "250",
         "PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT": "250",
@@ -65,11 +48,10 @@ def live(tmp_path_factory):
         "PUOMEMO_HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
     }
     users = {"alice": ("live", "admin"), "bob": ("live", "member"), "carol": ("live", "guest")}
-    cluster = start_cluster(tmp, users=users, settings=settings, count=1)
+    cluster = cluster_factory("live-daphne", users=users, settings=settings, count=1)
     server = cluster.servers[0]
     settled_rss(server.process.pid)  # so that no test measures the model loading
-    yield {"server": server, "keys": cluster.keys}
-    cluster.stop()
+    return {"server": server, "keys": cluster.keys}
 
 
 # --- 1009 for every oversize message ---------------------------------------------

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import os
 import random
 import socket
 import threading
@@ -11,7 +10,9 @@ from collections import Counter
 import pytest
 import websockets
 
-from tests.live import LiveDatabase, api, manage, start_cluster, start_server
+from tests.support.live import api, manage
+
+pytestmark = pytest.mark.live
 
 WRITES = 1000
 WRITERS = {"alice": "admin", "bob": "member", "dan": "member", "erin": "admin"}
@@ -22,13 +23,10 @@ VISIBLE_TO = {  # who each viewer may see: the writers' roles are fixed, and nob
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("eventlog")
+def live(cluster_factory):
     users = {name: ("live", role) for name, role in WRITERS.items()}
     users.update({"carol": ("live", "guest"), "fay": ("live", "member")})
-    cluster = start_cluster(tmp, users=users, settings={})
-    yield cluster
-    cluster.stop()
+    return cluster_factory("eventlog", users=users)
 
 
 def burst(servers, keys: dict[str, str], writes: dict) -> None:
@@ -120,35 +118,28 @@ async def test_a_forced_disconnect_mid_burst_loses_and_doubles_nothing(live, acr
         )
 
 
-def test_the_embedded_default_delivers_a_shell_write(tmp_path):
+def test_the_embedded_default_delivers_a_shell_write(cluster_factory):
     """No Redis: a write made by `manage.py shell` reaches a client of the server process through the log."""
-    database = LiveDatabase(tmp_path)
-    env = {**os.environ, "DEBUG": "1", "DATABASE_URL": database.url}
-    env.pop("REDIS_URL", None)
-    manage(env, "migrate", "--noinput")
+    cluster = cluster_factory("embedded-default", count=1, redis=False)
+    env, server = cluster.env, cluster.servers[0]
     manage(env, "create_tenant", "solo")
     manage(env, "create_user", "sam", "--tenant", "solo", "--role", "member", "--password", "pw-live-123")
     key = manage(env, "create_api_key", "sam").strip().splitlines()[-1]
-    server = start_server(env, tmp_path / "server.log", ("--no-worker",))
-    try:
 
-        async def scenario() -> dict:
-            async with websockets.connect(f"{server.ws}?token={key}") as ws:
-                await ws.send(json.dumps({"type": "subscribe", "data": {"channels": ["memories"]}}))
-                assert json.loads(await ws.recv())["type"] == "subscribed"
-                code = (
-                    "from django.contrib.auth.models import User; from memories.models import Memory; "
-                    "u = User.objects.get(username='sam'); "
-                    "Memory.objects.create(owner=u, tenant=u.membership.tenant, title='from a shell')"
-                )
-                await asyncio.to_thread(manage, env, "shell", "-c", code)
-                return json.loads(await asyncio.wait_for(ws.recv(), 5))
+    async def scenario() -> dict:
+        async with websockets.connect(f"{server.ws}?token={key}") as ws:
+            await ws.send(json.dumps({"type": "subscribe", "data": {"channels": ["memories"]}}))
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+            code = (
+                "from django.contrib.auth.models import User; from memories.models import Memory; "
+                "u = User.objects.get(username='sam'); "
+                "Memory.objects.create(owner=u, tenant=u.membership.tenant, title='from a shell')"
+            )
+            await asyncio.to_thread(manage, env, "shell", "-c", code)
+            return json.loads(await asyncio.wait_for(ws.recv(), 5))
 
-        frame = asyncio.run(scenario())
-        assert (frame["type"], frame["data"]["memory"]["title"], frame["seq"]) == ("memory.created", "from a shell", 1)
-    finally:
-        server.stop()
-        database.drop()
+    frame = asyncio.run(scenario())
+    assert (frame["type"], frame["data"]["memory"]["title"], frame["seq"]) == ("memory.created", "from a shell", 1)
 
 
 def test_a_long_resume_arrives_whole_at_the_pace_the_client_reads(live):

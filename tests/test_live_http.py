@@ -1,29 +1,21 @@
 """HTTP limits against a real daphne process: over-long headers get an answer, and /api/ errors are JSON."""
 
 import json
-import os
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.live import LiveDatabase, manage, start_server
+pytestmark = pytest.mark.live
 
 HEADER_LIMIT = 16384  # Twisted's HTTPChannel: per line and for the request line and headers in all
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """One server process in production mode (DEBUG off) on a SQLite database of its own, without Redis."""
-    tmp = tmp_path_factory.mktemp("live-http")
-    database = LiveDatabase(tmp)
-    env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "live-http-test-key", "DATABASE_URL": database.url}
-    env.pop("REDIS_URL", None)
-    manage(env, "migrate", "--noinput")
-    server = start_server(env, tmp / "server.log")
-    yield server
-    server.stop()
-    database.drop()
+def server(cluster_factory):
+    """One server process in production mode (DEBUG off) on a database of its own, without Redis."""
+    settings = {"DEBUG": "0", "SECRET_KEY": "live-http-test-key"}
+    return cluster_factory("live-http", settings=settings, count=1, args=(), redis=False).servers[0]
 
 
 def fetch(server, path: str, *, headers: dict | None = None, body: bytes | None = None) -> tuple[int, str, bytes]:

@@ -9,7 +9,9 @@ import time
 import pytest
 import websockets
 
-from tests.live import api, manage, masked_text_frame, metric, raw_websocket, rss_bytes, start_cluster
+from tests.support.live import api, manage, masked_text_frame, metric, raw_websocket, rss_bytes
+
+pytestmark = pytest.mark.live
 
 EVENTS = 600
 CONTENT_BYTES = 90_000  # 600 events of 90 KB: a 54 MB replay for each resume from the start
@@ -17,15 +19,14 @@ BUDGET = 8 * 1_048_576
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("release")
+def live(cluster_factory):
     users = {"alice": ("rel", "admin"), "carol": ("rel", "guest"), "fay": ("rel", "member")}
     settings = {
         "PUOMEMO_WS_MAX_BUFFERED_BYTES": str(256 * 1024),
         "PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL": str(BUDGET),
         "PUOMEMO_WS_STALL_SECONDS": "2",
     }
-    cluster = start_cluster(tmp, users=users, settings=settings)
+    cluster = cluster_factory("release", users=users, settings=settings)
     code = (
         "from django.db import transaction; from django.db.models import F\n"
         "from django.contrib.auth.models import User; from memories.models import Memory\n"
@@ -40,8 +41,7 @@ def live(tmp_path_factory):
         f"    TenantSequence.objects.filter(tenant=t).update(last_seq=F('last_seq') + {EVENTS - 1})\n"
     )
     manage(cluster.env, "shell", "-c", code)
-    yield cluster
-    cluster.stop()
+    return cluster
 
 
 def status(server, key: str) -> dict:

@@ -9,7 +9,7 @@ import pytest
 import websockets
 
 from clients.python.puomemo_ws import PuoMemoWebSocket
-from tests.live import (
+from tests.support.live import (
     api,
     close_code,
     manage,
@@ -18,18 +18,17 @@ from tests.live import (
     raw_websocket,
     ready,
     rss_bytes,
-    start_cluster,
-    start_server,
     subscribed,
 )
+
+pytestmark = pytest.mark.live
 
 MAX_BYTES = 1_048_576  # the production default, so daphne's own 1 MiB cap is exercised too
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(cluster_factory):
     """Two server processes (A and B) on one database and one Redis, with a tenant of three roles."""
-    tmp = tmp_path_factory.mktemp("live")
     users = {"alice": ("live", "admin"), "bob": ("live", "member"), "carol": ("live", "guest")}
     users["dave"] = ("elsewhere", "admin")
     settings = {
@@ -40,10 +39,9 @@ def cluster(tmp_path_factory):
         "PUOMEMO_WS_MAX_MESSAGE_BYTES": str(MAX_BYTES),
     }
     # With the embeddings worker: memory.embedding_complete is tested here.
-    live = start_cluster(tmp, users=users, settings=settings, args=())
+    live = cluster_factory("live", users=users, settings=settings, args=())
     a, b = live.servers
-    yield {"a": a, "b": b, "keys": live.keys, "env": live.env, "tmp": tmp}
-    live.stop()
+    return {"a": a, "b": b, "keys": live.keys, "env": live.env, "tmp": live.tmp, "cluster": live}
 
 
 async def test_bad_token_gets_4001_not_http_403(cluster):
@@ -185,7 +183,7 @@ def test_tokens_never_reach_the_logs(cluster):
 
 
 async def test_sigterm_closes_connections_with_1012_service_restart(cluster):
-    server = await asyncio.to_thread(start_server, cluster["env"], cluster["tmp"] / "server-c.log")
+    server = await asyncio.to_thread(cluster["cluster"].start_server, "server-c", ())
     ws = await ready(server.ws, cluster["keys"]["bob"])
     await asyncio.to_thread(server.stop)  # SIGTERM, as a rolling restart sends
     assert await close_code(ws) == 1012
@@ -230,7 +228,7 @@ async def test_embedding_complete_follows_a_rest_create_across_instances(cluster
 
 def test_heartbeat_pings_and_drops_a_dead_peer(cluster):
     env = {**cluster["env"], "PUOMEMO_WS_HEARTBEAT_SECONDS": "1", "PUOMEMO_WS_IDLE_TIMEOUT_SECONDS": "60"}
-    server = start_server(env, cluster["tmp"] / "server-heartbeat.log")
+    server = cluster["cluster"].start_server("server-heartbeat", (), env)
     try:
         # A peer that completes the handshake and then never answers anything, like a vanished laptop.
         sock, frames = raw_websocket(server.port, cluster["keys"]["carol"])
@@ -256,7 +254,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_keep_up(cluster
         "PUOMEMO_WS_IDLE_TIMEOUT_SECONDS": "120",
         "PUOMEMO_WS_HEARTBEAT_SECONDS": "120",
     }
-    server = await asyncio.to_thread(start_server, env, cluster["tmp"] / "server-slow.log")
+    server = await asyncio.to_thread(cluster["cluster"].start_server, "server-slow", (), env)
     keys = cluster["keys"]
     try:
         stalled, _ = raw_websocket(server.port, keys["carol"], receive_buffer=4096)

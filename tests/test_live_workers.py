@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from realtime.protocol import CloseCode
-from tests.live import ROOT, close_code, next_of_type, start_cluster, start_server, subscribed
+from tests.support.live import ROOT, close_code, next_of_type, subscribed
+
+pytestmark = pytest.mark.live
 
 USERS = {"alice": ("acme", "admin"), "bob": ("acme", "member")}
 # Only pub/sub can deliver an event within a test's wait: the event log is read once a minute.
@@ -23,17 +25,15 @@ WORKERS = ("--no-worker", "--workers", "2")
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(cluster_factory):
     """A fresh database with users and keys and a Redis; each test starts its own serve."""
-    cluster = start_cluster(tmp_path_factory.mktemp("workers"), users=USERS, settings=SETTINGS, count=0)
-    yield cluster
-    cluster.stop()
+    return cluster_factory("workers", users=USERS, settings=SETTINGS, count=0)
 
 
 @pytest.fixture
-def served(cluster, tmp_path):
-    """`serve --no-worker --workers 2` on a free port, stopped after the test."""
-    server = start_server(cluster.env, tmp_path / "serve.log", WORKERS)
+def served(cluster):
+    """`serve --no-worker --workers 2` on a free port, stopped after the test (and with the cluster at the latest)."""
+    server = cluster.start_server(f"serve-{len(cluster.extra)}", WORKERS)
     yield server
     server.stop()
 

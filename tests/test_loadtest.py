@@ -8,30 +8,17 @@ import sys
 import pytest
 
 from bench import loadtest
-from tests.live import ROOT, LiveDatabase, RedisServer, manage, start_server
+from tests.support.live import ROOT, manage
 
 
-@pytest.fixture
-def server(tmp_path):
+@pytest.fixture(scope="module")
+def server(cluster_factory):
     """One `manage.py serve` on a fresh database: the embedded default, or with a Redis of its own."""
-    database = LiveDatabase(tmp_path)
-    env = {**os.environ, "DEBUG": "1", "DATABASE_URL": database.url}
-    redis_server = None
-    if os.environ.get("REDIS_URL"):
-        redis_server = RedisServer(tmp_path)
-        redis_server.start()
-        env["REDIS_URL"] = redis_server.url
-    else:
-        env.pop("REDIS_URL", None)
-    manage(env, "migrate", "--noinput")
-    process = start_server(env, tmp_path / "server.log", ("--no-worker",))
-    yield process, env
-    process.stop()
-    if redis_server:
-        redis_server.stop()
-    database.drop()
+    cluster = cluster_factory("loadtest", count=1, redis=bool(os.environ.get("REDIS_URL")))
+    return cluster.servers[0], cluster.env
 
 
+@pytest.mark.live
 def test_loadtest_small_run_loses_and_leaks_nothing(server, tmp_path):
     process, env = server
     out, plot = tmp_path / "summary.json", tmp_path / "latency.png"

@@ -1,6 +1,5 @@
 """Failed password logins lock further tries: the token endpoint, the web login and Django admin alike."""
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -8,8 +7,10 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from accounts import login_throttle
 from accounts.models import LoginFailure, Role
-from tests.factories import PASSWORD
+from tests.support.clock import Clock
+from tests.support.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -59,13 +60,16 @@ def test_an_address_guessing_many_usernames_is_locked_for_all_of_them(make_user)
     assert token_login(user.username, PASSWORD, address="10.0.0.2").status_code == 200
 
 
-def test_the_lock_lifts_when_the_window_has_passed(make_user, limits):
-    limits.PUOMEMO_LOGIN_LOCKOUT_SECONDS = 2
+def test_the_lock_lifts_when_the_window_has_passed(make_user, limits, monkeypatch):
+    clock = Clock()  # the throttle's timezone.now(): the 15 minutes pass without waiting
+    monkeypatch.setattr(login_throttle, "timezone", clock)
     user = make_user()
     for _ in range(3):
         token_login(user.username, "guess")
     assert token_login(user.username, PASSWORD).status_code == 429
-    time.sleep(2.1)
+    clock.advance(limits.PUOMEMO_LOGIN_LOCKOUT_SECONDS - 1)
+    assert token_login(user.username, PASSWORD).status_code == 429  # not yet
+    clock.advance(1.1)
     assert token_login(user.username, PASSWORD).status_code == 200
     token_login("someone-else", "guess")  # a later failure sweeps the expired rows
     assert list(LoginFailure.objects.values_list("username", flat=True)) == ["someone-else"]

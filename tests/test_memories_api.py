@@ -4,7 +4,7 @@ import pytest
 
 from accounts.models import Role
 from memories.models import CONTENT_MAX_LENGTH, TAG_MAX_LENGTH, TAGS_MAX_COUNT, TITLE_MAX_LENGTH, Memory
-from tests.factories import MemoryFactory
+from tests.support.factories import MemoryFactory
 
 pytestmark = pytest.mark.django_db
 

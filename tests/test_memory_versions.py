@@ -10,7 +10,7 @@ from accounts.models import Role
 from memories.embedding_service import embed_due_memories
 from memories.models import EmbeddingStatus, Memory
 from memories.services import VersionConflict, memory_update
-from tests.factories import MemoryFactory, principal
+from tests.support.factories import MemoryFactory, principal
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 from accounts.models import ApiKey, Role
 from memories.models import Memory
 from puomemo.paths import OTHER_FORM
-from tests.factories import PASSWORD, MemoryFactory, api_key
+from tests.support.factories import PASSWORD, MemoryFactory, api_key
 
 pytestmark = pytest.mark.django_db
 

@@ -1,7 +1,8 @@
 """Presence over the connection registry: who holds connections in a tenant, on every process, with dead ones expiring.
 
-The Redis registry runs against a real Redis (REDIS_URL's server, else 127.0.0.1:6379) on database 13, in every
-run; the wall clock of realtime.limits is a fake the tests move, so expiry takes no real time.
+The Redis registry runs against a real Redis (REDIS_URL's server, else 127.0.0.1:6379) on database 13 (12, 11, …
+for pytest-xdist's workers gw1, gw2, …: each flushes its own), in every run; the wall clock of realtime.limits is a
+fake the tests move, so expiry takes no real time.
 """
 
 import os
@@ -12,8 +13,9 @@ import redis
 
 from realtime import limits
 from realtime.limits import LocalConnectionRegistry, RedisConnectionRegistry, entry_ttl, refresh_seconds
+from tests.support.workers import worker_number
 
-REDIS_DB = 13
+REDIS_DB = 13 - worker_number()
 TENANT, OTHER_TENANT = 1, 2
 TENANT_KEY, WHO_KEY = f"puomemo:ws:tenant:{TENANT}", f"puomemo:ws:tenant:{TENANT}:who"
 

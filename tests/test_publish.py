@@ -14,10 +14,10 @@ from realtime import metrics
 from realtime.node import node
 from realtime.protocol import TENANT_UPDATES, tenant_group
 from realtime.publish import publish
-from tests.conftest import bearer, jwt_for
-from tests.factories import MemoryFactory
-from tests.live import RedisServer
-from tests.wsclient import connect, frames
+from tests.support.auth import bearer, jwt_for
+from tests.support.factories import MemoryFactory
+from tests.support.live import RedisServer
+from tests.support.wsclient import connect, frames
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -18,9 +18,9 @@ from accounts.services import api_key_revoke
 from memories.models import Visibility
 from realtime.routing import websocket_application
 from realtime.tickets import ticket_issue
-from tests.conftest import jwt_for
-from tests.factories import MemoryFactory, api_key, principal
-from tests.wsclient import Refused, close_code, connect, frames
+from tests.support.auth import jwt_for
+from tests.support.factories import MemoryFactory, api_key, principal
+from tests.support.wsclient import Refused, close_code, connect, frames
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,9 +6,9 @@ from django.db import transaction
 
 from accounts.models import Role
 from memories.models import Memory, Visibility
-from tests.conftest import jwt_for
-from tests.factories import MemoryFactory
-from tests.wsclient import connect, frames
+from tests.support.auth import jwt_for
+from tests.support.factories import MemoryFactory
+from tests.support.wsclient import connect, frames
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,10 +12,10 @@ from realtime import delivery, fanout, metrics
 from realtime.consumers import MemoryConsumer
 from realtime.node import node
 from realtime.routing import websocket_application
-from tests.conftest import jwt_for
-from tests.factories import MemoryFactory
-from tests.live import free_port
-from tests.wsclient import close_code, connect, frames
+from tests.support.auth import jwt_for
+from tests.support.factories import MemoryFactory
+from tests.support.live import free_port
+from tests.support.wsclient import close_code, connect, frames
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

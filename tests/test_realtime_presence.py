@@ -7,9 +7,9 @@ from channels.db import database_sync_to_async
 
 from accounts.models import Role
 from memories.models import Visibility
-from tests.conftest import jwt_for
-from tests.factories import MemoryFactory
-from tests.wsclient import connect, frames
+from tests.support.auth import jwt_for
+from tests.support.factories import MemoryFactory
+from tests.support.wsclient import connect, frames
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -64,7 +64,8 @@ async def test_typing_reaches_those_who_may_see_the_memory_but_not_its_sender(te
         await comm.disconnect()
 
 
-async def test_typing_is_relayed_once_a_memory_per_interval(team, make_user):
+async def test_typing_is_relayed_once_a_memory_per_interval(team, make_user, settings):
+    settings.PUOMEMO_WS_TYPING_INTERVAL_SECONDS = 1.0  # 2 s by default
     typist, teammate, _guest, memory = team
     second = await sync(MemoryFactory, owner=typist, visibility=Visibility.TEAM)
     sender = await connect(jwt_for(typist), subscribe=None)
@@ -72,7 +73,7 @@ async def test_typing_is_relayed_once_a_memory_per_interval(team, make_user):
     for memory_id in (memory.id, memory.id, memory.id, second.id):
         await sender.send_json_to({"type": "typing", "data": {"memory_id": str(memory_id)}})
     assert [f["data"]["memory_id"] for f in await frames(watcher)] == [str(memory.id), str(second.id)]
-    await asyncio.sleep(2)
+    await asyncio.sleep(settings.PUOMEMO_WS_TYPING_INTERVAL_SECONDS)
     await sender.send_json_to({"type": "typing", "data": {"memory_id": str(memory.id)}})
     assert [f["data"]["memory_id"] for f in await frames(watcher)] == [str(memory.id)]
     for comm in (sender, watcher):

@@ -8,9 +8,9 @@ from channels.testing import WebsocketCommunicator
 
 from accounts.services import api_key_revoke
 from realtime.routing import websocket_application
-from tests.conftest import jwt_for
-from tests.factories import api_key
-from tests.wsclient import Refused, close_code, connect, frames
+from tests.support.auth import jwt_for
+from tests.support.factories import api_key
+from tests.support.wsclient import Refused, close_code, connect, frames
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

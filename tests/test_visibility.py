@@ -5,7 +5,7 @@ import pytest
 from accounts.models import Role
 from memories.models import Memory, Visibility
 from memories.visibility import Audience, can_change, can_view
-from tests.factories import MemoryFactory, principal
+from tests.support.factories import MemoryFactory, principal
 
 pytestmark = pytest.mark.django_db
 

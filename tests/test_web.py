@@ -15,7 +15,7 @@ from memories.models import Memory, Visibility
 from memories.services import memory_update
 from realtime.models import Event
 from realtime.routing import same_origin
-from tests.factories import PASSWORD, MemoryFactory, UserFactory, principal
+from tests.support.factories import PASSWORD, MemoryFactory, UserFactory, principal
 
 
 @pytest.fixture

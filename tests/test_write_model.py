@@ -6,9 +6,9 @@ from channels.db import database_sync_to_async
 from accounts.models import Role
 from memories.models import EmbeddingStatus, Memory, Visibility
 from memories.services import memory_create, memory_delete, memory_update
-from tests.conftest import jwt_for
-from tests.factories import principal
-from tests.wsclient import connect, frames
+from tests.support.auth import jwt_for
+from tests.support.factories import principal
+from tests.support.wsclient import connect, frames
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,8 +9,8 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.models import ApiKey, Membership, Role, Tenant
 from accounts.services import api_key_revoke
-from tests.conftest import bearer, jwt_for
-from tests.factories import api_key
+from tests.support.auth import bearer, jwt_for
+from tests.support.factories import api_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

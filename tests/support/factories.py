@@ -30,7 +30,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     username = factory.Sequence(lambda n: f"user{n}")
     first_name = factory.Faker("first_name")
     password = factory.django.Password(PASSWORD)
-    membership = factory.RelatedFactory("tests.factories.MembershipFactory", factory_related_name="user")
+    membership = factory.RelatedFactory("tests.support.factories.MembershipFactory", factory_related_name="user")
 
 
 class MembershipFactory(factory.django.DjangoModelFactory):

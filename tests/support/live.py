@@ -18,14 +18,16 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 import redis
 import websockets
+import websockets.asyncio.connection
+from websockets.protocol import Side
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -166,36 +168,81 @@ class RedisServer:
 
 @dataclass
 class Cluster:
-    """Server processes on one fresh database and a Redis of their own, with users and their API keys."""
+    """Server processes on one fresh database and (unless started without) a Redis of their own, with users and
+    their API keys."""
 
     servers: list[Server]
     keys: dict[str, str]
     env: dict
     database: LiveDatabase
-    redis: RedisServer
+    redis: "RedisServer | None"
+    tmp: Path
+    extra: list[Server] = field(default_factory=list)
+
+    def start_server(self, name: str, args: tuple[str, ...] = ("--no-worker",), env: dict | None = None) -> Server:
+        """Another server on the cluster's database and Redis (or `env`), stopped with the cluster."""
+        server = start_server(env or self.env, self.tmp / f"{name}.log", args)
+        self.extra.append(server)
+        return server
 
     def stop(self) -> None:
-        for server in self.servers:
-            server.stop()
-        self.redis.stop()
-        self.database.drop()
+        """Stop everything that was started, even when one step fails, then raise the first failure."""
+        steps = [server.stop for server in [*self.extra, *self.servers]]
+        steps += [self.redis.stop] if self.redis else []
+        _run_all([*steps, self.database.drop])
+
+
+def _run_all(steps) -> None:
+    errors = []
+    for step in steps:
+        try:
+            step()
+        except Exception as error:  # the other steps must run; the first error is raised below
+            errors.append(error)
+    if errors:
+        raise errors[0]
 
 
 def start_cluster(
     tmp: Path,
     *,
-    users: dict[str, tuple[str, str]],
-    settings: dict[str, str],
+    users: dict[str, tuple[str, str]] | None = None,
+    settings: dict[str, str] | None = None,
     count: int = 2,
     args: tuple[str, ...] = ("--no-worker",),
+    redis: bool = True,
 ) -> Cluster:
-    """Start a Redis, migrate a fresh database, create `users` ({name: (tenant, role)}) with API keys, and start
-    `count` servers (with `args`; by default without the embeddings worker)."""
-    redis_server = RedisServer(tmp)
-    redis_server.start()
-    database = LiveDatabase(tmp)
-    env = {**os.environ, "DEBUG": "1", "DATABASE_URL": database.url, "REDIS_URL": redis_server.url, **settings}
-    manage(env, "migrate", "--noinput")
+    """Start a Redis (unless `redis` is false: the embedded default), migrate a fresh database, create `users`
+    ({name: (tenant, role)}) with API keys, and start `count` servers (with `args`; by default without the
+    embeddings worker). `settings` are environment variables of every process (DEBUG=1 unless they say otherwise).
+    Whatever was started is stopped again if a later step fails."""
+    redis_server = RedisServer(tmp) if redis else None
+    database = None
+    servers: list[Server] = []
+    try:
+        if redis_server:
+            redis_server.start()
+        database = LiveDatabase(tmp)
+        env = {**os.environ, "DEBUG": "1", "DATABASE_URL": database.url, **(settings or {})}
+        if redis_server:
+            env["REDIS_URL"] = redis_server.url
+        else:
+            env.pop("REDIS_URL", None)
+        manage(env, "migrate", "--noinput")
+        keys = _create_users(env, users) if users else {}
+        for i in range(count):
+            servers.append(start_server(env, tmp / f"server-{i}.log", args))
+    except BaseException:
+        _run_all(
+            [server.stop for server in servers]
+            + ([redis_server.stop] if redis_server else [])
+            + ([database.drop] if database else [])
+        )
+        raise
+    return Cluster(servers, keys, env, database, redis_server, tmp)
+
+
+def _create_users(env: dict, users: dict[str, tuple[str, str]]) -> dict[str, str]:
     # One process for all of them: a management command each would start Django a dozen times.
     script = (
         "import json; from accounts.models import Tenant; from accounts.services import api_key_create, user_create\n"
@@ -206,9 +253,30 @@ def start_cluster(
         "    keys[name] = api_key_create(user=user, name=name)[1]\n"
         "print(json.dumps(keys))"
     )
-    keys = json.loads(manage(env, "shell", "-c", script).strip().splitlines()[-1])
-    servers = [start_server(env, tmp / f"server-{i}.log", args) for i in range(count)]
-    return Cluster(servers, keys, env, database, redis_server)
+    return json.loads(manage(env, "shell", "-c", script).strip().splitlines()[-1])
+
+
+class ClusterFactory:
+    """Starts clusters (start_cluster) in directories of their own and stops every one, and whatever else was
+    handed to `defer`, in reverse order; the `cluster_factory` fixture (tests/conftest.py) stops them at the end of
+    the module."""
+
+    def __init__(self, tmp_path_factory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.stops: list = []
+
+    def __call__(self, name: str, **options) -> Cluster:
+        cluster = start_cluster(self.tmp_path_factory.mktemp(name), **options)
+        self.stops.append(cluster.stop)
+        return cluster
+
+    def defer(self, stop) -> None:
+        """Call `stop` when the clusters stop (before those started earlier)."""
+        self.stops.append(stop)
+
+    def stop_all(self) -> None:
+        stops, self.stops = self.stops[::-1], []
+        _run_all(stops)
 
 
 # --- Talking to the servers ---------------------------------------------------
@@ -427,3 +495,41 @@ class CookieClient:
         """/ws with the session cookie and no token, as the page opens it."""
         headers = {"Cookie": f"sessionid={self.cookie('sessionid')}"}
         return await websockets.connect(self.server.ws, origin=origin, additional_headers=headers)
+
+
+# --- Memory of a server process --------------------------------------------------
+
+MIB = 1_048_576
+
+
+def settled_rss(pid: int, *, quiet_for: float = 2.0, limit: float = 30.0) -> int:
+    """RSS once it stopped moving (by under 1 MiB for `quiet_for` seconds): the model loads on a thread at start."""
+    deadline = time.monotonic() + limit
+    last, since = rss_bytes(pid), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = rss_bytes(pid)
+        if abs(now - last) >= MIB:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_for:
+            return now
+    raise AssertionError("the server's RSS did not settle")
+
+
+def peak_rss_reset(pid: int) -> None:
+    """Reset the process's peak RSS (VmHWM) to its current RSS."""
+    with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def peak_rss(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def from_puomemo(connection: websockets.asyncio.connection.Connection) -> bool:
+    """Whether a connection is a client's of a real PUO Memo server (daphne), not of a test's scripted server."""
+    # The client tests' scripted websockets servers send malformed binary frames on purpose.
+    return connection.protocol.side == Side.CLIENT and connection.response.headers.get("Server") == "daphne"
