@@ -292,4 +292,3 @@ async def test_replay_never_shows_what_was_written_while_the_viewer_could_not_se
     polled = (await sync(lambda: client_for(guest).get("/api/v4/events", {"after_seq": 0}))).json()
     assert "PRIVATE SECRET" not in str(polled) and [e["seq"] for e in polled["events"]] == [3]
     await comm.disconnect()
-
