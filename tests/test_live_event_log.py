@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import websockets
 
-from tests.support.live import api, manage
+from tests.support.live import api, long_log, manage
 
 pytestmark = pytest.mark.live
 
@@ -26,7 +26,8 @@ VISIBLE_TO = {  # who each viewer may see: the writers' roles are fixed, and nob
 def live(cluster_factory):
     users = {name: ("live", role) for name, role in WRITERS.items()}
     users.update({"carol": ("live", "guest"), "fay": ("live", "member")})
-    return cluster_factory("eventlog", users=users)
+    # A resume of 3,000 events below: past the default bound, which would answer resync_required.
+    return cluster_factory("eventlog", users=users, settings={"PUOMEMO_WS_RESUME_MAX_EVENTS": "5000"})
 
 
 def burst(servers, keys: dict[str, str], writes: dict) -> None:
@@ -145,20 +146,7 @@ def test_the_embedded_default_delivers_a_shell_write(cluster_factory):
 def test_a_long_resume_arrives_whole_at_the_pace_the_client_reads(live):
     """3,000 events of 10 KB (30 MB): more than the outbox holds and than a socket buffer may keep unsent."""
     a = live.servers[0]
-    code = (
-        "from django.db import transaction; from django.db.models import F\n"
-        "from django.contrib.auth.models import User; from memories.models import Memory\n"
-        "from realtime.models import Event, TenantSequence\n"
-        "u = User.objects.get(username='alice'); t = u.membership.tenant\n"
-        "with transaction.atomic():\n"
-        "    Memory.objects.create(owner=u, tenant=t, title='long', content='x' * 10_000, visibility='public')\n"
-        "    e = Event.objects.filter(tenant=t).latest('seq')\n"
-        "    Event.objects.bulk_create([Event(tenant=t, seq=e.seq + i, type=e.type, memory_id=e.memory_id,\n"
-        "        data=e.data, audience=e.audience) for i in range(1, 3000)])\n"
-        "    TenantSequence.objects.filter(tenant=t).update(last_seq=F('last_seq') + 2999)\n"
-        "print(e.seq)"
-    )
-    first = int(manage(live.env, "shell", "-c", code).strip().splitlines()[-1])
+    first = long_log(live.env, "alice", events=3000, content_bytes=10_000)
 
     async def resume() -> tuple[int, dict]:
         # A client that reads, slowly: a small receive buffer, and a little work per frame.

@@ -9,7 +9,7 @@ import time
 import pytest
 import websockets
 
-from tests.support.live import api, manage, masked_text_frame, metric, raw_websocket, rss_bytes
+from tests.support.live import api, long_log, masked_text_frame, metric, raw_websocket, rss_bytes
 
 pytestmark = pytest.mark.live
 
@@ -27,20 +27,7 @@ def live(cluster_factory):
         "PUOMEMO_WS_STALL_SECONDS": "2",
     }
     cluster = cluster_factory("release", users=users, settings=settings)
-    code = (
-        "from django.db import transaction; from django.db.models import F\n"
-        "from django.contrib.auth.models import User; from memories.models import Memory\n"
-        "from realtime.models import Event, TenantSequence\n"
-        "u = User.objects.get(username='alice'); t = u.membership.tenant\n"
-        "with transaction.atomic():\n"
-        f"    Memory.objects.create(owner=u, tenant=t, title='long', content='x' * {CONTENT_BYTES},\n"
-        "        visibility='public')\n"
-        "    e = Event.objects.filter(tenant=t).latest('seq')\n"
-        "    Event.objects.bulk_create([Event(tenant=t, seq=e.seq + i, type=e.type, memory_id=e.memory_id,\n"
-        f"        data=e.data, audience=e.audience) for i in range(1, {EVENTS})])\n"
-        f"    TenantSequence.objects.filter(tenant=t).update(last_seq=F('last_seq') + {EVENTS - 1})\n"
-    )
-    manage(cluster.env, "shell", "-c", code)
+    long_log(cluster.env, "alice", events=EVENTS, content_bytes=CONTENT_BYTES)
     return cluster
 
 

@@ -66,6 +66,25 @@ def manage(env: dict, *args: str) -> str:
     return result.stdout
 
 
+def long_log(env: dict, username: str, *, events: int, content_bytes: int) -> int:
+    """Give the user's tenant `events` logged copies of one public memory's creation (a long replay); its first seq."""
+    code = (
+        "from django.db import transaction; from django.db.models import F\n"
+        "from django.contrib.auth.models import User; from memories.models import Memory\n"
+        "from realtime.models import Event, TenantSequence\n"
+        f"u = User.objects.get(username={username!r}); t = u.membership.tenant\n"
+        "with transaction.atomic():\n"
+        f"    Memory.objects.create(owner=u, tenant=t, title='long', content='x' * {content_bytes},\n"
+        "        visibility='public')\n"
+        "    e = Event.objects.filter(tenant=t).latest('seq')\n"
+        "    Event.objects.bulk_create([Event(tenant=t, seq=e.seq + i, type=e.type, memory_id=e.memory_id,\n"
+        f"        data=e.data, audience=e.audience) for i in range(1, {events})])\n"
+        f"    TenantSequence.objects.filter(tenant=t).update(last_seq=F('last_seq') + {events - 1})\n"
+        "print(e.seq)"
+    )
+    return int(manage(env, "shell", "-c", code).strip().splitlines()[-1])
+
+
 @dataclass
 class Server:
     port: int
