@@ -195,8 +195,8 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] if ordered else float("nan")
 
 
-def clients_of(pid: int, port: int) -> int:
-    """How many established TCP connections to `port` process `pid` holds."""
+def clients_of(pid: int, port: int) -> set[int]:
+    """The client ports of the established TCP connections to `port` that process `pid` holds."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -205,13 +205,14 @@ def clients_of(pid: int, port: int) -> int:
             continue
         if target.startswith("socket:["):
             inodes.add(int(target[8:-1]))
-    count = 0
+    found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port and int(fields[9]) in inodes:
-                count += 1
-    return count
+            local, remote, state, inode = fields[1], fields[2], fields[3], int(fields[9])
+            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+                found.add(int(remote.rsplit(":", 1)[1], 16))
+    return found
 
 
 async def websocket_spread(port: int, key: str, pids: list[int], count: int) -> list[int]:
@@ -225,7 +226,7 @@ async def websocket_spread(port: int, key: str, pids: list[int], count: int) -> 
         return ws
 
     sockets = await asyncio.gather(*(one() for _ in range(count)))
-    spread = [clients_of(pid, port) for pid in pids]
+    spread = [len(clients_of(pid, port)) for pid in pids]
     for ws in sockets:
         await ws.close()
     return spread

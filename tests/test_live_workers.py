@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.workers import clients_of
 from realtime.protocol import CloseCode
 from tests.support.live import ROOT, close_code, next_of_type, subscribed
 
@@ -48,26 +49,6 @@ def children(pid: int) -> list[int]:
         except OSError:  # exited meanwhile
             continue
     return sorted(found)
-
-
-def clients_of(pid: int, port: int) -> set[int]:
-    """The client ports of the established TCP connections to `port` that process `pid` holds."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            local, remote, state, inode = fields[1], fields[2], fields[3], int(fields[9])
-            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
-                found.add(int(remote.rsplit(":", 1)[1], 16))
-    return found
 
 
 def holder(workers: list[int], port: int, client_port: int) -> int:
