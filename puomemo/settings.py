@@ -187,7 +187,37 @@ STATICFILES_DIRS = [("puomemo", BASE_DIR / "clients" / "js")]
 
 # --- Real-time layer -------------------------------------------------------
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+
+
+def _sentinels(raw: str) -> list[tuple[str, int]]:
+    """REDIS_SENTINELS as (host, port) pairs: `host:port,host:port` (an IPv6 host in brackets)."""
+    found = []
+    for item in (part.strip() for part in raw.split(",")):
+        host, _, port = item.rpartition(":")
+        if not item or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ImproperlyConfigured(f"REDIS_SENTINELS must be host:port[,host:port…], got {raw!r}")
+        found.append((host.strip("[]"), int(port)))
+    return found
+
+
+# Redis through Sentinel (docs/deployment.md): the sentinels to ask, and the name of the master they watch.
+REDIS_SENTINELS = _sentinels(os.environ["REDIS_SENTINELS"]) if os.environ.get("REDIS_SENTINELS", "").strip() else []
+REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "").strip()
+if bool(REDIS_SENTINELS) != bool(REDIS_SENTINEL_MASTER):
+    raise ImproperlyConfigured("REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together: set both or neither.")
+if REDIS_SENTINELS and REDIS_URL:
+    raise ImproperlyConfigured("REDIS_URL and REDIS_SENTINELS both name the Redis: set one of them.")
+# Pub/sub shards: the channel layer spreads the tenants' groups over these; everything else stays on the main Redis.
+REDIS_PUBSUB_URLS = env_list("REDIS_PUBSUB_URLS", "")
+for _url in REDIS_PUBSUB_URLS:
+    if not _url.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"REDIS_PUBSUB_URLS must be redis:// URLs, got {_url!r}")
+if REDIS_PUBSUB_URLS and not (REDIS_URL or REDIS_SENTINELS):
+    raise ImproperlyConfigured("REDIS_PUBSUB_URLS needs REDIS_URL or REDIS_SENTINELS for the connection registry.")
+# Whether the real-time layer runs on Redis (several processes) rather than the embedded default (one).
+REDIS_ENABLED = bool(REDIS_URL or REDIS_SENTINELS)
+
 # Every Redis client's options. Pooled connections go stale when Redis restarts:
 # check them before use, and retry a command once reconnected instead of failing it.
 REDIS_OPTIONS = {
@@ -197,15 +227,30 @@ REDIS_OPTIONS = {
     "socket_keepalive": True,
     "retry_on_error": [OSError],
 }
+# The connections to the sentinels themselves: their timeouts, so that a dead sentinel is passed over.
+REDIS_SENTINEL_OPTIONS = {key: REDIS_OPTIONS[key] for key in ("socket_connect_timeout", "socket_timeout")}
+# Connections of each of a process's registry and ticket clients (one sync, one per event loop): a burst of
+# connects waits up to the timeout for a free one rather than failing (realtime/redis_clients.py).
+PUOMEMO_REDIS_POOL_SIZE = env_int("PUOMEMO_REDIS_POOL_SIZE", 20)
+PUOMEMO_REDIS_POOL_TIMEOUT_SECONDS = env_float("PUOMEMO_REDIS_POOL_TIMEOUT_SECONDS", 5)
 
-if REDIS_URL:
+if REDIS_ENABLED:
+    if REDIS_SENTINELS:
+        _main_host = {
+            "sentinels": REDIS_SENTINELS,
+            "master_name": REDIS_SENTINEL_MASTER,
+            "sentinel_kwargs": REDIS_SENTINEL_OPTIONS,
+            **REDIS_OPTIONS,
+        }
+    else:
+        _main_host = {"address": REDIS_URL, **REDIS_OPTIONS}
     # The pub/sub layer publishes once per group send and fans out inside each
     # process; it has no 5-second BZPOPMIN loop (docs/architecture.md).
     CHANNEL_LAYERS = {
         "default": {
             # channels-redis pub/sub, with a transaction's events sent in one round trip.
             "BACKEND": "realtime.layers.PipelinedPubSubChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_OPTIONS}]},
+            "CONFIG": {"hosts": [{"address": url, **REDIS_OPTIONS} for url in REDIS_PUBSUB_URLS] or [_main_host]},
         }
     }
 else:

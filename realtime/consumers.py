@@ -10,6 +10,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from accounts.access import reauthenticate
 from accounts.principal import InvalidToken, Principal
@@ -47,6 +48,14 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         return self.principal.tenant_id
 
     async def connect(self) -> None:
+        try:
+            await self._connect()
+        except RedisError:
+            # Redis unreachable, failing over, or this process's pool busy past its timeout: the client comes back.
+            logger.warning("WebSocket connect could not reach Redis", exc_info=True)
+            await self.close(CloseCode.TRY_AGAIN_LATER)
+
+    async def _connect(self) -> None:
         # Accept first: daphne turns a close before accept into HTTP 403, and the client would never see 4001.
         subprotocol = next((p for p in self.scope.get("subprotocols", []) if p in frames.SUBPROTOCOLS), None)
         self.encoding = frames.SUBPROTOCOLS.get(subprotocol, frames.JSON)

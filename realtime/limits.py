@@ -8,9 +8,10 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
-import redis
 import redis.asyncio
 from django.conf import settings
+
+from realtime.redis_clients import RedisTarget, async_client, sync_client
 
 
 def refresh_seconds() -> float:
@@ -105,26 +106,19 @@ def _presence(holders: list[tuple[int, str]]) -> list[dict]:
 class RedisConnectionRegistry:
     """Connections as sorted-set members scored by expiry time, shared by every process."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    def __init__(self, target: RedisTarget) -> None:
+        self.target = target
         self._locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._sync = None
 
     @property
     def client(self) -> redis.asyncio.Redis:
-        # An asyncio client belongs to the event loop it was made in.
-        loop = asyncio.get_running_loop()
-        if loop not in self._clients:
-            self._clients[loop] = redis.asyncio.Redis.from_url(self.url, **settings.REDIS_OPTIONS)
-            self._locks[loop] = asyncio.Lock()
-        return self._clients[loop]
+        """The running loop's client, shared with the rest of the process (realtime/redis_clients.py)."""
+        return async_client(self.target)
 
     @property
     def lock(self) -> asyncio.Lock:
         # Orders a release after any refresh in flight, which could otherwise re-add the released entry.
-        self.client  # noqa: B018  (makes the loop's lock with its client)
-        return self._locks[asyncio.get_running_loop()]
+        return self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
 
     async def acquire(self, connection_id: str, user_id: int, tenant_id: int, user_name: str) -> str | None:
         """Count a new connection; return which cap ("user" or "tenant") refused it, or None."""
@@ -174,10 +168,8 @@ class RedisConnectionRegistry:
 
     def counts(self, user_id: int, tenant_id: int) -> dict[str, int]:
         """Live connections of the user, the tenant and everyone (sync, for the status endpoint)."""
-        if self._sync is None:
-            self._sync = redis.Redis.from_url(self.url, **settings.REDIS_OPTIONS)
         now = time.time()
-        with self._sync.pipeline(transaction=False) as pipe:
+        with sync_client(self.target).pipeline(transaction=False) as pipe:
             for key in _keys(user_id, tenant_id):
                 pipe.zcount(key, now, "+inf")
             user, tenant, total = pipe.execute()

@@ -7,11 +7,10 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.conf import settings
-
 from realtime.broadcast import Publisher, apublish_presence
 from realtime.fanout import Connection, Hub
 from realtime.limits import LocalConnectionRegistry, RedisConnectionRegistry
+from realtime.redis_clients import RedisTarget
 from realtime.ticket_store import MemoryTicketStore, RedisTicketStore
 
 logger = logging.getLogger(__name__)
@@ -20,11 +19,11 @@ logger = logging.getLogger(__name__)
 class Node:
     """Everything the real-time layer keeps for the life of a process (like Centrifuge's Node)."""
 
-    def __init__(self, redis_url: str = "") -> None:
-        self.redis_url = redis_url
+    def __init__(self, redis: RedisTarget | None = None) -> None:
+        self.redis = redis = redis or RedisTarget()
         # Shared with every process through Redis, or this process's own on the embedded default.
-        self.registry = RedisConnectionRegistry(redis_url) if redis_url else LocalConnectionRegistry()
-        self.tickets = RedisTicketStore(redis_url) if redis_url else MemoryTicketStore()
+        self.registry = RedisConnectionRegistry(redis) if redis else LocalConnectionRegistry()
+        self.tickets = RedisTicketStore(redis) if redis else MemoryTicketStore()
         self.publisher = Publisher(self.listening_loop)
         self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
 
@@ -81,10 +80,11 @@ _current: Node | None = None
 
 
 def node() -> Node:
-    """This process's node, made from the settings on first use (and again if REDIS_URL changed)."""
+    """This process's node, made from the settings on first use (and again if the Redis settings changed)."""
     global _current
-    if _current is None or _current.redis_url != settings.REDIS_URL:
-        _current = Node(settings.REDIS_URL)
+    redis = RedisTarget.from_settings()
+    if _current is None or _current.redis != redis:
+        _current = Node(redis)
     return _current
 
 

@@ -5,8 +5,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-import redis
-from django.conf import settings
+from realtime.redis_clients import RedisTarget, sync_client
 
 
 @dataclass(frozen=True)
@@ -30,10 +29,9 @@ class TicketGrant:
 class RedisTicketStore:
     """Tickets as expiring Redis keys, redeemed with GETDEL so each works once across all processes."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, target: RedisTarget) -> None:
         # Synchronous: the consumer redeems on a worker thread, through database_sync_to_async.
-        self.client = redis.Redis.from_url(url, **settings.REDIS_OPTIONS)
+        self.client = sync_client(target)
 
     @staticmethod
     def key(digest: str) -> str:
@@ -49,8 +47,6 @@ class RedisTicketStore:
 
 class MemoryTicketStore:
     """Tickets in this process only, for the embedded default (one process, no REDIS_URL)."""
-
-    url = ""
 
     def __init__(self) -> None:
         self.entries: dict[str, tuple[float, TicketGrant]] = {}

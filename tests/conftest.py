@@ -15,6 +15,7 @@ from accounts.auth_cache import auth_cache
 from accounts.models import Role
 from realtime import catalogue
 from realtime.node import Node, using
+from realtime.redis_clients import RedisTarget
 from tests.support.auth import bearer, jwt_for
 from tests.support.factories import TenantFactory, UserFactory
 from tests.support.live import ClusterFactory, from_puomemo
@@ -77,7 +78,7 @@ def fresh_realtime_state():
         client = redis.Redis.from_url(settings.REDIS_URL)
         for key in client.scan_iter("puomemo:ws:*"):
             client.delete(key)
-    with using(Node(settings.REDIS_URL)):
+    with using(Node(RedisTarget.from_settings())):
         yield
     channel_layers.backends.clear()
 

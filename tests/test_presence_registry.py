@@ -13,6 +13,7 @@ import redis
 
 from realtime import limits
 from realtime.limits import LocalConnectionRegistry, RedisConnectionRegistry, entry_ttl, refresh_seconds
+from realtime.redis_clients import RedisTarget, aclose_loop_clients
 from tests.support.workers import worker_number
 
 REDIS_DB = 13 - worker_number()
@@ -57,14 +58,12 @@ def redis_db():
 
 
 async def _close(registry: RedisConnectionRegistry) -> None:
-    await registry.client.aclose()
-    if registry._sync is not None:
-        registry._sync.close()
+    await aclose_loop_clients()
 
 
 @pytest.fixture
 async def redis_registry(redis_db):
-    registry = RedisConnectionRegistry(redis_url())
+    registry = RedisConnectionRegistry(RedisTarget(redis_url()))
     yield registry
     await _close(registry)
 
@@ -75,7 +74,7 @@ async def registry(request):
         yield LocalConnectionRegistry()
         return
     request.getfixturevalue("redis_db")
-    registry = RedisConnectionRegistry(redis_url())
+    registry = RedisConnectionRegistry(RedisTarget(redis_url()))
     yield registry
     await _close(registry)
 
@@ -144,7 +143,7 @@ async def test_a_refused_connection_is_not_present(registry, settings):
 
 
 async def test_presence_is_the_same_from_every_process(redis_registry, redis_db):
-    other_process = RedisConnectionRegistry(redis_url())
+    other_process = RedisConnectionRegistry(RedisTarget(redis_url()))
     try:
         await redis_registry.acquire("a1", 1, TENANT, "ann")
         await other_process.acquire("b1", 2, TENANT, "bob")
@@ -158,7 +157,7 @@ async def test_presence_is_the_same_from_every_process(redis_registry, redis_db)
 
 
 async def test_a_dead_process_entries_vanish_within_entry_ttl(redis_registry, redis_db, clock):
-    live_process, dead_process = redis_registry, RedisConnectionRegistry(redis_url())
+    live_process, dead_process = redis_registry, RedisConnectionRegistry(RedisTarget(redis_url()))
     try:
         start = clock.now
         await live_process.acquire("a1", 1, TENANT, "ann")
@@ -215,7 +214,7 @@ async def test_the_who_hash_keeps_no_fields_of_released_or_expired_connections(r
     await redis_registry.acquire("new", 4, TENANT, "dee")
     assert await redis_registry.presence(TENANT) == [user(3, "cy", 1), user(4, "dee", 1)]
     # The expired entry waits, uncounted, for a reap, which returns it once to one caller and clears both.
-    other_process = RedisConnectionRegistry(redis_url())
+    other_process = RedisConnectionRegistry(RedisTarget(redis_url()))
     try:
         assert await redis_registry.reap(TENANT) == [("expired", 1, "ann")]
         assert await other_process.reap(TENANT) == []

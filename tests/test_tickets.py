@@ -237,6 +237,6 @@ def test_while_redis_is_down_tickets_are_503_and_redeeming_is_not_a_refusal(make
     response = client_for(make_user()).post(URL)
     assert response.status_code == 503
     assert "Redis" in response.json()["detail"]
-    # Not InvalidToken: the client should retry (the consumer closes with 1011), not fetch a new token.
+    # Not InvalidToken: the client should retry (the consumer closes with 1013), not fetch a new token.
     with pytest.raises(RedisError):
         principal_from_ticket(ticket)

@@ -81,7 +81,7 @@ def _prune_the_event_log_hourly() -> None:
 
 def default_workers() -> int:
     """Every core with Redis; one process for the embedded default (no REDIS_URL)."""
-    return prefork.default_workers() if settings.REDIS_URL else 1
+    return prefork.default_workers() if settings.REDIS_ENABLED else 1
 
 
 class Command(BaseCommand):
@@ -140,7 +140,7 @@ class Command(BaseCommand):
         patches.check_all()  # before daphne starts: a patch that no longer fits stops it in one line (manage.py)
         if workers is not None and workers < 1:
             raise CommandError("--workers must be at least 1.")
-        if workers is not None and workers > 1 and not settings.REDIS_URL:
+        if workers is not None and workers > 1 and not settings.REDIS_ENABLED:
             raise CommandError(
                 f"--workers {workers} needs REDIS_URL: without Redis each process has its own channel layer and "
                 "connection counts, so the embedded default serves from one process."
