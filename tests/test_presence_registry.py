@@ -5,7 +5,6 @@ for pytest-xdist's workers gw1, gw2, …: each flushes its own), in every run; t
 fake the tests move, so expiry takes no real time.
 """
 
-import os
 import time
 
 import pytest
@@ -14,18 +13,10 @@ import redis
 from realtime import limits
 from realtime.limits import LocalConnectionRegistry, RedisConnectionRegistry, entry_ttl, refresh_seconds
 from realtime.redis_clients import RedisTarget, aclose_loop_clients
-from tests.support.workers import worker_number
+from tests.support.workers import scratch_redis_url
 
-REDIS_DB = 13 - worker_number()
 TENANT, OTHER_TENANT = 1, 2
 TENANT_KEY, WHO_KEY = f"puomemo:ws:tenant:{TENANT}", f"puomemo:ws:tenant:{TENANT}:who"
-
-
-def redis_url() -> str:
-    base = redis.Redis.from_url(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
-    kwargs = base.connection_pool.connection_kwargs
-    base.close()
-    return f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{REDIS_DB}"
 
 
 class Clock:
@@ -50,7 +41,7 @@ def clock(monkeypatch) -> Clock:
 @pytest.fixture
 def redis_db():
     """A raw client on the test database, flushed before and after."""
-    client = redis.Redis.from_url(redis_url(), decode_responses=True)
+    client = redis.Redis.from_url(scratch_redis_url(), decode_responses=True)
     client.flushdb()
     yield client
     client.flushdb()
@@ -63,7 +54,7 @@ async def _close(registry: RedisConnectionRegistry) -> None:
 
 @pytest.fixture
 async def redis_registry(redis_db):
-    registry = RedisConnectionRegistry(RedisTarget(redis_url()))
+    registry = RedisConnectionRegistry(RedisTarget(scratch_redis_url()))
     yield registry
     await _close(registry)
 
@@ -74,7 +65,7 @@ async def registry(request):
         yield LocalConnectionRegistry()
         return
     request.getfixturevalue("redis_db")
-    registry = RedisConnectionRegistry(RedisTarget(redis_url()))
+    registry = RedisConnectionRegistry(RedisTarget(scratch_redis_url()))
     yield registry
     await _close(registry)
 
@@ -143,7 +134,7 @@ async def test_a_refused_connection_is_not_present(registry, settings):
 
 
 async def test_presence_is_the_same_from_every_process(redis_registry, redis_db):
-    other_process = RedisConnectionRegistry(RedisTarget(redis_url()))
+    other_process = RedisConnectionRegistry(RedisTarget(scratch_redis_url()))
     try:
         await redis_registry.acquire("a1", 1, TENANT, "ann")
         await other_process.acquire("b1", 2, TENANT, "bob")
@@ -157,7 +148,7 @@ async def test_presence_is_the_same_from_every_process(redis_registry, redis_db)
 
 
 async def test_a_dead_process_entries_vanish_within_entry_ttl(redis_registry, redis_db, clock):
-    live_process, dead_process = redis_registry, RedisConnectionRegistry(RedisTarget(redis_url()))
+    live_process, dead_process = redis_registry, RedisConnectionRegistry(RedisTarget(scratch_redis_url()))
     try:
         start = clock.now
         await live_process.acquire("a1", 1, TENANT, "ann")
@@ -214,7 +205,7 @@ async def test_the_who_hash_keeps_no_fields_of_released_or_expired_connections(r
     await redis_registry.acquire("new", 4, TENANT, "dee")
     assert await redis_registry.presence(TENANT) == [user(3, "cy", 1), user(4, "dee", 1)]
     # The expired entry waits, uncounted, for a reap, which returns it once to one caller and clears both.
-    other_process = RedisConnectionRegistry(RedisTarget(redis_url()))
+    other_process = RedisConnectionRegistry(RedisTarget(scratch_redis_url()))
     try:
         assert await redis_registry.reap(TENANT) == [("expired", 1, "ann")]
         assert await other_process.reap(TENANT) == []

@@ -34,3 +34,10 @@ def worker_redis_url(url: str) -> str:
         return url
     base = int(urlsplit(url).path.lstrip("/") or 0)
     return with_db(url, base + worker_number())
+
+
+def scratch_redis_url() -> str:
+    """A Redis database tests may flush: REDIS_URL's server (else 127.0.0.1:6379), database 13 minus the worker's
+    number, so that the fast tier's databases (REDIS_URL's plus the worker's) are never touched."""
+    parts = urlsplit(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+    return f"redis://{parts.hostname or '127.0.0.1'}:{parts.port or 6379}/{13 - worker_number()}"
