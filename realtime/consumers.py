@@ -48,14 +48,6 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         return self.principal.tenant_id
 
     async def connect(self) -> None:
-        try:
-            await self._connect()
-        except RedisError:
-            # Redis unreachable, failing over, or this process's pool busy past its timeout: the client comes back.
-            logger.warning("WebSocket connect could not reach Redis", exc_info=True)
-            await self.close(CloseCode.TRY_AGAIN_LATER)
-
-    async def _connect(self) -> None:
         # Accept first: daphne turns a close before accept into HTTP 403, and the client would never see 4001.
         subprotocol = next((p for p in self.scope.get("subprotocols", []) if p in frames.SUBPROTOCOLS), None)
         self.encoding = frames.SUBPROTOCOLS.get(subprotocol, frames.JSON)
@@ -114,16 +106,23 @@ class MemoryConsumer(AsyncWebsocketConsumer):
     async def dispatch(self, message: dict[str, Any]) -> None:
         # An exception escaping a handler would end the application without
         # disconnect(): its count, feed membership and gauge would leak. Close
-        # with 1011 instead, and daphne's disconnect message cleans up.
+        # with 1011 (1013 when Redis failed) instead, and daphne's disconnect message cleans up.
         try:
             await super().dispatch(message)
         except StopConsumer:
             raise
-        except Exception:
-            logger.exception("WebSocket handler for %s failed", message.get("type"))
+        except Exception as error:
             if message.get("type") == "websocket.disconnect":
+                logger.exception("WebSocket handler for %s failed", message.get("type"))
                 raise StopConsumer from None
-            await self.close(CloseCode.SERVER_ERROR)
+            if isinstance(error, RedisError):
+                # Redis down or failing over, or the process's Redis connections busy past the pool's timeout:
+                # not this connection's fault, and the client comes back (docs/protocol.md, "Close codes").
+                logger.warning("WebSocket handler for %s could not reach Redis: %r", message.get("type"), error)
+                await self.close(CloseCode.TRY_AGAIN_LATER)
+            else:
+                logger.exception("WebSocket handler for %s failed", message.get("type"))
+                await self.close(CloseCode.SERVER_ERROR)
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         if self.close_code is None:

@@ -148,9 +148,10 @@ def shared_test_database_url() -> str:
 class RedisServer:
     """A redis-server of the test's own, on a free port, which the test may stop and restart."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.directory = directory
+        self.args = args  # more of redis-server's options, e.g. ("--replicaof", "127.0.0.1", "6380")
         self.process: subprocess.Popen | None = None
 
     @property
@@ -162,7 +163,7 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("The live tests need redis-server on PATH (Debian: apt-get install redis-server).")
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *self.args],
             cwd=self.directory,
             stdout=subprocess.DEVNULL,
         )
@@ -183,6 +184,85 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL: it goes at once, as a crashed host's Redis does."""
+        self.process.kill()
+        self.process.wait(10)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_connect_timeout=0.5, decode_responses=True)
+
+
+class SentinelGroup:
+    """A Redis primary, a replica and three sentinels watching them, on loopback, with short failover timeouts."""
+
+    MASTER = "puomemo"
+
+    def __init__(self, directory: Path, *, down_after_ms: int = 1000, failover_timeout_ms: int = 3000) -> None:
+        self.directory = directory
+        self.primary = RedisServer(directory)
+        self.replica = RedisServer(directory, ("--replicaof", "127.0.0.1", str(self.primary.port)))
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
+        self.sentinels: list[subprocess.Popen] = []
+
+    @property
+    def setting(self) -> str:
+        """REDIS_SENTINELS for the servers."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    def start(self) -> None:
+        """Start the primary and replica, then the sentinels; return once all three agree and see the replica."""
+        self.primary.start()
+        self.replica.start()
+        binary = shutil.which("redis-server")
+        for port in self.sentinel_ports:
+            # A sentinel rewrites its configuration file: each gets one of its own.
+            conf = self.directory / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                f"sentinel monitor {self.MASTER} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.MASTER} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.MASTER} {self.failover_timeout_ms}\n"
+                f"sentinel parallel-syncs {self.MASTER} 1\n"
+            )
+            self.sentinels.append(
+                subprocess.Popen([binary, str(conf), "--sentinel"], cwd=self.directory, stdout=subprocess.DEVNULL)
+            )
+        deadline = time.monotonic() + 30
+        while not self._settled():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sentinels did not find each other and the replica within 30 s")
+            time.sleep(0.2)
+
+    def _settled(self) -> bool:
+        for port in self.sentinel_ports:
+            try:
+                with redis.Redis(port=port, socket_connect_timeout=0.5, decode_responses=True) as sentinel:
+                    state = sentinel.sentinel_master(self.MASTER)
+            except redis.RedisError:
+                return False
+            if int(state["num-other-sentinels"]) < 2 or int(state["num-slaves"]) < 1:
+                return False
+        with self.replica.client() as replica:
+            return replica.info("replication").get("master_link_status") == "up"
+
+    def master_port(self) -> int | None:
+        """The master's port as the sentinels' majority sees it (None while they disagree or cannot be asked)."""
+        ports = []
+        for port in self.sentinel_ports:
+            try:
+                with redis.Redis(port=port, socket_connect_timeout=0.5) as sentinel:
+                    ports.append(sentinel.sentinel_get_master_addr_by_name(self.MASTER)[1])
+            except (redis.RedisError, TypeError):
+                continue
+        majority = [port for port in set(ports) if ports.count(port) >= 2]
+        return int(majority[0]) if majority else None
+
+    def stop(self) -> None:
+        steps = [lambda process=process: (process.terminate(), process.wait(10)) for process in self.sentinels]
+        _run_all([*steps, self.replica.stop, self.primary.stop])
 
 
 @dataclass
