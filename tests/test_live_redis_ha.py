@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-import redis
 import websockets
 from channels_redis.utils import _consistent_hash
 
@@ -148,4 +147,67 @@ async def test_a_primary_killed_under_writes_loses_no_write_and_no_event(sentine
     third = await websockets.connect(f"{cluster.servers[0].ws}?token={keys['alice']}")
     assert await close_code(third) == 4029
     for ws in [checker, second, *sockets.values()]:
+        await ws.close()
+
+
+def publishes(server: RedisServer) -> int:
+    """PUBLISH commands the Redis has run (INFO commandstats)."""
+    with server.client() as client:
+        return int(client.info("commandstats").get("cmdstat_publish", {}).get("calls", 0))
+
+
+@pytest.fixture(scope="module")
+def sharded(cluster_factory, tmp_path_factory):
+    """Two servers whose channel layer spreads the tenants' groups over two pub/sub Redis shards."""
+    directory = tmp_path_factory.mktemp("shards")
+    shards = [RedisServer(directory), RedisServer(directory)]
+    for shard in shards:
+        cluster_factory.defer(shard.stop)
+        shard.start()
+    cluster = cluster_factory(
+        "sharded",
+        # Ten tenants: channels-redis' hash puts tenants 8 and 9 of the first ten on the second of two shards.
+        users={f"user{i}": (f"tenant{i}", "member") for i in range(10)},
+        # Events cross instances by pub/sub only: the event log's look for missed events waits a minute.
+        settings={"REDIS_PUBSUB_URLS": ",".join(shard.url for shard in shards), "PUOMEMO_EVENT_LOG_POLL_SECONDS": "60"},
+    )
+    return cluster, shards
+
+
+async def test_tenants_on_either_pub_sub_shard_receive_across_instances(sharded):
+    cluster, shards = sharded
+    show = (
+        "import json; from accounts.models import Membership as M; "
+        "print(json.dumps({m.user.username: m.tenant_id for m in M.objects.all()}))"
+    )
+    tenants = json.loads(manage(cluster.env, "shell", "-c", show).strip().splitlines()[-1])
+    channel = {name: f"asgi__group__puomemo.tenant.{tenant}" for name, tenant in tenants.items()}
+    shard_of = {name: _consistent_hash(channel[name], len(shards)) for name in tenants}
+    assert set(shard_of.values()) == {0, 1}  # the tenants land on both shards
+    # Each user's socket on one instance, their write through the other: the event crosses by its tenant's shard.
+    names = sorted(cluster.keys)
+    home = {name: cluster.servers[i % 2] for i, name in enumerate(names)}
+    away = {name: cluster.servers[(i + 1) % 2] for i, name in enumerate(names)}
+    sockets = {name: await subscribed(home[name].ws, cluster.keys[name]) for name in names}
+    before = [publishes(shard) for shard in shards]
+
+    for name, key in cluster.keys.items():
+        code, memory = await asyncio.to_thread(api, away[name], "POST", "/api/v4/memories/", key, {"title": name})
+        assert code == 201
+        frame = await asyncio.wait_for(next_of_type(sockets[name], "memory.created"), 10)
+        assert frame["data"]["memory"]["id"] == memory["id"]
+
+    # Each shard carried its own tenants' traffic: the instance holding the tenant's socket subscribed there (and
+    # only there), and the other instance published there.
+    for index, shard in enumerate(shards):
+        mine = [name for name in tenants if shard_of[name] == index]
+        with shard.client() as client:
+            assert dict(client.pubsub_numsub(*(channel[name] for name in tenants))) == {
+                channel[name]: 1 if name in mine else 0 for name in tenants
+            }
+        assert publishes(shard) - before[index] >= len(mine)
+    with cluster.redis.client() as main:  # the main Redis keeps the registry and tickets, and no pub/sub
+        assert main.pubsub_channels("asgi__group__*") == []
+        assert main.zcard("puomemo:ws:all") == len(sockets)
+    for ws in sockets.values():
         await ws.close()
