@@ -232,7 +232,7 @@ REDIS_SENTINEL_OPTIONS = {key: REDIS_OPTIONS[key] for key in ("socket_connect_ti
 # Connections of each of a process's registry and ticket clients (one sync, one per event loop): a burst of
 # connects waits up to the timeout for a free one rather than failing (realtime/redis_clients.py).
 PUOMEMO_REDIS_POOL_SIZE = env_int("PUOMEMO_REDIS_POOL_SIZE", 20)
-PUOMEMO_REDIS_POOL_TIMEOUT_SECONDS = env_float("PUOMEMO_REDIS_POOL_TIMEOUT_SECONDS", 5)
+PUOMEMO_REDIS_POOL_TIMEOUT_SECONDS = env_float("PUOMEMO_REDIS_POOL_TIMEOUT_SECONDS", 5.0)
 
 if REDIS_ENABLED:
     if REDIS_SENTINELS:
