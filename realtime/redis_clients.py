@@ -72,6 +72,7 @@ _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple,
 
 
 def _key(target: RedisTarget) -> tuple:
+    # The pool's settings too: a client made before they changed (a test's override) is not handed out.
     return (target, settings.PUOMEMO_REDIS_POOL_SIZE, settings.PUOMEMO_REDIS_POOL_TIMEOUT_SECONDS)
 
 
