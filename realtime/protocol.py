@@ -20,7 +20,7 @@ class CloseCode(IntEnum):
     SERVER_ERROR = 1011
     SERVICE_RESTART = 1012
     SLOW_CONSUMER = 1013
-    TRY_AGAIN_LATER = 1013  # the same code: Redis could not be reached while connecting
+    TRY_AGAIN_LATER = 1013  # the same code: Redis could not be reached (down, failing over, pool busy)
     AUTH_FAILED = 4001
     RATE_LIMITED = 4002
     INVALID_FORMAT = 4003
