@@ -45,6 +45,7 @@ LONGEST_FIRST = (
     "test_embedding_worker.py",
     "test_browser.py",
     "test_live_nginx.py",
+    "test_live_redis_ha.py",
 )
 
 
