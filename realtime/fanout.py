@@ -7,6 +7,7 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from accounts.access import AccessChange, access_marks, principal_after, revalidate
 from accounts.principal import Principal
@@ -58,12 +59,13 @@ class TenantFeed:
             try:
                 await self.layer.group_add(tenant_group(self.tenant_id), self.channel)
                 break
-            except Exception:
+            except Exception as error:
                 # Just after a Redis restart, redis-py reconnects the pub/sub connection under the
-                # layer's own reader and the subscribe can fail once ("readuntil() called while
-                # another coroutine is already waiting"): try again before refusing the connection.
+                # layer's own reader and the subscribe can fail ("readuntil() called while another
+                # coroutine is already waiting", a RuntimeError): try again, then refuse the connection
+                # as Redis being unavailable (1013, try again later), not as a server error.
                 if attempt == SUBSCRIBE_ATTEMPTS - 1:
-                    raise
+                    raise RedisConnectionError(f"subscribing to tenant {self.tenant_id} failed: {error!r}") from error
                 logger.warning("Subscribing to tenant %s failed; retrying", self.tenant_id, exc_info=True)
                 await asyncio.sleep(0.25 * (attempt + 1))
         # Events logged before the feed existed are history: clients ask for them with resume.
