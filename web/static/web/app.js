@@ -278,3 +278,12 @@ document.getElementById('memories').addEventListener('submit', async (event) => 
 });
 
 window.puomemo = { client, list }; // for the browser tests and the curious
+
+// --- Filters --------------------------------------------------------------------------
+
+// Empty fields stay out of the URL (?tag=plans, not ?q=&tag=plans&owner=&visibility=).
+document.getElementById('filters').addEventListener('submit', (event) => {
+  const empty = [...event.target.elements].filter((field) => field.name && !field.value);
+  for (const field of empty) field.disabled = true;
+  setTimeout(() => empty.forEach((field) => (field.disabled = false))); // the form data is taken by now
+});
