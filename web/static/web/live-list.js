@@ -156,6 +156,14 @@ export class LiveList {
       return;
     }
     const before = pending.get(incoming.id);
+    const fields = Object.keys(data.changes ?? {});
+    if (held && !before && !this.filtered && fields.length && fields.every((f) => f === 'title' || f === 'tags')) {
+      // Nothing the server renders or decides changed (content, visibility, filters): no need to ask it.
+      const embedding_status = fields.includes('title') ? 'pending' : held.embedding_status; // embedded again
+      this.memories.set(incoming.id, { ...held, ...incoming, embedding_status, updated_by_name: data.user_name });
+      this.draw(incoming.id, { changes: data.changes, user_name: data.user_name });
+      return;
+    }
     pending.set(incoming.id, {
       type: before?.type === 'memory.created' ? before.type : type,
       memory: incoming,
