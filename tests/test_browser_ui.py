@@ -146,9 +146,17 @@ def test_filters_are_in_the_url_and_live_events_honour_them(cluster, login):
     filters.get_by_role("button", name="Filter").click()
     max_.wait_for_url(f"{server.http}/?owner=ann&visibility=public")
     expect(titles(max_)).to_have_text(["Ann's public"])
+    # Oldest first: a new memory goes to the end, not the top.
+    filters.get_by_label("Order").select_option("oldest")
+    filters.get_by_role("button", name="Filter").click()
+    max_.wait_for_url(f"{server.http}/?owner=ann&visibility=public&sort=oldest")
+    expect(max_.locator("#connection")).to_have_text("live", timeout=10_000)
+    later = create(cluster, "ann", title="Ann's later public", visibility="public")
+    expect(titles(max_)).to_have_text(["Ann's public", later["title"]], timeout=LIVE)
     max_.get_by_role("link", name="Clear filters").click()
     max_.wait_for_url(f"{server.http}/")
     expect(card(max_, mine)).to_be_visible()
+    expect(titles(max_).first).to_have_text(later["title"])
 
 
 def test_times_and_authorship_are_shown_kept_current_and_changes_are_visible(cluster, login, artifacts):

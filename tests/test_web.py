@@ -318,6 +318,16 @@ def test_older_pages_follow_a_stable_cursor(make_user, browser_for, monkeypatch)
         seen += [m["id"] for m in page["memories"]]
     expected = [str(m.pk) for m in Memory.objects.order_by("-created_at", "-id")]
     assert seen == expected and len(seen) == 7
+    # Oldest first: the same memories the other way round, the cursor going forwards.
+    page = boot(client.get("/", {"sort": "oldest"}))
+    seen = [m["id"] for m in page["memories"]]
+    while page["more"]:
+        last = page["memories"][-1]
+        params = {"sort": "oldest", "before": last["created_at"], "before_id": last["id"]}
+        page = client.get("/snapshot.json", params).json()
+        seen += [m["id"] for m in page["memories"]]
+    assert seen == expected[::-1]
+    assert client.get("/", {"sort": "sideways"}).status_code == 400
     response = client.get("/snapshot.json", {"before": "yesterday", "before_id": "x"})
     assert response.status_code == 400 and set(response.json()) == {"before", "before_id"}
     assert client.get("/snapshot.json", {"before_id": made[0].pk}).status_code == 400

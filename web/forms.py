@@ -64,8 +64,10 @@ def _messages(errors) -> list[str]:
 
 
 class ListQuery(MemoryFilterSerializer):
-    """The list's filters (REST's, one set of rules) and its cursor: older than (`before`, `before_id`)."""
+    """The list's filters (REST's, one set of rules), its order and its cursor: past (`before`, `before_id`)."""
 
+    sort = serializers.ChoiceField(choices=["newest", "oldest"], required=False, help_text="By creation time.")
+    # The last memory the page holds, in the list's order: the next page starts after it.
     before = serializers.DateTimeField(required=False)
     before_id = serializers.UUIDField(required=False)
 
@@ -76,9 +78,16 @@ class ListQuery(MemoryFilterSerializer):
 
     def filters(self) -> dict:
         """The filters for memory_list."""
+        return {name: value for name, value in self.params().items() if name != "sort"}
+
+    def params(self) -> dict:
+        """The filters and the order: what the page's URL says (the cursor is not)."""
         return {name: value for name, value in self.validated_data.items() if name not in ("before", "before_id")}
 
+    def oldest_first(self) -> bool:
+        return self.validated_data.get("sort") == "oldest"
+
     def cursor(self) -> tuple | None:
-        """(created_at, id) of the oldest memory the page holds, or None for the newest page."""
+        """(created_at, id) of the last memory the page holds, or None for the first page."""
         data = self.validated_data
         return (data["before"], data["before_id"]) if "before" in data else None

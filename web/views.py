@@ -95,16 +95,20 @@ def list_query(params) -> ListQuery:
     return ListQuery(data={name: value for name, value in params.items() if value.strip()})
 
 
-def snapshot(viewer: Principal, filters: dict, before: tuple | None = None) -> dict:
-    """A page of visible memories matching the filters, older than `before` (created_at, id) if given.
+def snapshot(viewer: Principal, query: ListQuery | None = None) -> dict:
+    """A page of visible memories matching the query's filters, in its order, after its cursor if it has one.
 
     Read in one snapshot with the event `seq` it reflects: the page streams on from there. `more` says whether
-    older ones match too.
+    further ones match too.
     """
-    memories = memory_list(viewer=viewer, filters=filters)
-    if before is not None:
-        created_at, pk = before
-        memories = memories.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk))
+    memories = memory_list(viewer=viewer, filters=query.filters() if query else {})
+    cursor = query.cursor() if query else None
+    if query and query.oldest_first():
+        memories = memories.order_by("created_at", "id")
+        if cursor is not None:
+            memories = memories.filter(Q(created_at__gt=cursor[0]) | Q(created_at=cursor[0], pk__gt=cursor[1]))
+    elif cursor is not None:
+        memories = memories.filter(Q(created_at__lt=cursor[0]) | Q(created_at=cursor[0], pk__lt=cursor[1]))
     with consistent_read():
         page = list(memories[: LIST_LIMIT + 1])
         seq = current_seq(viewer.tenant_id)
@@ -119,11 +123,12 @@ def _page_context(request: HttpRequest, form: MemoryForm | None = None, query: L
     viewer = request.principal
     writable = can_create(viewer)
     query = query if query is not None else list_query(request.GET)
-    filters = query.filters() if query.is_valid() else {}
-    state = snapshot(viewer, filters)
+    valid = query.is_valid()
+    params = query.params() if valid else {}
+    state = snapshot(viewer, query if valid else None)
     boot = {
         **state,
-        "filters": filters,
+        "filters": params,
         "user_id": str(viewer.user_id),
         "writable": writable,
         "urls": {
@@ -136,7 +141,8 @@ def _page_context(request: HttpRequest, form: MemoryForm | None = None, query: L
     return {
         "snapshot": state,
         "boot": boot,
-        "filters": filters,
+        "filters": params,
+        "filtered": bool(query.filters()) if valid else False,
         "query": query,
         "owners": tenant_usernames(viewer),
         "writable": writable,
@@ -263,11 +269,11 @@ def search(request: HttpRequest) -> HttpResponse:
 @require_GET
 @tenant_page
 def snapshot_json(request: HttpRequest) -> JsonResponse:
-    """The list again (after `resync_required`), or its next older page (`before`, `before_id`), as filtered."""
+    """The list again (after `resync_required`), or its next page (after `before`, `before_id`), as filtered."""
     query = list_query(request.GET)
     if not query.is_valid():
         return JsonResponse(query.errors, status=400)
-    return JsonResponse(snapshot(request.principal, query.filters(), query.cursor()))
+    return JsonResponse(snapshot(request.principal, query))
 
 
 @require_GET

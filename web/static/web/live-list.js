@@ -1,6 +1,7 @@
 // The memory list, kept current from events: queued, then applied and drawn together at most every 100 ms.
-// The list holds the newest memories that match its filters and, after "Load older", the pages below them,
-// down to a cursor (created_at, id). Events above the cursor are drawn; those below wait for their page.
+// The list holds the first page of the memories that match its filters (newest first, or oldest first) and,
+// after "Load older", the pages after it, down to a cursor: the (created_at, id) of the last memory held.
+// Events for memories before the cursor are drawn; those after it wait for their page.
 
 import { refreshTimes } from './time.js';
 
@@ -51,7 +52,12 @@ export class LiveList {
   }
 
   get filtered() {
-    return Object.keys(this.filters).length > 0;
+    return Object.keys(this.filters).some((name) => name !== 'sort');
+  }
+
+  /** Whether memory a comes before memory b in this list's order. */
+  precedes(a, b) {
+    return this.filters.sort === 'oldest' ? a.id !== b.id && !newer(a, b) : newer(a, b);
   }
 
   /** The filters as query parameters, for the server's endpoints (the same selector as REST decides). */
@@ -75,12 +81,12 @@ export class LiveList {
     this.updateEmpty();
   }
 
-  /** Whether a memory lies below the cursor while older pages are still to load: its page will bring it. */
+  /** Whether a memory lies past the cursor while further pages are still to load: its page will bring it. */
   belowCursor(memory) {
-    return this.more && this.cursor !== null && newer(this.cursor, memory);
+    return this.more && this.cursor !== null && this.precedes(this.cursor, memory);
   }
 
-  /** Load the next older page ("Load older"), merged with what events said meanwhile. */
+  /** Load the next page ("Load older"), merged with what events said meanwhile. */
   async loadOlder() {
     if (!this.more || this.cursor === null) return;
     const cursor = { before: this.cursor.created_at, before_id: this.cursor.id };
@@ -265,7 +271,7 @@ export class LiveList {
     } else {
       const after = [...this.root.children].find((li) => {
         const other = this.memories.get(li.dataset.id);
-        return other && newer(memory, other);
+        return other && this.precedes(memory, other);
       });
       this.root.insertBefore(item, after ?? null);
     }
