@@ -8,7 +8,8 @@ function keyOf(form) {
 }
 
 function read(form) {
-  return Object.fromEntries(FIELDS.filter((name) => form.elements[name]).map((name) => [name, form.elements[name].value]));
+  const fields = FIELDS.filter((name) => form.elements[name]);
+  return Object.fromEntries(fields.map((name) => [name, form.elements[name].value]));
 }
 
 function write(form, draft) {

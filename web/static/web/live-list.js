@@ -313,10 +313,14 @@ export class LiveList {
     const meta = el('p', { class: 'meta' });
     meta.append(el('span', { class: `badge badge-${m.visibility}`, 'data-field': 'visibility' }, m.visibility), ' ');
     const tags = el('span', { class: 'tags', 'data-field': 'tags' });
-    for (const tag of m.tags ?? []) tags.append(el('a', { class: 'tag', href: `?tag=${encodeURIComponent(tag)}` }, `#${tag}`), ' ');
+    for (const tag of m.tags ?? []) {
+      tags.append(el('a', { class: 'tag', href: `?tag=${encodeURIComponent(tag)}` }, `#${tag}`), ' ');
+    }
     meta.append(tags);
     const owner = m.owner?.username;
-    if (owner) meta.append(el('a', { class: 'owner', href: `?owner=${encodeURIComponent(owner)}` }, `by ${owner}`), ' ');
+    if (owner) {
+      meta.append(el('a', { class: 'owner', href: `?owner=${encodeURIComponent(owner)}` }, `by ${owner}`), ' ');
+    }
     const created = el('span', { class: 'when' }, 'created ');
     created.append(el('time', { class: 'created', datetime: m.created_at }, m.created_at));
     meta.append(created, ' ');
@@ -340,7 +344,11 @@ export class LiveList {
     if (!content || !m || (m.content.length <= LONG_CHARS && m.content.split('\n').length <= LONG_LINES)) return;
     content.classList.add('collapsed');
     content.id = `content-${m.id}`;
-    const more = el('button', { type: 'button', class: 'link show-more', 'aria-controls': content.id, 'aria-expanded': 'false' }, 'Show more');
+    const more = el(
+      'button',
+      { type: 'button', class: 'link show-more', 'aria-controls': content.id, 'aria-expanded': 'false' },
+      'Show more',
+    );
     more.addEventListener('click', () => {
       const open = content.classList.toggle('collapsed') === false;
       more.setAttribute('aria-expanded', String(open));
