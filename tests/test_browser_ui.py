@@ -197,6 +197,7 @@ def test_a_delete_can_be_undone_and_a_second_browser_sees_it_go_and_come_back(cl
     expect(toast).to_contain_text("Deleted “Keep me”.")
     expect(card(max_, memory)).to_have_count(0)
     expect(card(ann, memory).locator(".gone-note")).to_have_text("Deleted by max", timeout=LIVE)
+    expect(toast.get_by_role("button", name="Undo")).to_be_focused()  # the keyboard goes on from there
     toast.get_by_role("button", name="Undo").click()
     for page in (max_, ann):
         expect(card(page, memory).locator(".memory-title")).to_have_text("Keep me", timeout=LIVE)

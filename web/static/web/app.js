@@ -269,8 +269,12 @@ document.getElementById('memories').addEventListener('submit', async (event) => 
   }
   if (response === null) return;
   if (response.status === 204 || response.status === 404) {
+    const focused = item.contains(document.activeElement); // by keyboard: focus goes on to Undo, not the page
     list.leave(id); // its memory.deleted confirms it, and others' pages say who deleted it
-    if (response.status === 204) toast(`Deleted “${title}”.`, { label: 'Undo', run: () => undo(id, title, csrf) });
+    if (response.status === 204) {
+      const box = toast(`Deleted “${title}”.`, { label: 'Undo', run: () => undo(id, title, csrf) });
+      if (focused) box.querySelector('button').focus();
+    }
     return;
   }
   const answer = await response.json().catch(() => ({}));
