@@ -27,10 +27,12 @@ def consistent_read() -> Iterator[None]:
 
 
 def memory_list(*, viewer: Principal, filters: dict) -> QuerySet[Memory]:
-    """Visible memories, newest first, narrowed by tag, visibility, text and update time."""
+    """Visible memories, newest first, narrowed by tag, owner (username), visibility, text and update time."""
     memories = visible_memories(viewer).select_related("owner").order_by("-created_at", "-id")
     if "tag" in filters:
         memories = memories.filter(_has_tag(filters["tag"].strip().lower()))
+    if "owner" in filters:
+        memories = memories.filter(owner__username=filters["owner"])
     if "visibility" in filters:
         memories = memories.filter(visibility=filters["visibility"])
     if "q" in filters:

@@ -82,6 +82,7 @@ class MemoryConflictSerializer(serializers.Serializer):
 
 class MemoryFilterSerializer(serializers.Serializer):
     tag = serializers.CharField(max_length=TAG_MAX_LENGTH, required=False)
+    owner = serializers.CharField(max_length=150, required=False, help_text="The owner's username.")
     visibility = serializers.ChoiceField(choices=Visibility.choices, required=False)
     q = serializers.CharField(max_length=200, required=False)
     updated_since = serializers.DateTimeField(required=False)

@@ -12,6 +12,7 @@ from accounts.access import revalidate
 from accounts.models import Role
 from accounts.principal import InvalidToken, principal_of_session
 from memories.models import Memory, Visibility
+from memories.selectors import memory_list
 from memories.services import memory_update
 from realtime.models import Event
 from realtime.routing import same_origin
@@ -259,8 +260,135 @@ def test_snapshot_and_meta_json(make_user, browser_for, other_tenant):
     state = client.get("/snapshot.json").json()
     assert [m["id"] for m in state["memories"]] == [str(mine.pk)] and state["seq"] == 2
     meta = client.get("/memories/meta.json", {"id": [mine.pk, theirs_private.pk, foreign.pk]}).json()
-    assert meta == {str(mine.pk): {"owner": member.username, "can_edit": True}}
+    assert list(meta) == [str(mine.pk)]
+    assert meta[str(mine.pk)]["owner"] == {"id": member.pk, "username": member.username}
+    assert meta[str(mine.pk)]["can_edit"] is True and meta[str(mine.pk)]["matches"] is True
     assert client.get("/memories/meta.json", {"id": "nope"}).status_code == 400
+    # With the list's filters: whether each memory matches them, by the same selector as REST.
+    meta = client.get("/memories/meta.json", {"id": [mine.pk], "tag": "other"}).json()
+    assert meta[str(mine.pk)]["matches"] is False
+    response = client.get("/memories/meta.json", {"id": [mine.pk], "visibility": "secret"})
+    assert response.status_code == 400 and "visibility" in response.json()
+
+
+def test_the_list_filters_by_tag_owner_visibility_and_text_as_rest_does(make_user, browser_for):
+    member, other = make_user(Role.MEMBER), make_user(Role.MEMBER)
+    a = MemoryFactory(owner=member, title="Alpha plan", tags=["plans", "q3"], visibility=Visibility.TEAM)
+    b = MemoryFactory(owner=other, title="Beta", tags=["plans"], visibility=Visibility.PUBLIC)
+    MemoryFactory(owner=other, title="Gamma secret", tags=["plans"], visibility=Visibility.PRIVATE)  # never shown
+    client = browser_for(member)
+
+    def listed(**params) -> list[str]:
+        response = client.get("/", params)
+        assert response.status_code == 200
+        return [m["title"] for m in boot(response)["memories"]]
+
+    assert listed(tag="PLANS") == ["Beta", "Alpha plan"]
+    assert listed(tag="plans", owner=other.username) == ["Beta"]
+    assert listed(visibility="team") == ["Alpha plan"]
+    assert listed(q="alpha") == ["Alpha plan"]
+    assert listed(q="", tag="") == ["Beta", "Alpha plan"]  # empty fields are no filter
+    response = client.get("/", {"tag": "q3"})
+    assert boot(response)["filters"] == {"tag": "q3"} and 'value="q3"' in response.text
+    assert 'href="?tag=q3"' in response.text and f'href="?owner={member.username}"' in response.text
+    response = client.get("/", {"visibility": "secret"})
+    assert response.status_code == 400 and "not a valid choice" in response.text
+    assert [m["id"] for m in boot(response)["memories"]] == [str(b.pk), str(a.pk)]  # unfiltered meanwhile
+    # REST has the owner filter too.
+    assert memory_list_titles(member, owner=other.username) == ["Beta"]
+
+
+def memory_list_titles(user, **filters) -> list[str]:
+    return [m.title for m in memory_list(viewer=principal(user), filters=filters)]
+
+
+def test_older_pages_follow_a_stable_cursor(make_user, browser_for, monkeypatch):
+    monkeypatch.setattr("web.views.LIST_LIMIT", 3)
+    member = make_user(Role.MEMBER)
+    made = [MemoryFactory(owner=member, title=f"m{i}") for i in range(7)]
+    # Two share a created_at: the id orders them, as the server's ordering does.
+    Memory.objects.filter(pk=made[4].pk).update(created_at=made[3].created_at)
+    client = browser_for(member)
+    first = boot(client.get("/"))
+    assert first["more"] is True and len(first["memories"]) == 3
+    seen, page = [m["id"] for m in first["memories"]], first
+    while page["more"]:
+        last = page["memories"][-1]
+        page = client.get("/snapshot.json", {"before": last["created_at"], "before_id": last["id"]}).json()
+        seen += [m["id"] for m in page["memories"]]
+    expected = [str(m.pk) for m in Memory.objects.order_by("-created_at", "-id")]
+    assert seen == expected and len(seen) == 7
+    # Oldest first: the same memories the other way round, the cursor going forwards.
+    page = boot(client.get("/", {"sort": "oldest"}))
+    seen = [m["id"] for m in page["memories"]]
+    while page["more"]:
+        last = page["memories"][-1]
+        params = {"sort": "oldest", "before": last["created_at"], "before_id": last["id"]}
+        page = client.get("/snapshot.json", params).json()
+        seen += [m["id"] for m in page["memories"]]
+    assert seen == expected[::-1]
+    assert client.get("/", {"sort": "sideways"}).status_code == 400
+    response = client.get("/snapshot.json", {"before": "yesterday", "before_id": "x"})
+    assert response.status_code == 400 and set(response.json()) == {"before", "before_id"}
+    assert client.get("/snapshot.json", {"before_id": made[0].pk}).status_code == 400
+
+
+def test_markdown_is_rendered_and_sanitised(make_user, browser_for):
+    member = make_user(Role.MEMBER)
+    content = "# Plan\n\n**bold** [link](https://example.com) [bad](javascript:alert(1))\n\n<script>alert(1)</script>"
+    content += '<img src=x onerror="alert(2)"><b onclick="x()">b</b>'
+    MemoryFactory(owner=member, content=content)
+    html = boot(browser_for(member).get("/"))["memories"][0]["html"]
+    assert "<strong>bold</strong>" in html and "<h1>Plan</h1>" in html
+    assert 'href="https://example.com"' in html and "noopener" in html
+    for bad in ("<script", "javascript:", "onerror", "onclick", "<img"):
+        assert bad not in html
+
+
+def test_a_form_reached_again_after_logging_in_is_never_a_405(make_user, browser_for):
+    member = make_user(Role.MEMBER)
+    client = browser_for(member)
+    response = client.get("/memories/new/")
+    assert response.status_code == 302 and response["Location"] == "/#new-heading"
+    response = Client().post("/memories/new/", {"title": "x"})  # the session ended: to the login page
+    assert response.status_code == 302 and response["Location"] == "/login/?next=/memories/new/"
+
+
+def test_a_saved_form_names_its_draft_so_the_page_drops_it(make_user, browser_for):
+    member = make_user(Role.MEMBER)
+    client = browser_for(member)
+    token = csrf(client)
+    response = client.post("/memories/new/", {"title": "x", "visibility": "team"}, HTTP_X_CSRFTOKEN=token, follow=True)
+    assert 'data-saved-draft="new"' in response.text
+    memory = Memory.objects.get(title="x")
+    data = {"title": "y", "visibility": "team", "expected_version": 1}
+    response = client.post(f"/memories/{memory.pk}/edit/", data, HTTP_X_CSRFTOKEN=token, follow=True)
+    assert f'data-saved-draft="edit:{memory.pk}"' in response.text
+
+
+def test_a_memory_not_yours_to_see_is_the_pages_own_404_under_debug_too(make_user, browser_for, settings):
+    settings.DEBUG = True
+    owner, guest = make_user(Role.MEMBER), make_user(Role.GUEST)
+    memory = MemoryFactory(owner=owner, visibility=Visibility.TEAM)
+    response = browser_for(guest).get(f"/memories/{memory.pk}/edit/")
+    assert response.status_code == 404 and "<h1>Not found</h1>" in response.text
+    assert "URLconf" not in response.text  # not Django's debug page
+
+
+def test_a_delete_from_the_pages_fetch_answers_json(make_user, browser_for):
+    owner = make_user(Role.MEMBER)
+    memory = MemoryFactory(owner=owner)
+    client = browser_for(owner)
+    token = csrf(client)
+    json_post = {"HTTP_X_CSRFTOKEN": token, "HTTP_ACCEPT": "application/json"}
+    memory_update(editor=principal(owner), memory=memory, data={"title": "New"})
+    response = client.post(f"/memories/{memory.pk}/delete/", {"expected_version": 1}, **json_post)
+    assert response.status_code == 409 and response.json()["memory"]["title"] == "New"
+    assert client.post(f"/memories/{memory.pk}/delete/", {"expected_version": "x"}, **json_post).status_code == 400
+    response = client.post(f"/memories/{memory.pk}/delete/", {"expected_version": 2}, **json_post)
+    assert response.status_code == 204
+    response = client.post(f"/memories/{memory.pk}/delete/", {"expected_version": 2}, **json_post)
+    assert response.status_code == 404
 
 
 def test_the_rest_api_takes_the_session_with_csrf_on_writes(make_user, browser_for):

@@ -1,9 +1,10 @@
 """The memory form: HTML fields in, the REST serializer's rules applied (one set of rules for both)."""
 
 from django import forms
+from rest_framework import serializers
 
 from memories.models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Visibility
-from memories.serializers import MemoryInputSerializer
+from memories.serializers import MemoryFilterSerializer, MemoryInputSerializer
 
 
 class MemoryForm(forms.Form):
@@ -60,3 +61,33 @@ def _messages(errors) -> list[str]:
     if isinstance(errors, list):
         return [message for nested in errors for message in _messages(nested)]
     return [str(errors)]
+
+
+class ListQuery(MemoryFilterSerializer):
+    """The list's filters (REST's, one set of rules), its order and its cursor: past (`before`, `before_id`)."""
+
+    sort = serializers.ChoiceField(choices=["newest", "oldest"], required=False, help_text="By creation time.")
+    # The last memory the page holds, in the list's order: the next page starts after it.
+    before = serializers.DateTimeField(required=False)
+    before_id = serializers.UUIDField(required=False)
+
+    def validate(self, attrs: dict) -> dict:
+        if ("before" in attrs) != ("before_id" in attrs):
+            raise serializers.ValidationError("before and before_id go together.")
+        return attrs
+
+    def filters(self) -> dict:
+        """The filters for memory_list."""
+        return {name: value for name, value in self.params().items() if name != "sort"}
+
+    def params(self) -> dict:
+        """The filters and the order: what the page's URL says (the cursor is not)."""
+        return {name: value for name, value in self.validated_data.items() if name not in ("before", "before_id")}
+
+    def oldest_first(self) -> bool:
+        return self.validated_data.get("sort") == "oldest"
+
+    def cursor(self) -> tuple | None:
+        """(created_at, id) of the last memory the page holds, or None for the first page."""
+        data = self.validated_data
+        return (data["before"], data["before_id"]) if "before" in data else None

@@ -5,16 +5,18 @@ from collections.abc import Callable
 from functools import wraps
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView, PasswordChangeView
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.login_throttle import ThrottledAuthenticationForm, ThrottledPasswordChangeForm
-from accounts.models import Role
+from accounts.models import Membership, Role
 from accounts.principal import InvalidToken, Principal, display_name, principal_of_user
 from memories.models import Memory
 from memories.selectors import consistent_read, memory_list, memory_search
@@ -22,10 +24,10 @@ from memories.serializers import MemoryOutputSerializer
 from memories.services import VersionConflict, memory_create, memory_delete, memory_update
 from memories.visibility import can_change, can_create, visible_memories
 from realtime.log import current_seq
-from realtime.models import Event
-from web.forms import MemoryForm, VersionForm
+from web.forms import ListQuery, MemoryForm, VersionForm
+from web.markdown import render as render_markdown
 
-# The newest memories the page lists; live events add to them.
+# The memories a page of the list holds (the newest, then older ones on "Load older"); live events add to them.
 LIST_LIMIT = 50
 SEARCH_LIMIT = 20
 
@@ -40,7 +42,11 @@ def tenant_page(view: Callable) -> Callable:
             request.principal = principal_of_user(request.user.pk)
         except InvalidToken:
             return render(request, "web/no_tenant.html", status=403)
-        return view(request, *args, **kwargs)
+        try:
+            return view(request, *args, **kwargs)
+        except Http404:
+            # The page's own 404, under DEBUG too (never Django's debug page listing the URLs).
+            return page(request, "web/not_found.html", status=404)
 
     return wrapper
 
@@ -75,24 +81,55 @@ class PasswordChange(PasswordChangeView):
 
 
 def memory_json(viewer: Principal, memory: Memory) -> dict:
-    """A memory as REST shows it, plus whether this viewer may change it (the visibility module decides)."""
-    return {**MemoryOutputSerializer(memory).data, "can_edit": can_change(viewer, memory)}
+    """A memory as REST shows it, plus its rendered Markdown, who changed it last and whether this viewer may."""
+    return {
+        **MemoryOutputSerializer(memory).data,
+        "html": render_markdown(memory.content),
+        "updated_by_name": memory.updated_by_name or display_name(memory.owner),
+        "can_edit": can_change(viewer, memory),
+    }
 
 
-def snapshot(viewer: Principal) -> dict:
-    """The newest visible memories and the event `seq` they reflect, read in one snapshot: the page streams on."""
+def list_query(params) -> ListQuery:
+    """The list's filters and cursor from a query string (empty fields are no filter)."""
+    return ListQuery(data={name: value for name, value in params.items() if value.strip()})
+
+
+def snapshot(viewer: Principal, query: ListQuery | None = None) -> dict:
+    """A page of visible memories matching the query's filters, in its order, after its cursor if it has one.
+
+    Read in one snapshot with the event `seq` it reflects: the page streams on from there. `more` says whether
+    further ones match too.
+    """
+    memories = memory_list(viewer=viewer, filters=query.filters() if query else {})
+    cursor = query.cursor() if query else None
+    if query and query.oldest_first():
+        memories = memories.order_by("created_at", "id")
+        if cursor is not None:
+            memories = memories.filter(Q(created_at__gt=cursor[0]) | Q(created_at=cursor[0], pk__gt=cursor[1]))
+    elif cursor is not None:
+        memories = memories.filter(Q(created_at__lt=cursor[0]) | Q(created_at=cursor[0], pk__lt=cursor[1]))
     with consistent_read():
-        memories = list(memory_list(viewer=viewer, filters={})[:LIST_LIMIT])
+        page = list(memories[: LIST_LIMIT + 1])
         seq = current_seq(viewer.tenant_id)
-    return {"seq": seq, "memories": [memory_json(viewer, memory) for memory in memories]}
+    return {
+        "seq": seq,
+        "memories": [memory_json(viewer, memory) for memory in page[:LIST_LIMIT]],
+        "more": len(page) > LIST_LIMIT,
+    }
 
 
-def _page_context(request: HttpRequest, form: MemoryForm | None = None) -> dict:
+def _page_context(request: HttpRequest, form: MemoryForm | None = None, query: ListQuery | None = None) -> dict:
     viewer = request.principal
     writable = can_create(viewer)
-    state = snapshot(viewer)
+    query = query if query is not None else list_query(request.GET)
+    valid = query.is_valid()
+    params = query.params() if valid else {}
+    state = snapshot(viewer, query if valid else None)
     boot = {
         **state,
+        "filters": params,
+        "user_id": str(viewer.user_id),
         "writable": writable,
         "urls": {
             "snapshot": reverse("web:snapshot"),
@@ -104,26 +141,45 @@ def _page_context(request: HttpRequest, form: MemoryForm | None = None) -> dict:
     return {
         "snapshot": state,
         "boot": boot,
+        "filters": params,
+        "filtered": bool(query.filters()) if valid else False,
+        "query": query,
+        "owners": tenant_usernames(viewer),
         "writable": writable,
         "form": form if form is not None else (MemoryForm() if writable else None),
     }
 
 
+def tenant_usernames(viewer: Principal) -> list[str]:
+    """The usernames of the viewer's tenant, for the owner filter."""
+    return list(
+        Membership.objects.filter(tenant_id=viewer.tenant_id)
+        .order_by("user__username")
+        .values_list("user__username", flat=True)
+    )
+
+
 @require_GET
 @tenant_page
 def home(request: HttpRequest) -> HttpResponse:
-    return page(request, "web/home.html", _page_context(request))
+    query = list_query(request.GET)
+    status = 200 if query.is_valid() else 400
+    return page(request, "web/home.html", _page_context(request, query=query), status=status)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @tenant_page
 def create(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        # Back from the login page after the session ended: the form is on the list, the draft in the browser.
+        return redirect(reverse("web:home") + "#new-heading")
     if not can_create(request.principal):
         raise PermissionDenied("Guests are read-only.")
     form = MemoryForm(request.POST)
     if not form.is_valid():
         return page(request, "web/home.html", _page_context(request, form), status=400)
     memory_create(author=request.principal, **form.memory_data)
+    messages.success(request, "Saved.", extra_tags="new")  # the tag names the draft the page may drop now
     return redirect("web:home")
 
 
@@ -135,16 +191,8 @@ def _visible(viewer: Principal, pk) -> Memory:
 
 
 def last_editor(memory: Memory) -> str:
-    """Who made the memory's latest change, from the event log; its owner when the log no longer has it."""
-    data = (
-        Event.objects.filter(
-            tenant_id=memory.tenant_id, memory_id=memory.pk, type__in=("memory.created", "memory.updated")
-        )
-        .order_by("-seq")
-        .values_list("data", flat=True)
-        .first()
-    )
-    return data["user_name"] if data else display_name(memory.owner)
+    """Who made the memory's latest change (recorded on it by the services); its owner when none was."""
+    return memory.updated_by_name or display_name(memory.owner)
 
 
 def _conflict(current: Memory) -> dict:
@@ -175,6 +223,7 @@ def edit(request: HttpRequest, pk) -> HttpResponse:
         current = conflict.current
         context.update(memory=current, form=MemoryForm.of(current), mine=form.memory_data, **_conflict(current))
         return page(request, "web/edit.html", context, status=409)
+    messages.success(request, "Saved.", extra_tags=f"edit:{memory.pk}")
     return redirect("web:home")
 
 
@@ -184,15 +233,29 @@ def delete(request: HttpRequest, pk) -> HttpResponse:
     viewer = request.principal
     memory = _visible(viewer, pk)
     form = VersionForm(request.POST)
+    json = wants_json(request)
     if not form.is_valid():
+        if json:
+            return JsonResponse(form.errors, status=400)
         return HttpResponseBadRequest("expected_version must be a version number.")
     try:
         memory_delete(editor=viewer, memory=memory, expected_version=form.cleaned_data["expected_version"])
     except Memory.DoesNotExist:
+        if json:
+            return JsonResponse({"detail": "Deleted meanwhile, or no longer yours to see."}, status=404)
         return page(request, "web/gone.html", status=404)
     except VersionConflict as conflict:
+        if json:
+            detail = f"Changed by {last_editor(conflict.current)} meanwhile: not deleted."
+            return JsonResponse({"detail": detail, "memory": memory_json(viewer, conflict.current)}, status=409)
         return page(request, "web/delete_conflict.html", _conflict(conflict.current), status=409)
-    return redirect("web:home")
+    # The list's fetch: it shows an Undo for a while (the memory goes to the trash).
+    return HttpResponse(status=204) if json else redirect("web:home")
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """The page's fetch (Accept: application/json) rather than a form's plain POST."""
+    return "application/json" in request.headers.get("Accept", "")
 
 
 @require_GET
@@ -206,15 +269,25 @@ def search(request: HttpRequest) -> HttpResponse:
 @require_GET
 @tenant_page
 def snapshot_json(request: HttpRequest) -> JsonResponse:
-    """The page's list again, after `resync_required` (events older than the log)."""
-    return JsonResponse(snapshot(request.principal))
+    """The list again (after `resync_required`), or its next page (after `before`, `before_id`), as filtered."""
+    query = list_query(request.GET)
+    if not query.is_valid():
+        return JsonResponse(query.errors, status=400)
+    return JsonResponse(snapshot(request.principal, query))
 
 
 @require_GET
 @tenant_page
 def memory_meta(request: HttpRequest) -> JsonResponse:
-    """For memories the page learnt of from events: their owner and whether the viewer may change them."""
+    """Memories the page learnt of from events, as the viewer sees them now, and whether they match its filters.
+
+    Absent from the answer: deleted, or not the viewer's to see. The filters are the list's, applied by the
+    same selector (memory_list), so a live list keeps exactly what a reload would show.
+    """
     viewer = request.principal
+    query = list_query(request.GET)
+    if not query.is_valid():
+        return JsonResponse(query.errors, status=400)
     ids = []
     for raw in request.GET.getlist("id")[:LIST_LIMIT]:
         try:
@@ -222,9 +295,8 @@ def memory_meta(request: HttpRequest) -> JsonResponse:
         except ValueError:
             return JsonResponse({"detail": f"Not a memory id: {raw[:100]}"}, status=400)
     memories = visible_memories(viewer).select_related("owner").filter(pk__in=ids)
-    return JsonResponse(
-        {str(m.pk): {"owner": m.owner.get_username(), "can_edit": can_change(viewer, m)} for m in memories}
-    )
+    matching = set(memory_list(viewer=viewer, filters=query.filters()).filter(pk__in=ids).values_list("pk", flat=True))
+    return JsonResponse({str(m.pk): {**memory_json(viewer, m), "matches": m.pk in matching} for m in memories})
 
 
 @require_GET

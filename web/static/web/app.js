@@ -1,5 +1,6 @@
 // The memory page: the server-rendered list made live over /ws (session cookie, no token), with resume from the
-// snapshot's seq, a polling fallback on GET /api/v4/events, a connection indicator and who is online.
+// snapshot's seq, a polling fallback on GET /api/v4/events, a connection indicator, who is online, older pages
+// and delete with Undo.
 
 import { PuoMemoClient } from '/static/puomemo/puomemo-client.js';
 import { LiveList } from './live-list.js';
@@ -12,9 +13,12 @@ const boot = JSON.parse(document.getElementById('boot').textContent);
 const indicator = document.getElementById('connection');
 const list = new LiveList(document.getElementById('memories'), {
   snapshot: boot,
-  metaUrl: boot.urls.meta,
+  filters: boot.filters,
+  urls: boot.urls,
   actions: document.getElementById('memory-actions'),
   empty: document.getElementById('empty'),
+  older: document.getElementById('load-older'),
+  userId: boot.user_id,
 });
 
 function show(state, text) {
@@ -25,7 +29,7 @@ function show(state, text) {
 
 /** Reload the list (events older than the log, or a 410 while polling). */
 async function resync() {
-  const response = await fetch(boot.urls.snapshot, { credentials: 'same-origin' });
+  const response = await fetch(`${boot.urls.snapshot}?${list.query()}`, { credentials: 'same-origin' });
   if (response.ok) list.replace(await response.json());
 }
 
@@ -45,12 +49,23 @@ function drawPresence() {
   );
 }
 
-function joined({ user_id, user_name }, delta) {
-  const user = online.get(user_id) ?? { user_name, connections: 0 };
-  user.connections += delta;
-  if (user.connections > 0) online.set(user_id, user);
-  else online.delete(user_id);
-  drawPresence();
+/** Who is online, from the server: counting join and leave events would race its first answer. */
+async function refreshPresence() {
+  try {
+    const users = await client.presence();
+    online.clear();
+    for (const u of users) online.set(u.user_id, { user_name: u.user_name, connections: u.connections });
+    drawPresence();
+  } catch {
+    // the socket closed meanwhile: the next 'open' asks again
+  }
+}
+
+let presenceTimer = null;
+
+function presenceChanged() {
+  clearTimeout(presenceTimer);
+  presenceTimer = setTimeout(refreshPresence, 200); // one question for a burst of joins and leaves
 }
 
 // --- Polling fallback -----------------------------------------------------------
@@ -79,7 +94,8 @@ async function poll() {
       list.seq = Math.max(list.seq, page.last_seq);
       more = page.last_seq < page.current_seq;
     }
-    if (client.state !== 'open') show('polling', 'offline (polling)');
+    // Not live, but the changes still arrive (every 3 s).
+    if (client.state !== 'open') show('polling', 'polling');
   } catch {
     if (client.state !== 'open') show('reconnecting', 'reconnecting…'); // the server itself is away
   }
@@ -144,8 +160,7 @@ async function authFailed() {
 }
 
 client.on('*', (frame) => {
-  if (frame.type === 'tenant.user_joined') joined(frame.data, +1);
-  else if (frame.type === 'tenant.user_left') joined(frame.data, -1);
+  if (frame.type === 'tenant.user_joined' || frame.type === 'tenant.user_left') presenceChanged();
   else if (frame.type === 'memory.typing') list.typing(frame.data);
   else list.push(frame);
 });
@@ -156,14 +171,7 @@ client.on('state', ({ state, code }) => {
     reconnectedAfter4001 = false;
     stopPolling();
     show('live', 'live');
-    client
-      .presence()
-      .then((users) => {
-        online.clear();
-        for (const u of users) online.set(u.user_id, { user_name: u.user_name, connections: u.connections });
-        drawPresence();
-      })
-      .catch(() => {});
+    refreshPresence();
   } else if (state === 'reconnecting') {
     failures += 1;
     if (failures >= FAILURES_BEFORE_POLLING) startPolling(); // the client keeps retrying meanwhile
@@ -179,4 +187,107 @@ client.on('state', ({ state, code }) => {
   }
 });
 client.connect().catch(() => {}); // stops are reported through 'state'
+
+// --- Older pages ---------------------------------------------------------------------
+
+const older = document.getElementById('load-older');
+older.addEventListener('click', async () => {
+  older.disabled = true;
+  try {
+    await list.loadOlder();
+  } catch {
+    toast('Could not load older memories; try again.');
+  } finally {
+    older.disabled = false;
+  }
+});
+
+// --- Delete with Undo ------------------------------------------------------------------
+
+const UNDO_MS = 10_000;
+
+function toast(text, action = null) {
+  const box = document.createElement('div');
+  box.className = 'toast';
+  box.append(document.createElement('span'));
+  box.firstChild.textContent = text;
+  if (action) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'small';
+    button.textContent = action.label;
+    button.addEventListener('click', () => {
+      box.remove();
+      action.run();
+    });
+    box.append(' ', button);
+  }
+  document.getElementById('toasts').append(box);
+  setTimeout(() => box.remove(), action ? UNDO_MS : 5000);
+  return box;
+}
+
+/** POST a form's fields with fetch; a redirect to the login page (the session ended) goes there. */
+async function post(url, body) {
+  const response = await fetch(url, {
+    method: 'POST',
+    body,
+    credentials: 'same-origin',
+    headers: { Accept: 'application/json' },
+  });
+  if (response.redirected && new URL(response.url).pathname === boot.urls.login) {
+    window.location.assign(`${boot.urls.login}?next=${encodeURIComponent(window.location.pathname)}`);
+    return null;
+  }
+  return response;
+}
+
+async function undo(id, title, csrf) {
+  const body = new FormData();
+  body.append('csrfmiddlewaretoken', csrf);
+  // The restore answers 204; the memory comes back to every open page with its memory.restored event.
+  const response = await post(`/memories/${id}/restore/`, body).catch(() => null);
+  if (response && !response.ok) toast(`Could not restore “${title}” (HTTP ${response.status}); it is in the trash.`);
+  else if (!response) toast(`Could not restore “${title}”; it is in the trash.`);
+}
+
+// No confirmation: the delete can be undone for a while.
+document.getElementById('memories').addEventListener('submit', async (event) => {
+  const form = event.target.closest('form.delete-form');
+  if (!form) return;
+  event.preventDefault();
+  const item = form.closest('.memory');
+  const id = item.dataset.id;
+  const title = item.querySelector('.memory-title').textContent;
+  const csrf = form.elements.csrfmiddlewaretoken.value;
+  let response;
+  try {
+    response = await post(form.action, new FormData(form));
+  } catch {
+    toast(`Not deleted: the server did not answer.`);
+    return;
+  }
+  if (response === null) return;
+  if (response.status === 204 || response.status === 404) {
+    const focused = item.contains(document.activeElement); // by keyboard: focus goes on to Undo, not the page
+    list.leave(id); // its memory.deleted confirms it, and others' pages say who deleted it
+    if (response.status === 204) {
+      const box = toast(`Deleted “${title}”.`, { label: 'Undo', run: () => undo(id, title, csrf) });
+      if (focused) box.querySelector('button').focus();
+    }
+    return;
+  }
+  const answer = await response.json().catch(() => ({}));
+  toast(answer.detail ?? `Not deleted (HTTP ${response.status}).`);
+});
+
 window.puomemo = { client, list }; // for the browser tests and the curious
+
+// --- Filters --------------------------------------------------------------------------
+
+// Empty fields stay out of the URL (?tag=plans, not ?q=&tag=plans&owner=&visibility=).
+document.getElementById('filters').addEventListener('submit', (event) => {
+  const empty = [...event.target.elements].filter((field) => field.name && !field.value);
+  for (const field of empty) field.disabled = true;
+  setTimeout(() => empty.forEach((field) => (field.disabled = false))); // the form data is taken by now
+});
