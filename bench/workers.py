@@ -144,9 +144,14 @@ def start_server(workers: int, shared_socket: bool, env: dict, log: Path) -> tup
 
 
 def load(
-    port: int | list[int], key: str, threads: int, seconds: float, new_connections: bool
+    port: int | list[int],
+    key: str,
+    threads: int,
+    seconds: float,
+    new_connections: bool,
+    path: str = "/api/v4/memories/",
 ) -> tuple[int, list[float], int]:
-    """POST creates from `threads` threads for `seconds` over the ports: (creates, latencies in ms, failures)."""
+    """POST creates to `path` from `threads` threads for `seconds` over the ports: (creates, latencies ms, failures)."""
     ports = port if isinstance(port, list) else [port]
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     stop_at = time.monotonic() + seconds
@@ -162,7 +167,7 @@ def load(
             body = json.dumps({"title": f"bench {index}-{n}", "content": "x" * 200, "visibility": "team"})
             started = time.perf_counter()
             try:
-                connection.request("POST", "/api/v4/memories/", body=body, headers=headers)
+                connection.request("POST", path, body=body, headers=headers)
                 response = connection.getresponse()
                 response.read()
                 ok = response.status == 201

@@ -1,0 +1,455 @@
+"""`make bench`: issue 16's performance table from one run, every target beside its result.
+
+Run: make bench   (or .venv/bin/python -m bench.table [--only rest latency embedded fanout memory] [--quick])
+Needs PostgreSQL and Redis: DATABASE_URL and REDIS_URL, by default the local ones `.ci/run` starts (the database is
+created and migrated if need be). The embedded part makes a SQLite file of its own and uses no Redis.
+
+Parts, each against a baseline measured in the same run:
+  rest      REST creates/s through `serve --workers <cores>`: PUO Memo's POST /api/v4/memories/ against a bare DRF
+            create endpoint (bench/drf: a ModelSerializer and a CreateAPIView) on the same `serve` and database.
+  latency   write-to-receipt of REST creates at 100/s and at 50/s, each to 100 subscribers (`serve --workers <cores>`).
+  embedded  the embedded default as `make run` serves it (SQLite, no Redis, one process): creates/s, and
+            write-to-receipt at 20 creates/s to 50 subscribers.
+  fanout    a burst of 200 memories to 100 subscribers: the server's CPU per delivery against the `websockets`
+            broadcast ceiling (bench/ceiling.py), and deliveries/s with 1 worker and with one per core.
+  memory    idle memory per subscribed connection at 2,000 connections, without and with permessage-deflate,
+            against a bare Channels consumer (bench/naive_channels.py), each on a fresh server.
+
+The table goes to stdout (progress lines before it), and with the raw numbers to bench/results.json.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bench.fanout import (
+    Harness,
+    Writer,
+    ensure_database,
+    free_port,
+    idle_memory,
+    measure_burst,
+    measure_steady,
+    say,
+    start,
+    stop,
+)
+from bench.workers import children, cpu_seconds, load, percentile, start_server
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+PARTS = ("rest", "latency", "embedded", "fanout", "memory")
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+BARE_DRF_SETTINGS = "bench.drf.settings"
+
+
+@dataclass
+class Row:
+    """One line of the table: what was measured, the result in words, the target, and whether it was met."""
+
+    part: str
+    measure: str
+    result: str
+    target: str = ""
+    met: bool | None = None  # None: no target, shown for orientation
+    values: dict = field(default_factory=dict)
+
+
+@dataclass
+class Sizes:
+    """How much each part does; --quick shrinks everything for the smoke test."""
+
+    rest_seconds: float = 10
+    rest_threads: int = 16
+    warmup_seconds: float = 3
+    subscribers: int = 100
+    rates: tuple[float, ...] = (100, 50)
+    latency_seconds: float = 10
+    embedded_subscribers: int = 50
+    embedded_rate: float = 20
+    burst: int = 200
+    idle: int = 2000
+
+
+QUICK = Sizes(
+    rest_seconds=1,
+    rest_threads=4,
+    warmup_seconds=0.5,
+    subscribers=5,
+    rates=(20, 10),
+    latency_seconds=1,
+    embedded_subscribers=5,
+    embedded_rate=10,
+    burst=10,
+    idle=50,
+)
+
+
+def server_env(database_url: str, redis_url: str | None) -> dict:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DEBUG": "0",
+        "SECRET_KEY": "bench-only-not-a-secret",
+        "PYTHONPATH": str(ROOT),
+        "PUOMEMO_WS_MAX_CONNECTIONS_PER_USER": "10000",
+        "PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT": "10000",
+        "DJANGO_SETTINGS_MODULE": "puomemo.settings",
+    }
+    env.pop("REDIS_URL", None)
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
+def migrate(env: dict) -> None:
+    # With the bare endpoint's settings: the product's tables and the bare endpoint's one.
+    subprocess.run(  # noqa: S603
+        [PY, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": BARE_DRF_SETTINGS},
+        check=True,
+    )
+
+
+def server_pids(process: subprocess.Popen, workers: int) -> list[int]:
+    """The processes that serve: the workers under serve's parent, or serve itself."""
+    return children(process.pid) if workers > 1 else [process.pid]
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def writer_key(env: dict) -> str:
+    """An API key of a new tenant's member, made through the product's services in the database of `env`."""
+    writer = Writer("puomemo", env)
+    writer.stop()
+    return writer.hello["key"]
+
+
+def creates_per_s(port: int, key: str, path: str, pids: list[int], sizes: Sizes) -> dict:
+    """Creates/s of `sizes.rest_threads` keep-alive clients POSTing as fast as the server answers."""
+    load(port, key, sizes.rest_threads, sizes.warmup_seconds, False, path)
+    cpu = sum(map(cpu_seconds, pids))
+    started = time.monotonic()
+    creates, latencies, failures = load(port, key, sizes.rest_threads, sizes.rest_seconds, False, path)
+    elapsed = time.monotonic() - started
+    cpu = sum(map(cpu_seconds, pids)) - cpu
+    return {
+        "creates_per_s": creates / elapsed,
+        "p50_ms": statistics.median(latencies) if latencies else float("nan"),
+        "p99_ms": percentile(latencies, 99),
+        "failures": failures,
+        "server_cpu_ms_per_create": 1000 * cpu / max(1, creates),
+    }
+
+
+# --- The parts ---
+
+
+def part_rest(env: dict, sizes: Sizes, logs: Path) -> list[Row]:
+    key = writer_key(env)
+    found = {}
+    for name, path, settings_module in (
+        ("bare DRF", "/bench/notes/", BARE_DRF_SETTINGS),
+        ("PUO Memo", "/api/v4/memories/", "puomemo.settings"),
+    ):
+        say(f"rest: {name}, serve --workers {CORES}, {sizes.rest_threads} clients for {sizes.rest_seconds:g} s")
+        shape_env = {**env, "DJANGO_SETTINGS_MODULE": settings_module}
+        process, port = start_server(CORES, False, shape_env, logs / f"rest-{path.strip('/').replace('/', '-')}.log")
+        try:
+            found[name] = creates_per_s(port, key, path, server_pids(process, CORES), sizes)
+        finally:
+            stop_server(process)
+        say(f"rest: {name}: {found[name]['creates_per_s']:.0f} creates/s, p50 {found[name]['p50_ms']:.1f} ms")
+    ours, bare = found["PUO Memo"], found["bare DRF"]
+    ratio = ours["creates_per_s"] / max(bare["creates_per_s"], 1e-9)
+
+    def words(r: dict) -> str:
+        return (
+            f"{r['creates_per_s']:.0f}/s, p50 {r['p50_ms']:.0f} ms, {r['server_cpu_ms_per_create']:.1f} ms CPU each"
+            + (f", {r['failures']} failed" if r["failures"] else "")
+        )
+
+    return [
+        Row("rest", f"bare DRF create, {CORES} workers", words(bare), values=bare),
+        Row("rest", f"PUO Memo create, {CORES} workers", words(ours), ">= 200/s", ours["creates_per_s"] >= 200, ours),
+        Row("rest", "PUO Memo / bare DRF creates/s", f"{ratio:.2f}x", ">= 0.5x", ratio >= 0.5, {"ratio": ratio}),
+    ]
+
+
+def latency_row(part: str, label: str, steady: dict, target: bool) -> Row:
+    delivered = steady["deliveries"] / max(steady["expected"], 1)
+    result = (
+        f"p50 {steady['latency_p50_ms']:.1f} ms, p99 {steady['latency_p99_ms']:.1f} ms"
+        f" ({steady['writes_per_s']:.0f}/s achieved, {100 * delivered:.0f}% delivered)"
+    )
+    if not target:
+        return Row(part, label, result, values=steady)
+    met = steady["latency_p50_ms"] <= 15 and steady["latency_p99_ms"] <= 50 and delivered == 1
+    return Row(part, label, result, "p50 <= 15, p99 <= 50 ms", met, steady)
+
+
+async def part_latency(env: dict, sizes: Sizes, logs: Path) -> list[Row]:
+    process, port = start_server(CORES, False, env, logs / "latency.log")
+    writer = Writer("puomemo", env)
+    rows = []
+    try:
+        harness = Harness()
+        say(f"latency: serve --workers {CORES}, opening {sizes.subscribers} subscribers")
+        await harness.open(port, f"/ws?token={writer.hello['key']}", sizes.subscribers, subscribe=True)
+        await measure_steady("latency: warm-up", harness, writer, 20, 1, port)
+        for rate in sizes.rates:
+            threads = max(4, int(rate) // 6)  # room for the rate while a write takes up to ~60 ms
+            steady = await measure_steady("latency", harness, writer, rate, sizes.latency_seconds, port, threads)
+            label = f"write-to-receipt, {rate:g} creates/s x {sizes.subscribers} subscribers"
+            rows.append(latency_row("latency", label, steady, True))
+        harness.close()
+    finally:
+        writer.stop()
+        stop_server(process)
+    return rows
+
+
+async def part_embedded(sizes: Sizes, logs: Path) -> list[Row]:
+    directory = Path(tempfile.mkdtemp(prefix="bench-embedded-"))
+    env = server_env(f"sqlite:///{directory / 'db.sqlite3'}", None)
+    try:
+        say("embedded: migrating a fresh SQLite database")
+        migrate(env)
+        process, port = start_server(1, False, env, logs / "embedded.log")  # serve's default without Redis
+        writer = Writer("puomemo", env)
+        try:
+            key = writer.hello["key"]
+            say(f"embedded: {sizes.rest_threads // 2} clients creating for {sizes.rest_seconds:g} s")
+            rest = creates_per_s(port, key, "/api/v4/memories/", [process.pid], Sizes(**{
+                **asdict(sizes), "rest_threads": max(2, sizes.rest_threads // 2)
+            }))  # fmt: skip
+            harness = Harness()
+            await harness.open(port, f"/ws?token={key}", sizes.embedded_subscribers, subscribe=True)
+            steady = await measure_steady(
+                "embedded", harness, writer, sizes.embedded_rate, sizes.latency_seconds, port, 4
+            )
+            harness.close()
+        finally:
+            writer.stop()
+            stop_server(process)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    label = f"write-to-receipt, {sizes.embedded_rate:g} creates/s x {sizes.embedded_subscribers} subscribers"
+    return [
+        Row(
+            "embedded",
+            "creates/s (SQLite, no Redis, 1 process)",
+            f"{rest['creates_per_s']:.0f}/s, p50 {rest['p50_ms']:.0f} ms, {rest['server_cpu_ms_per_create']:.1f} ms"
+            " CPU each",
+            values=rest,
+        ),
+        latency_row("embedded", label, steady, False),
+    ]
+
+
+async def part_fanout(env: dict, sizes: Sizes, logs: Path) -> list[Row]:
+    found = {}
+    port = free_port()
+    command = [PY, "bench/ceiling.py", "--port", str(port), "--redis", env["REDIS_URL"]]
+    server, writer = start(command, env, port, logs / "ceiling.log"), Writer("ceiling", env)
+    try:
+        harness = Harness()
+        say(f"fanout: websockets ceiling, opening {sizes.subscribers} connections")
+        await harness.open(port, "/", sizes.subscribers)
+        found["ceiling"] = await measure_burst("fanout: ceiling", harness, writer, sizes.burst, [server.pid])
+        harness.close()
+    finally:
+        writer.stop()
+        stop(server)
+    for workers in sorted({1, CORES}):
+        process, port = start_server(workers, False, env, logs / f"fanout-{workers}.log")
+        writer = Writer("puomemo", env)
+        try:
+            harness = Harness()
+            say(f"fanout: PUO Memo, serve --workers {workers}, opening {sizes.subscribers} subscribers")
+            await harness.open(port, f"/ws?token={writer.hello['key']}", sizes.subscribers, subscribe=True)
+            name = f"fanout: PUO Memo, {workers} worker{'s' * (workers > 1)}"
+            found[workers] = await measure_burst(name, harness, writer, sizes.burst, server_pids(process, workers))
+            harness.close()
+        finally:
+            writer.stop()
+            stop_server(process)
+    ours, ceiling = found[1], found["ceiling"]
+    # nan when the ceiling used less CPU than the clock counts (a tiny burst): no ratio, not met.
+    cpu_ratio = ours["server_cpu_us_per_delivery"] / (ceiling["server_cpu_us_per_delivery"] or float("nan"))
+    complete = all(burst["complete"] for burst in found.values())
+    rows = [
+        Row(
+            "fanout",
+            "server CPU per delivery, 1 worker / ceiling",
+            f"{ours['server_cpu_us_per_delivery']:.1f} vs {ceiling['server_cpu_us_per_delivery']:.1f} us:"
+            f" {cpu_ratio:.2f}x",
+            "<= 1.1x",
+            cpu_ratio <= 1.1 and complete,
+            {"puomemo": ours, "ceiling": ceiling, "ratio": cpu_ratio},
+        ),
+        Row(
+            "fanout",
+            "deliveries/s, ceiling (1 process)",
+            f"{ceiling['deliveries_per_s']:,.0f}/s",
+            values=ceiling,
+        ),
+    ]
+    for workers in sorted({1, CORES}):
+        burst = found[workers]
+        growth = burst["deliveries_per_s"] / max(ours["deliveries_per_s"], 1e-9)
+        label = f"deliveries/s, PUO Memo {workers} worker{'s' * (workers > 1)}"
+        result = f"{burst['deliveries_per_s']:,.0f}/s" + (f": {growth:.2f}x 1 worker" if workers > 1 else "")
+        if workers > 1:
+            rows.append(Row("fanout", label, result, "> 1x 1 worker", growth > 1 and burst["complete"], burst))
+        else:
+            rows.append(Row("fanout", label, result, values=burst))
+    return rows
+
+
+async def part_memory(env: dict, sizes: Sizes, logs: Path) -> list[Row]:
+    found = {}
+    # A fresh server for each: memory freed by one measurement's closed connections would lower the next one's.
+    for name, deflate in (("plain", False), ("deflate", True)):
+        process, port = start_server(1, False, env, logs / f"memory-{name}.log")
+        writer = Writer("puomemo", env)
+        try:
+            label = f"memory: PUO Memo, {'permessage-deflate' if deflate else 'no compression'}"
+            path = f"/ws?token={writer.hello['key']}"
+            found[name] = await idle_memory(label, process, port, path, sizes.idle, True, deflate)
+        finally:
+            writer.stop()
+            stop_server(process)
+    port = free_port()
+    daphne = [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.naive_channels:application"]
+    server = start(daphne, env, port, logs / "memory-bare.log")
+    try:
+        # daphne alone negotiates no compression: the one baseline for both.
+        found["bare"] = await idle_memory("memory: bare Channels consumer", server, port, "/bare", sizes.idle, False)
+    finally:
+        stop(server)
+    bare = found["bare"]["kib_per_connection"]
+    rows = [Row("memory", f"bare Channels consumer, {sizes.idle:,} idle", f"{bare:.1f} KiB each", values=found["bare"])]
+    for name, label in (("plain", "no compression"), ("deflate", "permessage-deflate")):
+        kib = found[name]["kib_per_connection"]
+        ratio = kib / max(bare, 1e-9)
+        rows.append(
+            Row(
+                "memory",
+                f"PUO Memo subscribed idle, {label}",
+                f"{kib:.1f} KiB each: {ratio:.2f}x bare",
+                "<= 1.1x",
+                ratio <= 1.1,
+                {**found[name], "ratio": ratio},
+            )
+        )
+    return rows
+
+
+# --- The table ---
+
+
+def verdict(row: Row) -> str:
+    return "" if row.met is None else "met" if row.met else "MISSED"
+
+
+def table(rows: list[Row], header: str) -> str:
+    """The rows as fixed-width text, ready to paste."""
+    width = [
+        max(len(text) for text in column)
+        for column in zip(*[(r.measure, r.result, r.target) for r in rows], strict=True)
+    ]
+    lines = [header, f"{'part':9} {'measure':{width[0]}}  {'result':{width[1]}}  {'target':{width[2]}}  verdict"]
+    for row in rows:
+        lines.append(
+            f"{row.part:9} {row.measure:{width[0]}}  {row.result:{width[1]}}  {row.target:{width[2]}}  {verdict(row)}"
+        )
+    return "\n".join(line.rstrip() for line in lines)
+
+
+async def run(args: argparse.Namespace, sizes: Sizes) -> list[Row]:
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    database_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/puomemo_bench")
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    env = server_env(database_url, redis_url)
+    if set(args.only) - {"embedded"}:
+        if database_url.startswith("postgres"):
+            ensure_database(database_url)
+        say("migrating the database")
+        migrate(env)
+    rows: list[Row] = []
+    for part in PARTS:
+        if part not in args.only:
+            continue
+        started = time.monotonic()
+        if part == "rest":
+            rows += await asyncio.to_thread(part_rest, env, sizes, logs)
+        elif part == "latency":
+            rows += await part_latency(env, sizes, logs)
+        elif part == "embedded":
+            rows += await part_embedded(sizes, logs)
+        elif part == "fanout":
+            rows += await part_fanout(env, sizes, logs)
+        elif part == "memory":
+            rows += await part_memory(env, sizes, logs)
+        say(f"{part}: done in {time.monotonic() - started:.0f} s")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="run these parts only")
+    parser.add_argument("--quick", action="store_true", help="a tiny run of each part (the smoke test's)")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"), help="where to write the results")
+    parser.add_argument("--logs", default=str(Path(tempfile.gettempdir()) / "puomemo-bench"), help="server logs")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else Sizes()
+    load_before, started = os.getloadavg()[0], time.monotonic()
+    say(f"machine: {CORES} cores, load average {load_before:.2f}; parts: {' '.join(args.only)}")
+    rows = asyncio.run(run(args, sizes))
+    seconds = time.monotonic() - started
+    header = (
+        f"PUO Memo, one run of `make bench`{' --quick' if args.quick else ''}: {CORES} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}, load average {load_before:.2f} at start,"
+        f" {os.getloadavg()[0]:.2f} at end, {seconds:.0f} s"
+    )
+    text = table(rows, header)
+    print("\n" + text, flush=True)
+    result = {
+        "machine": {
+            "cores": CORES,
+            "python": platform.python_version(),
+            "load_average": [load_before, os.getloadavg()[0]],
+        },
+        "sizes": asdict(sizes),
+        "seconds": seconds,
+        "rows": [asdict(row) for row in rows],
+        "table": text,
+    }
+    Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    say(f"results: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
