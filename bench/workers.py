@@ -128,7 +128,7 @@ def start_server(workers: int, shared_socket: bool, env: dict, log: Path) -> tup
     command = [PY, "manage.py", "serve", "--no-worker", "--workers", str(workers), "--port", str(port)]
     command += ["--shared-socket"] if shared_socket else []
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)  # noqa: S603
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"serve exited; see {log}")
