@@ -21,7 +21,7 @@ from django.urls import set_script_prefix
 
 # Requests a process runs at once. Few: the work is CPU under one GIL, and a slow request (a search loading its
 # model) still leaves the others threads; each holds a pooled database connection only while it runs a request.
-THREADS = int(__import__("os").environ.get("XTHREADS", "4"))
+THREADS = 4
 
 
 class OneHopASGIHandler(ASGIHandler):
