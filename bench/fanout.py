@@ -1,6 +1,6 @@
 """Benchmark: real-time fan-out three ways in one run, the same client harness for each.
 
-Run: make bench   (or .venv/bin/python bench/fanout.py [--subscribers 100] [--burst 200] [--rate 50] [--seconds 10])
+Run: make bench-fanout   (or .venv/bin/python bench/fanout.py [--subscribers 100] [--burst 200] [--rate 50] [--seconds 10])
 Needs PostgreSQL and Redis: DATABASE_URL and REDIS_URL, by default the local ones `.ci/run` starts.
 
 (a) PUO Memo on daphne with the Redis layer: M memories written in one transaction through the
@@ -545,16 +545,23 @@ async def wire_sizes(port: int, path: str, writer: Writer) -> dict:
 
 
 async def idle_memory(
-    name: str, process: subprocess.Popen, port: int, path: str, n: int, subscribe: bool, deflate: bool = False
+    name: str,
+    process: subprocess.Popen,
+    port: int,
+    path: str,
+    n: int,
+    subscribe: bool,
+    deflate: bool = False,
+    settle: float = 2.0,
 ) -> dict:
     warm = Harness()
     await warm.open(port, path, 10, subscribe=subscribe, deflate=deflate)
-    await asyncio.sleep(1)
+    await asyncio.sleep(settle / 2)
     before = rss_mib(process.pid)
     say(f"{name}: opening {n} idle connections")
     harness = Harness()
     await harness.open(port, path, n, subscribe=subscribe, deflate=deflate)
-    await asyncio.sleep(2)
+    await asyncio.sleep(settle)
     after = rss_mib(process.pid)
     closed = sum(1 for c in harness.clients if c.transport.is_closing())
     harness.close()

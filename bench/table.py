@@ -80,6 +80,7 @@ class Sizes:
     embedded_rate: float = 20
     burst: int = 200
     idle: int = 2000
+    settle_seconds: float = 2.0  # before reading a server's memory
 
 
 QUICK = Sizes(
@@ -93,6 +94,7 @@ QUICK = Sizes(
     embedded_rate=10,
     burst=10,
     idle=50,
+    settle_seconds=0.5,
 )
 
 
@@ -335,7 +337,7 @@ async def part_memory(env: dict, sizes: Sizes, logs: Path) -> list[Row]:
         try:
             label = f"memory: PUO Memo, {'permessage-deflate' if deflate else 'no compression'}"
             path = f"/ws?token={writer.hello['key']}"
-            found[name] = await idle_memory(label, process, port, path, sizes.idle, True, deflate)
+            found[name] = await idle_memory(label, process, port, path, sizes.idle, True, deflate, sizes.settle_seconds)
         finally:
             writer.stop()
             stop_server(process)
@@ -344,7 +346,9 @@ async def part_memory(env: dict, sizes: Sizes, logs: Path) -> list[Row]:
     server = start(daphne, env, port, logs / "memory-bare.log")
     try:
         # daphne alone negotiates no compression: the one baseline for both.
-        found["bare"] = await idle_memory("memory: bare Channels consumer", server, port, "/bare", sizes.idle, False)
+        found["bare"] = await idle_memory(
+            "memory: bare Channels consumer", server, port, "/bare", sizes.idle, False, settle=sizes.settle_seconds
+        )
     finally:
         stop(server)
     bare = found["bare"]["kib_per_connection"]
