@@ -1,6 +1,7 @@
 """Benchmark: real-time fan-out three ways in one run, the same client harness for each.
 
-Run: make bench-fanout   (or .venv/bin/python bench/fanout.py [--subscribers 100] [--burst 200] [--rate 50] [--seconds 10])
+Run: make bench-fanout   (or .venv/bin/python bench/fanout.py [--subscribers 100] [--burst 200] [--rate 50]
+[--seconds 10])
 Needs PostgreSQL and Redis: DATABASE_URL and REDIS_URL, by default the local ones `.ci/run` starts.
 
 (a) PUO Memo on daphne with the Redis layer: M memories written in one transaction through the

@@ -20,6 +20,7 @@ The table goes to stdout (progress lines before it), and with the raw numbers to
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -139,11 +140,40 @@ def stop_server(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def writer_key(env: dict) -> str:
-    """An API key of a new tenant's member, made through the product's services in the database of `env`."""
-    writer = Writer("puomemo", env)
-    writer.stop()
-    return writer.hello["key"]
+class Pool:
+    """The run's writer processes, one per database, and (with `reuse`, as --quick does) its `serve` processes."""
+
+    def __init__(self, logs: Path, reuse: bool) -> None:
+        self.logs, self.reuse = logs, reuse
+        self.writers: dict[str, Writer] = {}
+        self.servers: dict[tuple, tuple[subprocess.Popen, int]] = {}
+
+    def writer(self, env: dict) -> Writer:
+        """A writer (bench/fanout.py) on the database of `env`: a tenant's member key, bursts, steady REST writes."""
+        if env["DATABASE_URL"] not in self.writers:
+            self.writers[env["DATABASE_URL"]] = Writer("puomemo", env)
+        return self.writers[env["DATABASE_URL"]]
+
+    @contextlib.contextmanager
+    def serve(self, env: dict, workers: int, name: str, keep: bool = True):
+        """`serve --no-worker --workers N` on a free port: (process, port). Stopped after use unless reused and kept."""
+        shape = (env["DATABASE_URL"], env.get("REDIS_URL"), env["DJANGO_SETTINGS_MODULE"], workers)
+        if shape not in self.servers:
+            server = start_server(workers, False, env, self.logs / f"{name}.log")
+            if not (self.reuse and keep):
+                try:
+                    yield server
+                finally:
+                    stop_server(server[0])
+                return
+            self.servers[shape] = server
+        yield self.servers[shape]
+
+    def close(self) -> None:
+        for process, _ in self.servers.values():
+            stop_server(process)
+        for writer in self.writers.values():
+            writer.stop()
 
 
 def creates_per_s(port: int, key: str, path: str, pids: list[int], sizes: Sizes) -> dict:
@@ -166,8 +196,8 @@ def creates_per_s(port: int, key: str, path: str, pids: list[int], sizes: Sizes)
 # --- The parts ---
 
 
-def part_rest(env: dict, sizes: Sizes, logs: Path) -> list[Row]:
-    key = writer_key(env)
+def part_rest(env: dict, sizes: Sizes, pool: Pool) -> list[Row]:
+    key = pool.writer(env).hello["key"]
     found = {}
     for name, path, settings_module in (
         ("bare DRF", "/bench/notes/", BARE_DRF_SETTINGS),
@@ -175,11 +205,8 @@ def part_rest(env: dict, sizes: Sizes, logs: Path) -> list[Row]:
     ):
         say(f"rest: {name}, serve --workers {CORES}, {sizes.rest_threads} clients for {sizes.rest_seconds:g} s")
         shape_env = {**env, "DJANGO_SETTINGS_MODULE": settings_module}
-        process, port = start_server(CORES, False, shape_env, logs / f"rest-{path.strip('/').replace('/', '-')}.log")
-        try:
+        with pool.serve(shape_env, CORES, f"rest-{name.replace(' ', '-')}") as (process, port):
             found[name] = creates_per_s(port, key, path, server_pids(process, CORES), sizes)
-        finally:
-            stop_server(process)
         say(f"rest: {name}: {found[name]['creates_per_s']:.0f} creates/s, p50 {found[name]['p50_ms']:.1f} ms")
     ours, bare = found["PUO Memo"], found["bare DRF"]
     ratio = ours["creates_per_s"] / max(bare["creates_per_s"], 1e-9)
@@ -209,11 +236,9 @@ def latency_row(part: str, label: str, steady: dict, target: bool) -> Row:
     return Row(part, label, result, "p50 <= 15, p99 <= 50 ms", met, steady)
 
 
-async def part_latency(env: dict, sizes: Sizes, logs: Path) -> list[Row]:
-    process, port = start_server(CORES, False, env, logs / "latency.log")
-    writer = Writer("puomemo", env)
-    rows = []
-    try:
+async def part_latency(env: dict, sizes: Sizes, pool: Pool) -> list[Row]:
+    writer, rows = pool.writer(env), []
+    with pool.serve(env, CORES, "latency") as (_, port):
         harness = Harness()
         say(f"latency: serve --workers {CORES}, opening {sizes.subscribers} subscribers")
         await harness.open(port, f"/ws?token={writer.hello['key']}", sizes.subscribers, subscribe=True)
@@ -224,21 +249,17 @@ async def part_latency(env: dict, sizes: Sizes, logs: Path) -> list[Row]:
             label = f"write-to-receipt, {rate:g} creates/s x {sizes.subscribers} subscribers"
             rows.append(latency_row("latency", label, steady, True))
         harness.close()
-    finally:
-        writer.stop()
-        stop_server(process)
     return rows
 
 
-async def part_embedded(sizes: Sizes, logs: Path) -> list[Row]:
+async def part_embedded(sizes: Sizes, pool: Pool) -> list[Row]:
     directory = Path(tempfile.mkdtemp(prefix="bench-embedded-"))
     env = server_env(f"sqlite:///{directory / 'db.sqlite3'}", None)
     try:
         say("embedded: migrating a fresh SQLite database")
         migrate(env)
-        process, port = start_server(1, False, env, logs / "embedded.log")  # serve's default without Redis
-        writer = Writer("puomemo", env)
-        try:
+        writer = pool.writer(env)
+        with pool.serve(env, 1, "embedded", keep=False) as (process, port):  # serve's default without Redis
             key = writer.hello["key"]
             say(f"embedded: {sizes.rest_threads // 2} clients creating for {sizes.rest_seconds:g} s")
             rest = creates_per_s(port, key, "/api/v4/memories/", [process.pid], Sizes(**{
@@ -250,9 +271,7 @@ async def part_embedded(sizes: Sizes, logs: Path) -> list[Row]:
                 "embedded", harness, writer, sizes.embedded_rate, sizes.latency_seconds, port, 4
             )
             harness.close()
-        finally:
-            writer.stop()
-            stop_server(process)
+        pool.writers.pop(env["DATABASE_URL"]).stop()  # its database goes next
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     label = f"write-to-receipt, {sizes.embedded_rate:g} creates/s x {sizes.embedded_subscribers} subscribers"
@@ -268,11 +287,11 @@ async def part_embedded(sizes: Sizes, logs: Path) -> list[Row]:
     ]
 
 
-async def part_fanout(env: dict, sizes: Sizes, logs: Path) -> list[Row]:
+async def part_fanout(env: dict, sizes: Sizes, pool: Pool) -> list[Row]:
     found = {}
     port = free_port()
     command = [PY, "bench/ceiling.py", "--port", str(port), "--redis", env["REDIS_URL"]]
-    server, writer = start(command, env, port, logs / "ceiling.log"), Writer("ceiling", env)
+    server, writer = start(command, env, port, pool.logs / "ceiling.log"), Writer("ceiling", env)
     try:
         harness = Harness()
         say(f"fanout: websockets ceiling, opening {sizes.subscribers} connections")
@@ -283,18 +302,14 @@ async def part_fanout(env: dict, sizes: Sizes, logs: Path) -> list[Row]:
         writer.stop()
         stop(server)
     for workers in sorted({1, CORES}):
-        process, port = start_server(workers, False, env, logs / f"fanout-{workers}.log")
-        writer = Writer("puomemo", env)
-        try:
+        writer = pool.writer(env)
+        with pool.serve(env, workers, f"fanout-{workers}") as (process, port):
             harness = Harness()
             say(f"fanout: PUO Memo, serve --workers {workers}, opening {sizes.subscribers} subscribers")
             await harness.open(port, f"/ws?token={writer.hello['key']}", sizes.subscribers, subscribe=True)
             name = f"fanout: PUO Memo, {workers} worker{'s' * (workers > 1)}"
             found[workers] = await measure_burst(name, harness, writer, sizes.burst, server_pids(process, workers))
             harness.close()
-        finally:
-            writer.stop()
-            stop_server(process)
     ours, ceiling = found[1], found["ceiling"]
     # nan when the ceiling used less CPU than the clock counts (a tiny burst): no ratio, not met.
     cpu_ratio = ours["server_cpu_us_per_delivery"] / (ceiling["server_cpu_us_per_delivery"] or float("nan"))
@@ -328,22 +343,19 @@ async def part_fanout(env: dict, sizes: Sizes, logs: Path) -> list[Row]:
     return rows
 
 
-async def part_memory(env: dict, sizes: Sizes, logs: Path) -> list[Row]:
+async def part_memory(env: dict, sizes: Sizes, pool: Pool) -> list[Row]:
     found = {}
-    # A fresh server for each: memory freed by one measurement's closed connections would lower the next one's.
+    # A fresh server for each (but with --quick): memory freed by one measurement's closed connections would lower
+    # the next one's.
     for name, deflate in (("plain", False), ("deflate", True)):
-        process, port = start_server(1, False, env, logs / f"memory-{name}.log")
-        writer = Writer("puomemo", env)
-        try:
+        writer = pool.writer(env)
+        with pool.serve(env, 1, f"memory-{name}") as (process, port):
             label = f"memory: PUO Memo, {'permessage-deflate' if deflate else 'no compression'}"
             path = f"/ws?token={writer.hello['key']}"
             found[name] = await idle_memory(label, process, port, path, sizes.idle, True, deflate, sizes.settle_seconds)
-        finally:
-            writer.stop()
-            stop_server(process)
     port = free_port()
     daphne = [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.naive_channels:application"]
-    server = start(daphne, env, port, logs / "memory-bare.log")
+    server = start(daphne, env, port, pool.logs / "memory-bare.log")
     try:
         # daphne alone negotiates no compression: the one baseline for both.
         found["bare"] = await idle_memory(
@@ -402,21 +414,25 @@ async def run(args: argparse.Namespace, sizes: Sizes) -> list[Row]:
         say("migrating the database")
         migrate(env)
     rows: list[Row] = []
-    for part in PARTS:
-        if part not in args.only:
-            continue
-        started = time.monotonic()
-        if part == "rest":
-            rows += await asyncio.to_thread(part_rest, env, sizes, logs)
-        elif part == "latency":
-            rows += await part_latency(env, sizes, logs)
-        elif part == "embedded":
-            rows += await part_embedded(sizes, logs)
-        elif part == "fanout":
-            rows += await part_fanout(env, sizes, logs)
-        elif part == "memory":
-            rows += await part_memory(env, sizes, logs)
-        say(f"{part}: done in {time.monotonic() - started:.0f} s")
+    pool = Pool(logs, reuse=args.quick)
+    try:
+        for part in PARTS:
+            if part not in args.only:
+                continue
+            started = time.monotonic()
+            if part == "rest":
+                rows += await asyncio.to_thread(part_rest, env, sizes, pool)
+            elif part == "latency":
+                rows += await part_latency(env, sizes, pool)
+            elif part == "embedded":
+                rows += await part_embedded(sizes, pool)
+            elif part == "fanout":
+                rows += await part_fanout(env, sizes, pool)
+            elif part == "memory":
+                rows += await part_memory(env, sizes, pool)
+            say(f"{part}: done in {time.monotonic() - started:.0f} s")
+    finally:
+        pool.close()
     return rows
 
 
