@@ -312,8 +312,15 @@ def drive(kind: str) -> None:
             in_transactions = 2000 / (time.perf_counter() - start)
             return {"one_call_each": one_by_one, "200_per_transaction": in_transactions}
 
+        def tenant_key() -> dict:
+            """A key of a member of another new tenant: writes spread over tenants."""
+            other = tenant_create(slug=f"bench-{int(time.time() * 1000)}")
+            user = user_create(username=f"{other.slug}-writer", tenant=other, role=Role.MEMBER)
+            return {"key": api_key_create(user=user)[1]}
+
         answer = {"key": key}
     else:
+        tenant_key = dict
         import redis
 
         redis_url = os.environ["REDIS_URL"]
@@ -371,6 +378,8 @@ def drive(kind: str) -> None:
             result = steady(write, command["rate"], command["seconds"], command["port"], command.get("threads", 4))
         elif command["do"] == "sized":
             result = {"t0": sized(command["chars"])}
+        elif command["do"] == "tenant_key":
+            result = tenant_key()
         elif command["do"] == "publish_speed":
             result = publish_speed()
         else:

@@ -145,7 +145,7 @@ def start_server(workers: int, shared_socket: bool, env: dict, log: Path) -> tup
 
 def load(
     port: int | list[int],
-    key: str,
+    key: str | list[str],
     threads: int,
     seconds: float,
     new_connections: bool,
@@ -153,7 +153,7 @@ def load(
 ) -> tuple[int, list[float], int]:
     """POST creates to `path` from `threads` threads for `seconds` over the ports: (creates, latencies ms, failures)."""
     ports = port if isinstance(port, list) else [port]
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    keys = key if isinstance(key, list) else [key]  # thread i writes with keys[i % len(keys)]
     stop_at = time.monotonic() + seconds
     latencies: list[list[float]] = [[] for _ in range(threads)]
     failures = [0] * threads
@@ -167,6 +167,7 @@ def load(
             body = json.dumps({"title": f"bench {index}-{n}", "content": "x" * 200, "visibility": "team"})
             started = time.perf_counter()
             try:
+                headers = {"Authorization": f"Bearer {keys[index % len(keys)]}", "Content-Type": "application/json"}
                 connection.request("POST", path, body=body, headers=headers)
                 response = connection.getresponse()
                 response.read()

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.live
 ROWS = [
     ("rest", "bare DRF create"),
     ("rest", "PUO Memo create"),
+    ("rest", "PUO Memo create, 4 tenants"),
     ("rest", "PUO Memo / bare DRF creates/s"),
     ("latency", "write-to-receipt, 20 creates/s x 5 subscribers"),
     ("latency", "write-to-receipt, 10 creates/s x 5 subscribers"),
@@ -53,7 +54,7 @@ def test_a_quick_bench_prints_every_row_with_sane_values(services, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads(out.read_text())
-    rows = {(row["part"], row["measure"].split(", ")[0] if row["part"] == "rest" else row["measure"]): row
+    rows = {(row["part"], row["measure"].replace(f", {results['machine']['cores']} workers", "")): row
             for row in results["rows"]}  # fmt: skip
     cores = results["machine"]["cores"]
     expected = [(part, name) for part, name in ROWS]
