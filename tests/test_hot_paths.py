@@ -125,3 +125,26 @@ def test_daphne_scope_gets_the_send_functions_without_a_copy(monkeypatch):
     daphne._create_application(object(), object(), scope)
     assert handed == [scope] and handed[0] is scope  # daphne's own per-connection scope: no second dict
     assert {daphne.UNSENT_BYTES, daphne.SEND_TEXT, daphne.DROP} <= scope.keys()
+
+
+class Transport:
+    """What unsent_bytes() reads of a Twisted TCP transport."""
+
+    dataBuffer, offset, _tempDataLen = b"", 0, 0
+
+
+def test_a_send_reads_its_limits_from_a_cache_that_follows_the_settings(monkeypatch, settings):
+    settings.PUOMEMO_WS_COMPRESSION_MIN_BYTES = 77
+    assert daphne.send_limits()[2] == 77  # an overridden setting reaches the cache
+    settings.PUOMEMO_WS_COMPRESSION_MIN_BYTES = 88
+    assert daphne.send_limits()[2] == 88
+
+    class NoSettings:
+        def __getattr__(self, name):
+            raise AssertionError(f"settings.{name} read on a send")
+
+    protocol = type("Protocol", (), {"transport": Transport()})()
+    monkeypatch.setattr(daphne, "settings", NoSettings())
+    monkeypatch.setattr(daphne, "unsent", daphne.UnsentBytes())
+    daphne._check_after_send(protocol, 0)  # the per-send bookkeeping: no settings read
+    assert daphne.send_limits()[2] == 88
