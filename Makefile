@@ -9,7 +9,7 @@ WORKERS ?=
 # Development defaults; production sets DEBUG=0 and a real SECRET_KEY.
 export DEBUG ?= 1
 
-.PHONY: run test test-fast test-live lint bench bench-workers docs docs-serve install install-test migrate lock clean
+.PHONY: run test test-fast test-live lint bench bench-fanout bench-workers docs docs-serve install install-test migrate lock clean
 
 # Every install is from a lock file: each package pinned with its hashes, nothing else resolved
 # (--no-deps: the lock already lists every dependency). `make lock` regenerates both lock files
@@ -71,9 +71,15 @@ test-live: install-test
 	$(PYTEST_LIVE)
 	$(PYTEST_BROWSER)
 
-# Fan-out three ways in one run (docs/performance.md); needs PostgreSQL and Redis
-# (DATABASE_URL and REDIS_URL, by default the local ones .ci/run starts).
+# Issue 16's performance table from one run, about 5 minutes (docs/performance.md); needs PostgreSQL and Redis
+# (DATABASE_URL and REDIS_URL, by default the local ones .ci/run starts). One part: make bench BENCH="--only latency"
+# (parts: rest latency embedded fanout memory; --quick for a tiny run). Also written to bench/results.json.
+BENCH ?=
 bench: install-test
+	$(PY) -m bench.table $(BENCH)
+
+# The fan-out three ways (PUO Memo, naive Channels, websockets), with encodings and compression; the same databases.
+bench-fanout: install-test
 	$(PY) bench/fanout.py
 
 # REST creates/s through serve with 1 worker and one per core, in one run (docs/performance.md); the same databases.

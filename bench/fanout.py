@@ -1,6 +1,7 @@
 """Benchmark: real-time fan-out three ways in one run, the same client harness for each.
 
-Run: make bench   (or .venv/bin/python bench/fanout.py [--subscribers 100] [--burst 200] [--rate 50] [--seconds 10])
+Run: make bench-fanout   (or .venv/bin/python bench/fanout.py [--subscribers 100] [--burst 200] [--rate 50]
+[--seconds 10])
 Needs PostgreSQL and Redis: DATABASE_URL and REDIS_URL, by default the local ones `.ci/run` starts.
 
 (a) PUO Memo on daphne with the Redis layer: M memories written in one transaction through the
@@ -239,7 +240,6 @@ def baseline_frame(title: str) -> dict:
 
 def drive(kind: str) -> None:
     """A writer process: reads commands as JSON lines, answers each with a JSON line."""
-    redis_url = os.environ["REDIS_URL"]
     if kind == "puomemo":
         sys.path.insert(0, str(ROOT))
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "puomemo.settings")
@@ -312,10 +312,18 @@ def drive(kind: str) -> None:
             in_transactions = 2000 / (time.perf_counter() - start)
             return {"one_call_each": one_by_one, "200_per_transaction": in_transactions}
 
+        def tenant_key() -> dict:
+            """A key of a member of another new tenant: writes spread over tenants."""
+            other = tenant_create(slug=f"bench-{int(time.time() * 1000)}")
+            user = user_create(username=f"{other.slug}-writer", tenant=other, role=Role.MEMBER)
+            return {"key": api_key_create(user=user)[1]}
+
         answer = {"key": key}
     else:
+        tenant_key = dict
         import redis
 
+        redis_url = os.environ["REDIS_URL"]
         if kind == "channels":
             sys.path.insert(0, str(ROOT))
             from asgiref.sync import async_to_sync
@@ -367,9 +375,11 @@ def drive(kind: str) -> None:
         if command["do"] == "burst":
             result = {"t0": burst(command["m"])}
         elif command["do"] == "steady":
-            result = steady(write, command["rate"], command["seconds"], command["port"])
+            result = steady(write, command["rate"], command["seconds"], command["port"], command.get("threads", 4))
         elif command["do"] == "sized":
             result = {"t0": sized(command["chars"])}
+        elif command["do"] == "tenant_key":
+            result = tenant_key()
         elif command["do"] == "publish_speed":
             result = publish_speed()
         else:
@@ -377,10 +387,9 @@ def drive(kind: str) -> None:
         print(json.dumps(result), flush=True)
 
 
-def steady(write, rate: float, seconds: float, port: int) -> dict:
+def steady(write, rate: float, seconds: float, port: int, threads: int = 4) -> dict:
     """Writes at a fixed rate from a few threads, so that one slow write does not hold back the next."""
     total, start = int(rate * seconds), time.time()
-    threads = 4
 
     def writer(first: int) -> None:
         for n in range(first, total, threads):
@@ -441,23 +450,20 @@ def stop(process: subprocess.Popen, how: int = signal.SIGTERM) -> None:
         process.wait()
 
 
-async def measure(
-    name: str, port: int, path: str, writer: Writer, args, subscribe: bool, pid: int | None = None, **options: bool
-) -> dict:
-    harness = Harness()
-    say(f"{name}: opening {args.subscribers} connections")
-    await harness.open(port, path, args.subscribers, subscribe=subscribe, **options)
+async def measure_burst(name: str, harness: "Harness", writer: Writer, events: int, pids: list[int]) -> dict:
+    """A burst of `events` written at once to the harness's subscribers: deliveries/s, latency, the servers' CPU."""
     loop = asyncio.get_running_loop()
+    subscribers = len(harness.clients)
     # Warm up (first-use costs: imports, connections), then the burst.
     await loop.run_in_executor(None, lambda: writer.ask(do="burst", m=10))
-    await harness.wait_for(10 * args.subscribers)
+    await harness.wait_for(10 * subscribers)
     harness.count, harness.receipts = 0, []
-    expected = args.burst * args.subscribers
-    say(f"{name}: burst of {args.burst} events to {args.subscribers} subscribers")
-    cpu, wire = cpu_seconds(pid) if pid else 0.0, harness.wire
-    t0 = (await loop.run_in_executor(None, lambda: writer.ask(do="burst", m=args.burst)))["t0"]
+    expected = events * subscribers
+    say(f"{name}: burst of {events} events to {subscribers} subscribers")
+    cpu, wire = sum(map(cpu_seconds, pids)), harness.wire
+    t0 = (await loop.run_in_executor(None, lambda: writer.ask(do="burst", m=events)))["t0"]
     complete = await harness.wait_for(expected)
-    cpu, wire = (cpu_seconds(pid) - cpu if pid else float("nan")), harness.wire - wire
+    cpu, wire = (sum(map(cpu_seconds, pids)) - cpu if pids else float("nan")), harness.wire - wire
     times = [at for at, _ in harness.receipts]
     elapsed = max(times) - t0 if times else float("nan")
     burst = {
@@ -468,23 +474,33 @@ async def measure(
         "deliveries_per_s": harness.count / elapsed if times else 0,
         "latency_p50_ms": percentile([at - t0 for at in times], 50) * 1000,
         "latency_p99_ms": percentile([at - t0 for at in times], 99) * 1000,
-        # The server's CPU time from the write to the last receipt (its writes included), and the wire bytes.
+        # The servers' CPU time from the write to the last receipt (their writes included), and the wire bytes.
         "server_cpu_us_per_delivery": cpu * 1e6 / max(harness.count, 1),
         "wire_bytes_per_delivery": wire / max(harness.count, 1),
     }
     say(
         f"{name}: {burst['deliveries_per_s']:,.0f} deliveries/s ({harness.count}/{expected} in {elapsed * 1000:.0f} ms)"
     )
+    return burst
+
+
+async def measure_steady(
+    name: str, harness: "Harness", writer: Writer, rate: float, seconds: float, port: int, threads: int = 4
+) -> dict:
+    """REST writes at `rate` for `seconds` through `port`: write-to-receipt latency at the harness's subscribers."""
+    loop = asyncio.get_running_loop()
+    subscribers = len(harness.clients)
     harness.count, harness.receipts = 0, []
-    say(f"{name}: {args.rate} writes/s for {args.seconds} s")
+    say(f"{name}: {rate:g} writes/s for {seconds:g} s to {subscribers} subscribers")
     steady = await loop.run_in_executor(
-        None, lambda: writer.ask(do="steady", rate=args.rate, seconds=args.seconds, port=port)
+        None, lambda: writer.ask(do="steady", rate=rate, seconds=seconds, port=port, threads=threads)
     )
-    await harness.wait_for(steady["writes"] * args.subscribers)
+    complete = await harness.wait_for(steady["writes"] * subscribers)
     latencies = [(at - written_at(frame)) * 1000 for at, frame in harness.receipts]
     steady.update(
         deliveries=harness.count,
-        expected=steady["writes"] * args.subscribers,
+        expected=steady["writes"] * subscribers,
+        complete=complete,
         latency_p50_ms=percentile(latencies, 50),
         latency_p99_ms=percentile(latencies, 99),
         latency_max_ms=max(latencies, default=float("nan")),
@@ -494,6 +510,17 @@ async def measure(
         f"{name}: write-to-receipt p50 {steady['latency_p50_ms']:.1f} ms, p99 {steady['latency_p99_ms']:.1f} ms"
         f" ({steady['writes_per_s']:.0f} writes/s achieved)"
     )
+    return steady
+
+
+async def measure(
+    name: str, port: int, path: str, writer: Writer, args, subscribe: bool, pid: int | None = None, **options: bool
+) -> dict:
+    harness = Harness()
+    say(f"{name}: opening {args.subscribers} connections")
+    await harness.open(port, path, args.subscribers, subscribe=subscribe, **options)
+    burst = await measure_burst(name, harness, writer, args.burst, [pid] if pid else [])
+    steady = await measure_steady(name, harness, writer, args.rate, args.seconds, port)
     harness.close()
     return {"burst": burst, "steady": steady}
 
@@ -528,16 +555,23 @@ async def wire_sizes(port: int, path: str, writer: Writer) -> dict:
 
 
 async def idle_memory(
-    name: str, process: subprocess.Popen, port: int, path: str, n: int, subscribe: bool, deflate: bool = False
+    name: str,
+    process: subprocess.Popen,
+    port: int,
+    path: str,
+    n: int,
+    subscribe: bool,
+    deflate: bool = False,
+    settle: float = 2.0,
 ) -> dict:
     warm = Harness()
     await warm.open(port, path, 10, subscribe=subscribe, deflate=deflate)
-    await asyncio.sleep(1)
+    await asyncio.sleep(settle / 2)
     before = rss_mib(process.pid)
     say(f"{name}: opening {n} idle connections")
     harness = Harness()
     await harness.open(port, path, n, subscribe=subscribe, deflate=deflate)
-    await asyncio.sleep(2)
+    await asyncio.sleep(settle)
     after = rss_mib(process.pid)
     closed = sum(1 for c in harness.clients if c.transport.is_closing())
     harness.close()

@@ -128,7 +128,7 @@ def start_server(workers: int, shared_socket: bool, env: dict, log: Path) -> tup
     command = [PY, "manage.py", "serve", "--no-worker", "--workers", str(workers), "--port", str(port)]
     command += ["--shared-socket"] if shared_socket else []
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)  # noqa: S603
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"serve exited; see {log}")
@@ -144,11 +144,16 @@ def start_server(workers: int, shared_socket: bool, env: dict, log: Path) -> tup
 
 
 def load(
-    port: int | list[int], key: str, threads: int, seconds: float, new_connections: bool
+    port: int | list[int],
+    key: str | list[str],
+    threads: int,
+    seconds: float,
+    new_connections: bool,
+    path: str = "/api/v4/memories/",
 ) -> tuple[int, list[float], int]:
-    """POST creates from `threads` threads for `seconds` over the ports: (creates, latencies in ms, failures)."""
+    """POST creates to `path` from `threads` threads for `seconds` over the ports: (creates, latencies ms, failures)."""
     ports = port if isinstance(port, list) else [port]
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    keys = key if isinstance(key, list) else [key]  # thread i writes with keys[i % len(keys)]
     stop_at = time.monotonic() + seconds
     latencies: list[list[float]] = [[] for _ in range(threads)]
     failures = [0] * threads
@@ -162,7 +167,8 @@ def load(
             body = json.dumps({"title": f"bench {index}-{n}", "content": "x" * 200, "visibility": "team"})
             started = time.perf_counter()
             try:
-                connection.request("POST", "/api/v4/memories/", body=body, headers=headers)
+                headers = {"Authorization": f"Bearer {keys[index % len(keys)]}", "Content-Type": "application/json"}
+                connection.request("POST", path, body=body, headers=headers)
                 response = connection.getresponse()
                 response.read()
                 ok = response.status == 201

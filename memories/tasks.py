@@ -1,6 +1,5 @@
 """The embedding task of the django-tasks queue; the work itself is in memories.embedding_service."""
 
-from django.db import transaction
 from django_tasks import task
 
 from memories.embedding_service import embed_due_memories
@@ -13,5 +12,7 @@ def embed_memories() -> int:
 
 
 def request_embeddings() -> None:
-    """Queue a run once the current transaction commits."""
-    transaction.on_commit(embed_memories.enqueue, robust=True)
+    """Queue a run in the current transaction: the worker sees it once the write commits, never if it rolls back."""
+    # In the write's own transaction rather than after it: a second commit of its own made each
+    # create wait for a second flush to disk (docs/performance.md).
+    embed_memories.enqueue()

@@ -3,9 +3,11 @@
 import os
 
 from channels.routing import ProtocolTypeRouter
-from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "puomemo.settings")
+
+from puomemo.http_handler import get_asgi_application  # Django's, with one thread hop a request
+
 django_asgi_app = get_asgi_application()
 
 from puomemo import http_limits  # noqa: E402

@@ -1,6 +1,7 @@
 """Fixes to daphne's WebSocket protocol: RFC 6455 close codes, bounds on unsent bytes, a way to see them,
 permessage-deflate (RFC 7692) with shared compression."""
 
+import functools
 import logging
 import select
 import zlib
@@ -10,6 +11,8 @@ from autobahn.websocket.compress import PerMessageDeflate, PerMessageDeflateOffe
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from puomemo import patches
 from realtime.protocol import CloseCode
@@ -102,6 +105,26 @@ def _socket_full(protocols) -> set[WebSocketProtocol]:
 
 
 unsent = UnsentBytes()
+
+
+@functools.cache
+def send_limits() -> tuple[int, int, int]:
+    """(per-connection unsent bytes, unsent bytes in all, compression's minimum size), from the settings."""
+    # Read on every send to every connection: Django's settings object costs several times a
+    # cached call per read, about 7% of a fan-out's CPU for the three (docs/performance.md).
+    return (
+        settings.PUOMEMO_WS_MAX_BUFFERED_BYTES,
+        settings.PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL,
+        settings.PUOMEMO_WS_COMPRESSION_MIN_BYTES,
+    )
+
+
+@receiver(setting_changed, dispatch_uid="realtime.daphne.send_limits")
+def _forget_send_limits(setting: str, **kwargs) -> None:
+    if setting.startswith("PUOMEMO_WS_"):
+        send_limits.cache_clear()
+
+
 # How soon a connection that stays over a limit is looked at again.
 RECHECK_SECONDS = 1.0
 
@@ -132,7 +155,7 @@ def _check_unsent() -> None:
     from twisted.internet import reactor  # daphne installs the asyncio reactor first
 
     unsent.check_pending = False
-    limit, budget = settings.PUOMEMO_WS_MAX_BUFFERED_BYTES, settings.PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL
+    limit, budget, _ = send_limits()
     for protocol, waiting in unsent.victims(limit, budget):
         _drop_for_not_reading(protocol, waiting)
     # One still over a limit had room in its socket (the kernel's buffer may still be
@@ -159,14 +182,14 @@ def _server_send(self, content, binary=False):
         self.serverAccept()
     payload = content if binary else content.encode()
     # daphne's serverSend, but small messages go uncompressed: deflate would save a few bytes for its CPU.
-    self.sendMessage(payload, binary, doNotCompress=len(payload) < settings.PUOMEMO_WS_COMPRESSION_MIN_BYTES)
+    self.sendMessage(payload, binary, doNotCompress=len(payload) < send_limits()[2])
     _check_after_send(self, before)
 
 
 def _check_after_send(self: WebSocketProtocol, before: int) -> None:
     after = unsent_bytes(self.transport)
     unsent.record(self, after, after - before)
-    limit, budget = settings.PUOMEMO_WS_MAX_BUFFERED_BYTES, settings.PUOMEMO_WS_MAX_BUFFERED_BYTES_TOTAL
+    limit, budget, _ = send_limits()
     if not unsent.check_pending and unsent.needs_check(after, limit, budget):
         # After the reactor's next round of socket writes, so the check sees what the
         # clients that read took off the buffers by then.
@@ -313,7 +336,7 @@ def _send_text(server: Server, protocol: WebSocketProtocol, message: str | bytes
         return
     frame, size = _frame(message)
     deflate = protocol._perMessageCompress
-    compress = deflate is not None and size >= settings.PUOMEMO_WS_COMPRESSION_MIN_BYTES
+    compress = deflate is not None and size >= send_limits()[2]
     # With context takeover, only autobahn can compress: with the connection's own context.
     shared = not compress or deflate.server_no_context_takeover
     if not shared or protocol.autoFragmentSize or protocol.send_queue or 0 < protocol.maxMessagePayloadSize < size:
@@ -327,16 +350,18 @@ def _send_text(server: Server, protocol: WebSocketProtocol, message: str | bytes
     _check_after_send(protocol, before)
 
 
+def _protocol_unsent_bytes(protocol: WebSocketProtocol) -> int:
+    return unsent_bytes(protocol.transport)
+
+
 def _create_application(self, protocol, scope):
     # daphne's send() returns at once whatever the client reads: let the application
     # see what is waiting, so that it can hold a burst back (backpressure).
     if scope.get("type") == "websocket":
-        scope = {
-            **scope,
-            UNSENT_BYTES: lambda: unsent_bytes(protocol.transport),
-            SEND_TEXT: lambda text: _send_text(self, protocol, text),
-            DROP: lambda: _drop_stalled(protocol),
-        }
+        # Into daphne's own scope, which is the connection's alone: a copy would cost each connection ~1 KiB.
+        scope[UNSENT_BYTES] = functools.partial(_protocol_unsent_bytes, protocol)
+        scope[SEND_TEXT] = functools.partial(_send_text, self, protocol)
+        scope[DROP] = functools.partial(_drop_stalled, protocol)
     return _original_create_application(self, protocol, scope)
 
 
