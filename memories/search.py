@@ -33,8 +33,8 @@ PG_DOCUMENT = (
 PG_QUERY = "websearch_to_tsquery('english'::regconfig, %s)"
 FTS_TABLE = "memories_memory_fts"
 
-# PostgreSQL's english configuration drops these; FTS5 keeps every word, so the SQLite query drops them itself
-# (a query "money and taxes" must not need the word "and").
+# Words no query is looking for: PostgreSQL's english configuration drops them, and so does the query for FTS5,
+# which keeps every word ("money and taxes" must not find every note with an "and").
 # fmt: off
 STOP_WORDS = frozenset((
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "how", "i", "if", "in",
@@ -52,7 +52,7 @@ class Hit:
 
     memory: Memory
     score: float
-    match: str  # "keyword", "semantic" or "both"
+    match: str  # "keyword" (holds words of the query), "semantic" (about it) or "both"
     similarity: float | None  # cosine similarity to the query; None when not embedded yet or not similar enough
 
 
@@ -62,32 +62,34 @@ def query_terms(q: str) -> list[str]:
 
 
 def keyword_ranked(viewer: Principal, q: str, limit: int = CANDIDATES) -> list[tuple]:
-    """Ids of the visible memories holding every word of the query, best first, with their keyword rank score."""
-    visible = visible_memories(viewer)
-    # The SQL is constant; the user's text is always a parameter.
+    """Ids of the visible memories holding any word of the query (in its title, content or tags), best first
+    (most words, rarest words, title over content), with their keyword rank score."""
+    terms = query_terms(q)
+    if not terms:
+        return []
+    # Any word, not every word: meaning covers paraphrase, and a long question rarely has all its words in one
+    # note. The SQL is constant; the words are parameters, and only \w+ runs, so no query syntax comes through.
     if connection.vendor == "postgresql":
-        matches = RawSQL(f"{PG_DOCUMENT} @@ {PG_QUERY}", [q], output_field=BooleanField())  # noqa: S611
-        rank = RawSQL(f"ts_rank_cd({PG_DOCUMENT}, {PG_QUERY})", [q], output_field=FloatField())  # noqa: S611
+        words = " or ".join(terms)  # websearch syntax: "money or taxes"
+        matches = RawSQL(f"{PG_DOCUMENT} @@ {PG_QUERY}", [words], output_field=BooleanField())  # noqa: S611
+        rank = RawSQL(f"ts_rank_cd({PG_DOCUMENT}, {PG_QUERY})", [words], output_field=FloatField())  # noqa: S611
     else:
-        terms = query_terms(q)
-        if not terms:
-            return []
-        fts = " ".join(f'"{term}"' for term in terms)  # quoted: FTS5 reads no operators from user text
+        words = " OR ".join(f'"{term}"' for term in terms)
         table = Memory._meta.db_table
-        matches = RawSQL(  # noqa: S611 (constant SQL; the user's words are a parameter)
+        matches = RawSQL(  # noqa: S611
             f"{table}.rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s)",  # noqa: S608
-            [fts],
+            [words],
             output_field=BooleanField(),
         )
         # bm25 is lower for better matches; a title match weighs three times one in the content.
         rank = RawSQL(  # noqa: S611
             f"(SELECT -bm25({FTS_TABLE}, 3.0, 1.0, 2.0) FROM {FTS_TABLE} "  # noqa: S608
             f"WHERE {FTS_TABLE} MATCH %s AND rowid = {table}.rowid)",
-            [fts],
+            [words],
             output_field=FloatField(),
         )
-    rows = visible.filter(matches).annotate(keyword_rank=rank).order_by("-keyword_rank", "-created_at")
-    return list(rows.values_list("id", "keyword_rank")[:limit])
+    rows = visible_memories(viewer).filter(matches).annotate(keyword_rank=rank)
+    return list(rows.order_by("-keyword_rank", "-created_at").values_list("id", "keyword_rank")[:limit])
 
 
 def semantic_ranked(viewer: Principal, q: str, limit: int = CANDIDATES) -> list[tuple]:
