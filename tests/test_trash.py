@@ -1,5 +1,6 @@
 """Deleting moves a memory to the trash: gone for every read, restorable by whoever could delete it, purged later."""
 
+import re
 from datetime import timedelta
 from io import StringIO
 
@@ -218,3 +219,56 @@ async def test_a_restore_reaches_open_connections_that_may_see_it_as_memory_rest
     assert await frames(outsider) == []  # a team memory: not the guest's to see
     await watcher.disconnect()
     await outsider.disconnect()
+
+
+def logged_in(user, **kwargs) -> Client:
+    browser = Client(**kwargs)
+    browser.force_login(user)
+    return browser
+
+
+def test_the_web_restore_answers_a_fetch_with_204_and_a_form_with_a_redirect(make_user):
+    owner = make_user()
+    first, second = trashed(MemoryFactory(owner=owner)), trashed(MemoryFactory(owner=owner))
+    browser = logged_in(owner)
+    response = browser.post(f"/memories/{first.pk}/restore/", headers={"Accept": "application/json"})
+    assert (response.status_code, response.content) == (204, b"")
+    response = browser.post(f"/memories/{second.pk}/restore/")
+    assert (response.status_code, response["Location"]) == (302, "/")
+    assert Memory.objects.filter(pk__in=[first.pk, second.pk]).count() == 2
+
+
+def test_the_web_restore_refuses_what_the_caller_may_not_restore(make_user):
+    memory = trashed(MemoryFactory(owner=make_user(), visibility=Visibility.PRIVATE))
+    browser = logged_in(make_user(Role.ADMIN))
+    response = browser.post(f"/memories/{memory.pk}/restore/", headers={"Accept": "application/json"})
+    assert response.status_code == 404 and "detail" in response.json()
+    assert browser.post(f"/memories/{memory.pk}/restore/").status_code == 404
+    team = trashed(MemoryFactory(owner=make_user(), visibility=Visibility.TEAM))
+    assert logged_in(make_user()).post(f"/memories/{team.pk}/restore/").status_code == 403
+    assert logged_in(make_user()).get(f"/memories/{team.pk}/restore/").status_code == 405
+
+
+def test_the_web_restore_needs_the_csrf_token(make_user):
+    owner = make_user()
+    memory = trashed(MemoryFactory(owner=owner))
+    browser = logged_in(owner, enforce_csrf_checks=True)
+    assert browser.post(f"/memories/{memory.pk}/restore/").status_code == 403
+    page = browser.get("/trash/").content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    assert browser.post(f"/memories/{memory.pk}/restore/", {"csrfmiddlewaretoken": token}).status_code == 302
+    assert Memory.objects.filter(pk=memory.pk).exists()
+
+
+def test_the_trash_page_lists_what_the_user_may_restore_with_a_restore_button_each(make_user):
+    owner, admin = make_user(), make_user(Role.ADMIN)
+    mine = trashed(MemoryFactory(owner=owner, title="<b>Binned</b> plans"))
+    private = trashed(MemoryFactory(owner=owner, title="Private binned", visibility=Visibility.PRIVATE))
+    MemoryFactory(owner=owner, title="Still here")
+    page = logged_in(owner).get("/trash/").content.decode()
+    assert "&lt;b&gt;Binned&lt;/b&gt; plans" in page and "Private binned" in page and "Still here" not in page
+    assert page.count('<button type="submit" class="small">Restore') == 2
+    assert f'action="/memories/{mine.pk}/restore/"' in page and "kept 30 days" in page
+    admin_page = logged_in(admin).get("/trash/").content.decode()
+    assert "Binned" in admin_page and "Private binned" not in admin_page and private.title
+    assert "The trash is empty." in logged_in(make_user()).get("/trash/").content.decode()
