@@ -2,6 +2,7 @@
 
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 
 from django.conf import settings
@@ -221,8 +222,9 @@ def restore(request: HttpRequest, pk) -> HttpResponse:
 def trash(request: HttpRequest) -> HttpResponse:
     """The deleted memories the user may restore, most recently deleted first."""
     memories = list(memory_trash(viewer=request.principal)[: TRASH_LIMIT + 1])
+    kept = timedelta(days=settings.PUOMEMO_TRASH_RETENTION_DAYS)
     context = {
-        "memories": memories[:TRASH_LIMIT],
+        "memories": [{"memory": m, "purged_on": m.deleted_at + kept} for m in memories[:TRASH_LIMIT]],
         "more": len(memories) > TRASH_LIMIT,
         "retention_days": settings.PUOMEMO_TRASH_RETENTION_DAYS,
     }
