@@ -96,7 +96,7 @@ def keyword_ranked(viewer: Principal, q: str, limit: int = CANDIDATES) -> list[t
 def semantic_ranked(viewer: Principal, q: str, limit: int = CANDIDATES) -> list[tuple]:
     """Ids of the visible embedded memories at least MIN_SIMILARITY from the query, most similar first."""
     ids, scores, order = tenant_vectors(viewer.tenant_id).ranked(embeddings.encode([q])[0])
-    above = [i for i in order if scores[i] >= MIN_SIMILARITY]  # order is best first: the cut is a prefix
+    above = order[: int((scores >= MIN_SIMILARITY).sum())]  # order is best first: those above the floor lead
     found: list[tuple] = []
     # The cache holds the tenant's vectors, stale ones too: each window of candidates is checked in one query
     # with the visibility rule (and the trash, and the embedding still being the text's).
@@ -134,9 +134,8 @@ def hybrid_search(viewer: Principal, q: str, limit: int) -> list[Hit]:
     for memory_id in best:
         if memory_id not in memories:
             continue  # deleted between the queries
-        match = "both" if memory_id in in_keyword and memory_id in similarity else "keyword"
-        if memory_id not in in_keyword:
-            match = "semantic"
+        found_by = (memory_id in in_keyword, memory_id in similarity)
+        match = {(True, True): "both", (True, False): "keyword"}.get(found_by, "semantic")
         hits.append(Hit(memories[memory_id], fused[memory_id], match, similarity.get(memory_id)))
     return hits
 
