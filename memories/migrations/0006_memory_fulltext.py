@@ -2,7 +2,9 @@
 
 memories/search.py queries them; the PostgreSQL expression there is the indexed one.
 SQLite drops a table's triggers when a migration remakes the table (AlterField and the like): such a
-migration must run SQLITE_CREATE again (tests/test_search.py fails without the triggers).
+migration must run SQLITE_CREATE again (tests/test_search.py fails without the triggers). The FTS table
+follows the memory rows by rowid, which a VACUUM may renumber: after one, rebuild it
+(INSERT INTO memories_memory_fts(memories_memory_fts) VALUES ('rebuild')).
 """
 
 from django.db import migrations
