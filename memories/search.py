@@ -25,12 +25,8 @@ RRF_K = 60
 # Each ranking contributes at most this many memories to the fusion.
 CANDIDATES = 50
 
-# The indexed document (memories/migrations/0006_memory_fulltext.py): a query uses the GIN index only with the
-# very expression it was made from.
-PG_DOCUMENT = (
-    "to_tsvector('english'::regconfig, coalesce(title, '') || ' ' || coalesce(content, '') || ' ' || "
-    "coalesce(tags::text, ''))"
-)
+# PostgreSQL: the stored, GIN-indexed tsvector of title, content and tags (memories/migrations/0006_memory_fulltext.py).
+PG_DOCUMENT = "search_document"
 PG_QUERY = "websearch_to_tsquery('english'::regconfig, %s)"
 FTS_TABLE = "memories_memory_fts"
 
@@ -70,27 +66,28 @@ def keyword_ranked(viewer: Principal, q: str, limit: int = CANDIDATES) -> list[t
         return []
     # Any word, not every word: meaning covers paraphrase, and a long question rarely has all its words in one
     # note. The SQL is constant; the words are parameters, and only \w+ runs, so no query syntax comes through.
+    visible = visible_memories(viewer)
     if connection.vendor == "postgresql":
         words = " or ".join(terms)  # websearch syntax: "money or taxes"
         matches = RawSQL(f"{PG_DOCUMENT} @@ {PG_QUERY}", [words], output_field=BooleanField())  # noqa: S611
         rank = RawSQL(f"ts_rank_cd({PG_DOCUMENT}, {PG_QUERY})", [words], output_field=FloatField())  # noqa: S611
-    else:
-        words = " OR ".join(f'"{term}"' for term in terms)
-        table = Memory._meta.db_table
-        matches = RawSQL(  # noqa: S611
-            f"{table}.rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s)",  # noqa: S608
-            [words],
-            output_field=BooleanField(),
-        )
-        # bm25 is lower for better matches; a title match weighs three times one in the content.
-        rank = RawSQL(  # noqa: S611
-            f"(SELECT -bm25({FTS_TABLE}, 3.0, 1.0, 2.0) FROM {FTS_TABLE} "  # noqa: S608
-            f"WHERE {FTS_TABLE} MATCH %s AND rowid = {table}.rowid)",
-            [words],
-            output_field=FloatField(),
-        )
-    rows = visible_memories(viewer).filter(matches).annotate(keyword_rank=rank)
-    return list(rows.order_by("-keyword_rank", "-created_at").values_list("id", "keyword_rank")[:limit])
+        rows = visible.filter(matches).annotate(keyword_rank=rank).order_by("-keyword_rank", "-created_at")
+        return list(rows.values_list("id", "keyword_rank")[:limit])
+    # SQLite: FTS5 ranks the matches in one pass (bm25 is lower for better ones; a title match weighs three times
+    # one in the content), then the visible ones are kept. Materialized: with the rowid condition pushed into it,
+    # FTS5 would evaluate the query once per visible row.
+    rowid = RawSQL(f"{Memory._meta.db_table}.rowid", [])  # noqa: S611
+    visible_rowids, params = visible.annotate(rowid=rowid).values("rowid").query.sql_with_params()
+    sql = (
+        f"WITH matches AS MATERIALIZED (SELECT rowid AS rid, -bm25({FTS_TABLE}, 3.0, 1.0, 2.0) AS score "  # noqa: S608
+        f"FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s) "
+        f"SELECT rid, score FROM matches WHERE rid IN ({visible_rowids}) ORDER BY score DESC, rid DESC LIMIT %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [" OR ".join(f'"{term}"' for term in terms), *params, limit])
+        ranked = cursor.fetchall()
+    ids = dict(visible.annotate(rowid=rowid).filter(rowid__in=[r for r, _ in ranked]).values_list("rowid", "id"))
+    return [(ids[r], score) for r, score in ranked if r in ids]
 
 
 def semantic_ranked(viewer: Principal, q: str, limit: int = CANDIDATES) -> list[tuple]:

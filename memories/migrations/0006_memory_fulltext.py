@@ -1,6 +1,8 @@
-"""Keyword search: a GIN index of the text on PostgreSQL, an FTS5 table kept in sync by triggers on SQLite.
+"""Keyword search: a stored tsvector of the text with a GIN index on PostgreSQL, an FTS5 table kept in sync by
+triggers on SQLite.
 
-memories/search.py queries them; the PostgreSQL expression there is the indexed one.
+memories/search.py queries them. On PostgreSQL, search_document is a generated column Django does not know of:
+a migration that changes the type of title, content or tags must drop it first and add it again.
 SQLite drops a table's triggers when a migration remakes the table (AlterField and the like): such a
 migration must run SQLITE_CREATE again (tests/test_search.py fails without the triggers). The FTS table
 follows the memory rows by rowid, which a VACUUM may renumber: after one, rebuild it
@@ -9,13 +11,19 @@ follows the memory rows by rowid, which a VACUUM may renumber: after one, rebuil
 
 from django.db import migrations
 
-# memories.search.PG_DOCUMENT, as it was when the index was made (a test holds the two equal).
+# Stored, so that ranking reads each match's vector rather than parsing its text again.
 PG_DOCUMENT = (
     "to_tsvector('english'::regconfig, coalesce(title, '') || ' ' || coalesce(content, '') || ' ' || "
     "coalesce(tags::text, ''))"
 )
-PG_CREATE = f"CREATE INDEX memories_memory_fulltext ON memories_memory USING gin (({PG_DOCUMENT}))"
-PG_DROP = "DROP INDEX IF EXISTS memories_memory_fulltext"
+PG_CREATE = [
+    f"ALTER TABLE memories_memory ADD COLUMN search_document tsvector GENERATED ALWAYS AS ({PG_DOCUMENT}) STORED",
+    "CREATE INDEX memories_memory_fulltext ON memories_memory USING gin (search_document)",
+]
+PG_DROP = [
+    "DROP INDEX IF EXISTS memories_memory_fulltext",
+    "ALTER TABLE memories_memory DROP COLUMN IF EXISTS search_document",
+]
 
 # External content: the FTS table indexes the memory rows by rowid, and stores no second copy of the text.
 SQLITE_CREATE = [
@@ -55,7 +63,7 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunPython(
-            _run({"postgresql": [PG_CREATE], "sqlite": SQLITE_CREATE}),
-            _run({"postgresql": [PG_DROP], "sqlite": SQLITE_DROP}),
+            _run({"postgresql": PG_CREATE, "sqlite": SQLITE_CREATE}),
+            _run({"postgresql": PG_DROP, "sqlite": SQLITE_DROP}),
         ),
     ]
