@@ -1,6 +1,6 @@
 """Business actions on memories; every write goes through the ORM so its signals fire."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -103,7 +103,7 @@ def _trash(memory: Memory, actor: Actor) -> None:
     memory.save()
 
 
-def trash_cutoff():
+def trash_cutoff() -> datetime:
     """Memories deleted before this are past the retention: no longer restorable, and purged."""
     return timezone.now() - timedelta(days=settings.PUOMEMO_TRASH_RETENTION_DAYS)
 
