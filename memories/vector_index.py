@@ -4,7 +4,6 @@ import threading
 from datetime import datetime, timedelta
 
 import numpy as np
-from django.db.models import Q
 from django.utils import timezone
 
 from memories import embeddings
@@ -16,7 +15,7 @@ COMMIT_LAG = timedelta(seconds=30)
 
 
 class TenantVectors:
-    """The vectors of one tenant's ready memories, none in the trash (possibly stale: callers re-check rows in SQL)."""
+    """The vectors of one tenant's ready memories (possibly stale: callers re-check rows in SQL)."""
 
     def __init__(self, tenant_id: int) -> None:
         self.tenant_id = tenant_id
@@ -28,13 +27,12 @@ class TenantVectors:
 
     def refresh(self) -> None:
         """Load vectors stored since the last refresh."""
-        rows = Memory.objects.filter(
+        # Those in the trash too: a restore needs no reload, and the search's SQL re-check leaves them out.
+        rows = Memory.all_objects.filter(
             tenant_id=self.tenant_id, embedding_status=EmbeddingStatus.READY, embedding__isnull=False
         )
         if self.refreshed_at is not None:
-            # Memories back from the trash keep their old embedding: their restore moved updated_at.
-            since = self.refreshed_at - COMMIT_LAG
-            rows = rows.filter(Q(embedded_at__gte=since) | Q(updated_at__gte=since))
+            rows = rows.filter(embedded_at__gte=self.refreshed_at - COMMIT_LAG)
         self.refreshed_at = timezone.now()
         new_ids, blobs = [], []
         for memory_id, blob in rows.values_list("id", "embedding").iterator(2000):
