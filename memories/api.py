@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from memories.models import Memory
-from memories.selectors import consistent_read, memory_list, memory_search
+from memories.selectors import consistent_read, memory_list, memory_search, memory_trash
 from memories.serializers import (
     MemoryConflictSerializer,
     MemoryFilterSerializer,
@@ -20,8 +20,16 @@ from memories.serializers import (
     MemorySearchResultSerializer,
     MemorySearchSerializer,
     MemoryUpdateSerializer,
+    TrashedMemorySerializer,
 )
-from memories.services import InvalidMemory, VersionConflict, memory_create, memory_delete, memory_update
+from memories.services import (
+    InvalidMemory,
+    VersionConflict,
+    memory_create,
+    memory_delete,
+    memory_restore,
+    memory_update,
+)
 from memories.visibility import visible_memories
 
 
@@ -122,11 +130,44 @@ class MemoryListApi(APIView):
 class MemorySearchApi(APIView):
     @extend_schema(parameters=[MemorySearchSerializer], responses=MemorySearchResultSerializer(many=True))
     def get(self, request):
-        """Visible memories ranked by meaning; memories not yet embedded appear only as marked text matches."""
+        """Visible memories holding the query's words or about it by meaning, fused by rank; none below the
+        relevance floor. Memories not embedded yet are found by their words."""
         params = MemorySearchSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         results = memory_search(viewer=request.auth, **params.validated_data)
         return Response({"results": MemorySearchResultSerializer(results, many=True).data})
+
+
+class MemoryTrashApi(APIView):
+    pagination_class = PageNumberPagination
+
+    @extend_schema(parameters=[OpenApiParameter("page", int)], responses=TrashedMemorySerializer(many=True))
+    def get(self, request):
+        """The deleted memories you may restore (yours, and as an admin others' non-private ones), most recently
+        deleted first; each is kept PUOMEMO_TRASH_RETENTION_DAYS days (30), then deleted for good."""
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(memory_trash(viewer=request.auth), request)
+        return paginator.get_paginated_response(TrashedMemorySerializer(page, many=True).data)
+
+
+class MemoryRestoreApi(APIView):
+    @extend_schema(
+        request=None,
+        parameters=[ETAG],
+        responses={
+            200: MemoryOutputSerializer,
+            403: OpenApiResponse(description="You may see the memory but not restore it."),
+            404: OpenApiResponse(description="No such memory you may see, or past the trash's retention."),
+        },
+    )
+    def post(self, request, pk):
+        """Take a deleted memory out of the trash: it is back for everyone who may see it (`memory.restored`).
+        Restoring a memory that is not in the trash changes nothing and answers 200 with it."""
+        try:
+            memory = memory_restore(actor=request.auth, memory=pk)
+        except Memory.DoesNotExist:
+            raise Http404 from None
+        return with_etag(Response(MemoryOutputSerializer(memory).data), memory)
 
 
 class MemoryDetailApi(APIView):

@@ -10,7 +10,7 @@ from memories.visibility import Audience
 
 @dataclass(frozen=True)
 class MemoryChange:
-    """One committed-to-be write: created (no before), deleted (no after) or updated (both)."""
+    """One committed-to-be write: created or restored (no before), deleted (no after) or updated (both)."""
 
     memory: Memory
     actor: Actor
@@ -46,6 +46,18 @@ class MemoryChange:
             actor=_actor(memory),
             before=Audience.of(memory),
             after=None,
+            before_title=memory.title,
+            changes={},
+        )
+
+    @classmethod
+    def restored(cls, memory: Memory) -> "MemoryChange":
+        """The change a restore from the trash makes: to its observers, the memory is back as if created."""
+        return cls(
+            memory=memory,
+            actor=_actor(memory),
+            before=None,
+            after=Audience.of(memory),
             before_title=memory.title,
             changes={},
         )

@@ -19,8 +19,8 @@ TAG_MAX_LENGTH = 50
 
 # The fields clients see change; `memory.updated` reports only these.
 CLIENT_FIELDS = ("title", "content", "tags", "visibility")
-# What a save remembers of the row it loaded: the client fields, and who may see it.
-LOADED_FIELDS = (*CLIENT_FIELDS, "tenant_id", "owner_id")
+# What a save remembers of the row it loaded: the client fields, who may see it, and whether it is in the trash.
+LOADED_FIELDS = (*CLIENT_FIELDS, "tenant_id", "owner_id", "deleted_at")
 # What save() resets when the text changes.
 EMBEDDING_STATE_FIELDS = (
     "text_version",
@@ -41,6 +41,13 @@ class EmbeddingStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     READY = "ready", "Ready"
     FAILED = "failed", "Failed"
+
+
+class LiveMemoryManager(models.Manager):
+    """Memories not in the trash: what every read path sees (the trash has its own queries, on `all_objects`)."""
+
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().filter(deleted_at__isnull=True)
 
 
 class Memory(models.Model):
@@ -76,6 +83,15 @@ class Memory(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
     )
     updated_by_name = models.CharField(max_length=150, blank=True, editable=False)
+    # Set when the memory is deleted: it is in the trash, gone for every read, until restored or purged.
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    deleted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+
+    # The first manager is the default one (related managers, admin, forms): it hides the trash.
+    objects = LiveMemoryManager()
+    all_objects = models.Manager()  # noqa: DJ012 (a manager, declared after the fields)
 
     class Meta:
         ordering = ["-created_at"]
@@ -86,7 +102,9 @@ class Memory(models.Model):
             models.Index(fields=["tenant", "owner"]),
             models.Index(fields=["embedding_status", "updated_at"]),
             models.Index(fields=["tenant", "embedded_at"]),
+            models.Index(fields=["tenant", "deleted_at"]),
         ]
+        base_manager_name = "all_objects"  # saves and relations reach memories in the trash too
         verbose_name_plural = "memories"
 
     def __str__(self) -> str:
@@ -121,6 +139,17 @@ class Memory(models.Model):
     def changed_by(self, actor: "Actor") -> None:
         """Record who makes the change about to be saved (or the delete about to happen)."""
         self.updated_by_id, self.updated_by_name = actor.user_id, actor.user_name
+
+    @property
+    def in_trash(self) -> bool:
+        return self.deleted_at is not None
+
+    def trash_changed(self) -> str | None:
+        """What this save does to the trash: "trashed", "restored" or None."""
+        was, now = self.loaded("deleted_at") is not None, self.deleted_at is not None
+        if was == now:
+            return None
+        return "trashed" if now else "restored"
 
     def text_changed(self) -> bool:
         """Whether the text to embed changes with this save (always for a new memory)."""

@@ -9,10 +9,10 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 
 from accounts.principal import Principal
-from memories import embeddings
-from memories.models import EmbeddingStatus, Memory
-from memories.vector_index import tenant_vectors
-from memories.visibility import Audience, can_view, visible_memories
+from memories.models import Memory
+from memories.search import Hit, hybrid_search
+from memories.services import trash_cutoff
+from memories.visibility import Audience, restorable_memories, visible_memories
 
 
 @contextmanager
@@ -60,27 +60,16 @@ def _has_tag(tag: str) -> Q:
     return Q(tags__icontains=json.dumps(tag))
 
 
-def memory_search(*, viewer: Principal, q: str, limit: int) -> list[dict]:
-    """Visible memories ranked by cosine similarity to the query; pending ones by a marked plain-text fallback."""
-    visible = visible_memories(viewer)
-    ids, scores, order = tenant_vectors(viewer.tenant_id).ranked(embeddings.encode([q])[0])
-    results = []
-    # The cache may hold rows the viewer may not see or that changed since: each
-    # candidate is re-read by primary key and checked with the visibility rule.
-    start, window = 0, max(4 * limit, 100)
-    while len(results) < limit and start < len(order):
-        rows = order[start : start + window]
-        found = Memory.objects.defer("embedding").select_related("owner").in_bulk([ids[i] for i in rows])
-        for i in rows:
-            memory = found.get(ids[i])
-            if memory and memory.embedding_status == EmbeddingStatus.READY and can_view(viewer, Audience.of(memory)):
-                results.append({"memory": memory, "score": float(scores[i]), "match": "semantic"})
-        start, window = start + window, window * 4
-    results = results[:limit]
-    if len(results) < limit:
-        pending = visible.exclude(embedding_status=EmbeddingStatus.READY).filter(
-            Q(title__icontains=q) | Q(content__icontains=q)
-        )
-        for memory in pending.select_related("owner").order_by("-updated_at")[: limit - len(results)]:
-            results.append({"memory": memory, "score": None, "match": "text"})
-    return results
+def memory_search(*, viewer: Principal, q: str, limit: int) -> list[Hit]:
+    """Visible memories that hold the query's words or are about it, fused by rank; none below the relevance floor."""
+    return hybrid_search(viewer, q, limit)
+
+
+def memory_trash(*, viewer: Principal) -> QuerySet[Memory]:
+    """The memories in the trash the viewer may restore, most recently deleted first (within the retention)."""
+    return (
+        restorable_memories(viewer)
+        .filter(deleted_at__gte=trash_cutoff())
+        .select_related("owner", "deleted_by")
+        .order_by("-deleted_at", "-id")
+    )

@@ -95,7 +95,28 @@ class MemorySearchSerializer(serializers.Serializer):
 
 class MemorySearchResultSerializer(serializers.Serializer):
     memory = MemoryOutputSerializer()
-    score = serializers.FloatField(allow_null=True, help_text="Cosine similarity; null for text matches.")
-    match = serializers.ChoiceField(
-        choices=["semantic", "text"], help_text="text: the memory is not embedded yet and matched as plain text."
+    score = serializers.FloatField(
+        help_text="The fused rank score (reciprocal rank fusion): higher is better; compare within one response only."
     )
+    match = serializers.ChoiceField(
+        choices=["keyword", "semantic", "both"],
+        help_text="keyword: holds every word of the query; semantic: about it by meaning; both: both.",
+    )
+    similarity = serializers.FloatField(
+        allow_null=True, help_text="Cosine similarity of the memory's meaning to the query; null for keyword matches."
+    )
+
+
+class TrashedMemorySerializer(MemoryOutputSerializer):
+    """A memory in the trash: the memory, and when and by whom it was deleted."""
+
+    deleted_at = serializers.DateTimeField()
+    deleted_by = serializers.SerializerMethodField()
+
+    class Meta(MemoryOutputSerializer.Meta):
+        fields = [*MemoryOutputSerializer.Meta.fields, "deleted_at", "deleted_by"]
+
+    def get_deleted_by(self, memory: Memory) -> dict | None:
+        if memory.deleted_by_id is None:
+            return None
+        return {"id": memory.deleted_by_id, "username": memory.deleted_by.get_username()}

@@ -1,10 +1,13 @@
 """Business actions on memories; every write goes through the ORM so its signals fire."""
 
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.principal import Actor, Principal
 from memories.models import Memory
@@ -87,8 +90,57 @@ def memory_update(
 
 @transaction.atomic
 def memory_delete(*, editor: Principal, memory: Memory | UUID | str, expected_version: int | None = None) -> None:
-    """Delete a memory the editor may change, given or named by its id (if still at `expected_version`, when given)."""
-    _locked(editor=editor, memory=memory, expected_version=expected_version).delete()
+    """Move a memory the editor may change to the trash, given or named by its id (if still at `expected_version`,
+    when given); it is gone for every read until restored, and purged after the retention."""
+    _trash(_locked(editor=editor, memory=memory, expected_version=expected_version), editor.actor)
+
+
+def _trash(memory: Memory, actor: Actor) -> None:
+    # A save, not a delete: the receivers see deleted_at set and publish memory.deleted as a delete would.
+    memory.changed_by(actor)
+    memory.deleted_at = timezone.now()
+    memory.deleted_by_id = actor.user_id
+    memory.save()
+
+
+def trash_cutoff() -> datetime:
+    """Memories deleted before this are past the retention: no longer restorable, and purged."""
+    return timezone.now() - timedelta(days=settings.PUOMEMO_TRASH_RETENTION_DAYS)
+
+
+@transaction.atomic
+def memory_restore(*, actor: Principal, memory: Memory | UUID | str) -> Memory:
+    """Take a memory out of the trash (who may: whoever could have deleted it); returns it as restored.
+
+    Raises Memory.DoesNotExist when it is not in the trash nor visible, or past the retention;
+    PermissionDenied when the actor may not change it. A memory not in the trash is returned as it is.
+    """
+    pk = memory.pk if isinstance(memory, Memory) else memory
+    current = Memory.all_objects.select_for_update(of=("self",)).select_related("owner").filter(pk=pk).first()
+    if current is None or not can_view(actor, Audience.of(current)):
+        raise Memory.DoesNotExist(f"No memory {pk}.")
+    if current.deleted_at is None:
+        return current  # restored already (a second click on Undo): nothing to do
+    if current.deleted_at < trash_cutoff():
+        raise Memory.DoesNotExist(f"Memory {pk} is past the trash's retention.")
+    if not can_change(actor, current):
+        raise PermissionDenied("You may not restore this memory.")
+    _untrash(current, actor.actor)
+    return current
+
+
+def _untrash(memory: Memory, actor: Actor) -> None:
+    # The receivers see deleted_at cleared and publish memory.restored.
+    memory.changed_by(actor)
+    memory.deleted_at = None
+    memory.deleted_by = None
+    memory.save()
+
+
+def trash_purge() -> int:
+    """Delete for good the memories in the trash past the retention; returns how many."""
+    # One at a time would be the same: a purged memory's post_delete publishes nothing (its delete was news).
+    return Memory.all_objects.filter(deleted_at__lt=trash_cutoff()).delete()[1].get(Memory._meta.label, 0)
 
 
 @transaction.atomic
@@ -101,6 +153,15 @@ def memory_save_by_staff(*, actor: Actor, memory: Memory) -> Memory:
 
 @transaction.atomic
 def memory_delete_by_staff(*, actor: Actor, memory: Memory) -> None:
-    """Delete a memory from Django admin, recording who deleted it for the event."""
-    memory.changed_by(actor)
-    memory.delete()
+    """Delete a memory from Django admin: to the trash, or for good when it is in the trash already."""
+    if memory.deleted_at is None:
+        _trash(memory, actor)
+    else:
+        memory.delete()
+
+
+@transaction.atomic
+def memory_restore_by_staff(*, actor: Actor, memory: Memory) -> None:
+    """Restore a memory from the trash in Django admin (whose own permissions apply)."""
+    if memory.deleted_at is not None:
+        _untrash(memory, actor)

@@ -27,7 +27,8 @@ class TenantVectors:
 
     def refresh(self) -> None:
         """Load vectors stored since the last refresh."""
-        rows = Memory.objects.filter(
+        # Those in the trash too: a restore needs no reload, and the search's SQL re-check leaves them out.
+        rows = Memory.all_objects.filter(
             tenant_id=self.tenant_id, embedding_status=EmbeddingStatus.READY, embedding__isnull=False
         )
         if self.refreshed_at is not None:

@@ -53,6 +53,21 @@ def visible_memories(viewer: Principal) -> QuerySet[Memory]:
     return Memory.objects.filter(rule, tenant_id=viewer.tenant_id)
 
 
+def changeable_rule(viewer: Principal) -> Q:
+    """The memories the viewer may change, as a filter; the database form of can_change."""
+    if viewer.role == Role.GUEST:
+        return Q(pk__in=[])
+    rule = Q(owner_id=viewer.user_id)
+    if viewer.role == Role.ADMIN:
+        rule |= Q(visibility__in=[Visibility.PUBLIC, Visibility.TEAM])
+    return rule & Q(tenant_id=viewer.tenant_id)
+
+
+def restorable_memories(viewer: Principal) -> QuerySet[Memory]:
+    """The memories in the trash the viewer may restore: those they could have deleted (can_change)."""
+    return Memory.all_objects.filter(changeable_rule(viewer), deleted_at__isnull=False)
+
+
 def can_create(viewer: Principal) -> bool:
     """Guests are read-only."""
     return viewer.role != Role.GUEST

@@ -294,6 +294,8 @@ PUOMEMO_AUTH_CACHE_MAX_ENTRIES = env_int("PUOMEMO_AUTH_CACHE_MAX_ENTRIES", 10_00
 PUOMEMO_EVENT_LOG_POLL_SECONDS = env_float("PUOMEMO_EVENT_LOG_POLL_SECONDS", 1.0)
 PUOMEMO_EVENT_LOG_MIN_EVENTS = env_int("PUOMEMO_EVENT_LOG_MIN_EVENTS", 10_000)
 PUOMEMO_EVENT_LOG_MIN_HOURS = env_int("PUOMEMO_EVENT_LOG_MIN_HOURS", 24)
+# Deleted memories stay in the trash, restorable, this many days; then they are purged with the event log.
+PUOMEMO_TRASH_RETENTION_DAYS = env_int("PUOMEMO_TRASH_RETENTION_DAYS", 30)
 # Open connections follow access changes at once; this re-check catches a change whose event was lost.
 PUOMEMO_WS_REVALIDATE_SECONDS = env_int("PUOMEMO_WS_REVALIDATE_SECONDS", 30)
 PUOMEMO_WS_MAX_BUFFERED_BYTES = env_int("PUOMEMO_WS_MAX_BUFFERED_BYTES", 1_048_576)

@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts.api import ApiKeyDetailApi, ApiKeyListApi, CheckedTokenRefreshView, TokenObtainView
-from memories.api import MemoryDetailApi, MemoryListApi, MemorySearchApi
+from memories.api import MemoryDetailApi, MemoryListApi, MemoryRestoreApi, MemorySearchApi, MemoryTrashApi
 from puomemo.metrics import metrics
 from puomemo.paths import either_slash
 from realtime.api import EventListApi, WebSocketStatusApi, WebSocketTicketApi
@@ -20,6 +20,8 @@ api_v4 = [
     *either_slash("memories/", MemoryListApi.as_view(stream_position=current_seq), name="memory-list"),
     # Before the detail route, which would otherwise not match "search/" and answer 404.
     *either_slash("memories/search", MemorySearchApi.as_view(), name="memory-search"),
+    *either_slash("memories/trash/", MemoryTrashApi.as_view(), name="memory-trash"),
+    *either_slash("memories/<uuid:pk>/restore/", MemoryRestoreApi.as_view(), name="memory-restore"),
     *either_slash("memories/<uuid:pk>/", MemoryDetailApi.as_view(), name="memory-detail"),
     *either_slash("ws/status", WebSocketStatusApi.as_view(), name="ws-status"),
     *either_slash("events", EventListApi.as_view(), name="event-list"),

@@ -33,6 +33,12 @@ class MemoryUpdated(TypedDict):
     changes: dict
 
 
+class MemoryRestored(TypedDict):  # back from the trash: to clients, a memory.created with its own name
+    memory: MemoryPayload
+    user_id: str
+    user_name: str
+
+
 class MemoryDeleted(TypedDict):
     memory_id: str
     title: str
@@ -116,6 +122,7 @@ LOGGED = {
     "memory.created": MemoryCreated,
     "memory.updated": MemoryUpdated,
     "memory.deleted": MemoryDeleted,
+    "memory.restored": MemoryRestored,
     "memory.embedding_complete": EmbeddingComplete,
 }
 EVENTS = {

@@ -43,6 +43,16 @@ def tenant_saved(sender, instance: Tenant, created: bool, raw: bool = False, **k
 def memory_saved(sender, instance: Memory, created: bool, raw: bool = False, **kwargs) -> None:
     if raw:
         return
+    trash = instance.trash_changed()
+    if trash == "trashed":  # to clients, a delete: the memory is gone for every read
+        _publish_deleted(instance)
+        return
+    if trash == "restored":
+        change = MemoryChange.restored(instance)
+        _publish(change, "memory.restored", {"memory": memory_payload(instance)})
+        return
+    if instance.in_trash:
+        return  # a write to a memory in the trash is news to no one
     change = MemoryChange.saved(instance, created=created)
     if created:
         _publish(change, "memory.created", {"memory": memory_payload(instance)})
@@ -52,6 +62,11 @@ def memory_saved(sender, instance: Memory, created: bool, raw: bool = False, **k
 
 @receiver(post_delete, sender=Memory, dispatch_uid="realtime.memory_deleted")
 def memory_deleted(sender, instance: Memory, **kwargs) -> None:
+    if not instance.in_trash:  # a memory purged from the trash was announced deleted when it went there
+        _publish_deleted(instance)
+
+
+def _publish_deleted(instance: Memory) -> None:
     change = MemoryChange.deleted(instance)
     _publish(change, "memory.deleted", {"memory_id": str(instance.id), "title": instance.title})
 

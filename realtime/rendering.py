@@ -7,7 +7,12 @@ from memories.visibility import Audience, seen_as
 from realtime.frames import JSON, encode
 
 # How a viewer who sees an event as its type says sees it; anyone else gets a variant.
-NATURAL_VIEW = {"memory.created": "created", "memory.updated": "updated", "memory.deleted": "deleted"}
+NATURAL_VIEW = {
+    "memory.created": "created",
+    "memory.restored": "created",  # back from the trash: who may see it now sees it appear
+    "memory.updated": "updated",
+    "memory.deleted": "deleted",
+}
 # The events whose variants stand for a change of who may see the memory.
 TRANSITIONS = frozenset(NATURAL_VIEW)
 

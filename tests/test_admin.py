@@ -1,11 +1,12 @@
 """Django admin manages tenants, memberships, API keys and memories."""
 
 import pytest
-from django.db.models.signals import post_delete
 
 from accounts.models import ApiKey, Role, hash_api_key
 from memories.models import Memory
-from tests.support.factories import MemoryFactory, api_key
+from memories.services import memory_delete
+from realtime.models import Event
+from tests.support.factories import MemoryFactory, api_key, principal
 
 pytestmark = pytest.mark.django_db
 
@@ -59,22 +60,41 @@ def test_memory_change_form_saves(admin_client):
     assert memory.updated_by.is_staff and memory.updated_by_name  # the edit is recorded as the admin's
 
 
-def test_deleting_memories_in_admin_goes_through_the_service_and_names_the_admin(admin_client, make_user):
+def test_deleting_memories_in_admin_moves_them_to_the_trash_and_names_the_admin(admin_client, make_user):
     author = make_user()
     memories = [MemoryFactory(owner=author), MemoryFactory(owner=author)]
-    deleted = []
-
-    def seen(sender, instance, **kwargs):
-        deleted.append((instance.pk, instance.updated_by_id))
-
-    post_delete.connect(seen, sender=Memory)
-    try:
-        response = admin_client.post(
-            "/admin/memories/memory/",
-            {"action": "delete_selected", "_selected_action": [m.pk for m in memories], "post": "yes"},
-        )
-    finally:
-        post_delete.disconnect(seen, sender=Memory)
+    response = admin_client.post(
+        "/admin/memories/memory/",
+        {"action": "delete_selected", "_selected_action": [m.pk for m in memories], "post": "yes"},
+    )
     assert response.status_code == 302
-    staff = {user_id for _, user_id in deleted}
-    assert len(deleted) == 2 and len(staff) == 1 and None not in staff and author.pk not in staff
+    trashed = Memory.all_objects.filter(pk__in=[m.pk for m in memories])
+    assert not Memory.objects.filter(pk__in=[m.pk for m in memories]).exists()
+    assert {(m.deleted_by.is_staff, m.deleted_by_id == m.updated_by_id) for m in trashed} == {(True, True)}
+    events = Event.objects.filter(type="memory.deleted", memory_id__in=[m.pk for m in memories])
+    assert {e.data["user_id"] for e in events} == {str(trashed[0].deleted_by_id)} and events.count() == 2
+
+
+def test_admin_lists_the_trash_only_when_asked_and_restores_from_it(admin_client, make_user):
+    kept = MemoryFactory(title="Kept note")
+    gone = MemoryFactory(title="Binned note")
+    memory_delete(editor=principal(gone.owner), memory=gone)
+    default = admin_client.get("/admin/memories/memory/").content.decode()
+    assert "Kept note" in default and "Binned note" not in default
+    trash = admin_client.get("/admin/memories/memory/", {"trash": "trashed"}).content.decode()
+    assert "Binned note" in trash and "Kept note" not in trash
+    response = admin_client.post(
+        "/admin/memories/memory/?trash=trashed", {"action": "restore", "_selected_action": [gone.pk, kept.pk]}
+    )
+    assert response.status_code == 302
+    assert set(Memory.objects.values_list("title", flat=True)) == {"Kept note", "Binned note"}
+    assert Event.objects.filter(type="memory.restored", memory_id=gone.pk).count() == 1
+
+
+def test_deleting_a_memory_in_the_trash_in_admin_purges_it_without_a_second_event(admin_client):
+    memory = MemoryFactory()
+    memory_delete(editor=principal(memory.owner), memory=memory)
+    response = admin_client.post(f"/admin/memories/memory/{memory.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Memory.all_objects.filter(pk=memory.pk).exists()
+    assert Event.objects.filter(type="memory.deleted", memory_id=memory.pk).count() == 1

@@ -12,6 +12,7 @@ from accounts.access import revalidate
 from accounts.models import Role
 from accounts.principal import InvalidToken, principal_of_session
 from memories.models import Memory, Visibility
+from memories.search import Hit
 from memories.selectors import memory_list
 from memories.services import memory_update
 from realtime.models import Event
@@ -427,11 +428,12 @@ def test_search_uses_the_search_selector(make_user, browser_for, monkeypatch):
 
     def fake_search(*, viewer, q, limit):
         asked.append((viewer.user_id, q, limit))
-        return [{"memory": Memory.objects.get(), "score": 0.5, "match": "semantic"}]
+        return [Hit(memory=Memory.objects.get(), score=0.5, match="semantic", similarity=0.5)]
 
     monkeypatch.setattr("web.views.memory_search", fake_search)
     page = browser_for(member).get("/search/", {"q": "dogs"})
-    assert asked == [(member.pk, "dogs", 20)] and "Puppy training" in page.text and "score 0.500" in page.text
+    assert asked == [(member.pk, "dogs", 20)] and "Puppy training" in page.text and "similar in meaning" in page.text
+    assert "0.5" not in page.text  # no raw scores
 
 
 def test_a_session_principal_lasts_as_long_as_the_session(make_user):

@@ -2,6 +2,7 @@
 
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 
 from django.conf import settings
@@ -19,9 +20,10 @@ from accounts.login_throttle import ThrottledAuthenticationForm, ThrottledPasswo
 from accounts.models import Membership, Role
 from accounts.principal import InvalidToken, Principal, display_name, principal_of_user
 from memories.models import Memory
-from memories.selectors import consistent_read, memory_list, memory_search
+from memories.search import highlight
+from memories.selectors import consistent_read, memory_list, memory_search, memory_trash
 from memories.serializers import MemoryOutputSerializer
-from memories.services import VersionConflict, memory_create, memory_delete, memory_update
+from memories.services import VersionConflict, memory_create, memory_delete, memory_restore, memory_update
 from memories.visibility import can_change, can_create, visible_memories
 from realtime.log import current_seq
 from web.forms import ListQuery, MemoryForm, VersionForm
@@ -30,6 +32,10 @@ from web.markdown import render as render_markdown
 # The memories a page of the list holds (the newest, then older ones on "Load older"); live events add to them.
 LIST_LIMIT = 50
 SEARCH_LIMIT = 20
+# The trash page lists this many of the most recently deleted memories.
+TRASH_LIMIT = 100
+# Characters of a result's content the search page shows, around the first match.
+SNIPPET_CHARACTERS = 300
 
 
 def tenant_page(view: Callable) -> Callable:
@@ -258,11 +264,61 @@ def wants_json(request: HttpRequest) -> bool:
     return "application/json" in request.headers.get("Accept", "")
 
 
+@require_POST
+@tenant_page
+def restore(request: HttpRequest, pk) -> HttpResponse:
+    """Take a memory out of the trash (Undo, or the trash page): 204 to a fetch asking for JSON, else home."""
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    try:
+        memory_restore(actor=request.principal, memory=pk)
+    except Memory.DoesNotExist:
+        if wants_json:
+            return JsonResponse({"detail": "No such memory in the trash, or not yours to restore."}, status=404)
+        return page(request, "web/gone.html", status=404)
+    if wants_json:
+        return HttpResponse(status=204)
+    return redirect("web:home")
+
+
+@require_GET
+@tenant_page
+def trash(request: HttpRequest) -> HttpResponse:
+    """The deleted memories the user may restore, most recently deleted first."""
+    memories = list(memory_trash(viewer=request.principal)[: TRASH_LIMIT + 1])
+    kept = timedelta(days=settings.PUOMEMO_TRASH_RETENTION_DAYS)
+    context = {
+        "memories": [{"memory": m, "purged_on": m.deleted_at + kept} for m in memories[:TRASH_LIMIT]],
+        "more": len(memories) > TRASH_LIMIT,
+        "retention_days": settings.PUOMEMO_TRASH_RETENTION_DAYS,
+    }
+    return page(request, "web/trash.html", context)
+
+
+@require_GET
+@tenant_page
+def memory(request: HttpRequest, pk) -> HttpResponse:
+    """One memory, read-only: where search results lead; its owner and admins get an Edit link."""
+    viewer = request.principal
+    found = _visible(viewer, pk)
+    return page(request, "web/memory.html", {"memory": found, "can_edit": can_change(viewer, found)})
+
+
 @require_GET
 @tenant_page
 def search(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "").strip()
-    results = memory_search(viewer=request.principal, q=query, limit=SEARCH_LIMIT) if query else []
+    query = request.GET.get("q", "").strip()[:500]
+    results = []
+    if query:
+        for hit in memory_search(viewer=request.principal, q=query, limit=SEARCH_LIMIT):
+            memory = hit.memory
+            results.append(
+                {
+                    "memory": memory,
+                    "match": hit.match,
+                    "title": highlight(memory.title, query),
+                    "snippet": highlight(memory.content, query, width=SNIPPET_CHARACTERS),
+                }
+            )
     return page(request, "web/search.html", {"q": query, "results": results})
 
 

@@ -379,7 +379,7 @@ export class PuoMemoClient {
       if (!this._handlers.get('resync_required')?.length) {
         this._log.warn(`PuoMemoClient: resync required (${data.reason}) and no handler: reload the state over REST`);
       }
-    } else if (type === 'memory.created' || type === 'memory.updated') {
+    } else if (type === 'memory.created' || type === 'memory.restored' || type === 'memory.updated') {
       const id = data.memory?.id;
       const version = data.memory?.version;
       if (typeof id === 'string' && isWhole(version)) {

@@ -6,6 +6,7 @@ const CALLBACKS = {
   onMemoryCreated: 'memory.created',
   onMemoryUpdated: 'memory.updated',
   onMemoryDeleted: 'memory.deleted',
+  onMemoryRestored: 'memory.restored',
   onMessage: '*',
   onStateChange: 'state',
 };
@@ -14,6 +15,7 @@ const CALLBACKS = {
 export function makeUsePuoMemoWebSocket({ useEffect, useRef, useState }) {
   /**
    * The spec's hook on PuoMemoClient: `{token, url, onMemoryCreated, onMemoryUpdated, onMemoryDeleted}`, plus
+   * `onMemoryRestored` (a memory back from the trash),
    * `onMessage`, `onStateChange` and any PuoMemoClient option. Connects on mount, reconnects when `token` or `url`
    * changes, disconnects on unmount. Returns `{isConnected, state, send, client}`.
    */
@@ -24,8 +26,15 @@ export function makeUsePuoMemoWebSocket({ useEffect, useRef, useState }) {
     const [state, setState] = useState('connecting');
     const { token, url } = options;
     useEffect(() => {
-      const { onMemoryCreated, onMemoryUpdated, onMemoryDeleted, onMessage, onStateChange, ...clientOptions } =
-        latest.current;
+      const {
+        onMemoryCreated,
+        onMemoryUpdated,
+        onMemoryDeleted,
+        onMemoryRestored,
+        onMessage,
+        onStateChange,
+        ...clientOptions
+      } = latest.current;
       const client = new PuoMemoClient({ ...clientOptions, token, url });
       clientRef.current = client;
       for (const [name, type] of Object.entries(CALLBACKS)) {

@@ -455,7 +455,7 @@ class PuoMemoClient:
             self._versions.clear()  # an "ahead" server may have been restored from a backup: versions too
             if not self.handlers.get("resync_required"):
                 logger.warning("Resync required (%s) and no handler: reload the state over REST", data.get("reason"))
-        elif message_type in ("memory.created", "memory.updated"):
+        elif message_type in ("memory.created", "memory.restored", "memory.updated"):
             memory = data.get("memory")
             memory_id = memory.get("id") if isinstance(memory, dict) else None
             version = memory.get("version") if isinstance(memory, dict) else None

@@ -13,6 +13,7 @@ from django.db import connections
 
 from accounts.access import prune_access_changes
 from memories import embeddings
+from memories.services import trash_purge
 from memories.worker import embedding_worker, run_worker
 from puomemo import patches, prefork
 from realtime.log import prune_events
@@ -68,11 +69,12 @@ def _on_a_thread_once_running(function, *args) -> None:
 
 
 def _prune_the_event_log_hourly() -> None:
-    """Keep the event log (and the access-change marks) within retention while serving; a failure waits an hour."""
+    """Keep the event log (and the access-change marks, and the trash) within retention while serving; a failure
+    waits an hour."""
     from twisted.internet import reactor, task, threads
 
     def prune():
-        deferred = threads.deferToThread(lambda: (prune_events(), prune_access_changes()))
+        deferred = threads.deferToThread(lambda: (prune_events(), prune_access_changes(), trash_purge()))
         deferred.addErrback(lambda failure: logger.error("Pruning the event log failed: %s", failure.value))
         return deferred
 
