@@ -1,5 +1,6 @@
 import json
 import os
+from collections.abc import Iterator
 
 import msgpack
 import pytest
@@ -10,6 +11,7 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connections
+from playwright.sync_api import Browser, sync_playwright
 
 from accounts.auth_cache import auth_cache
 from accounts.models import Role
@@ -162,3 +164,18 @@ def cluster_factory(tmp_path_factory):
     factory = ClusterFactory(tmp_path_factory)
     yield factory
     factory.stop_all()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium, one for a browser test module."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """A folder for a browser test module's screenshots and traces."""
+    return tmp_path_factory.mktemp("test-artifacts")

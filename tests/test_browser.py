@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import websockets
-from playwright.sync_api import Page, WebSocketRoute, expect, sync_playwright
+from playwright.sync_api import Page, WebSocketRoute, expect
 
 from tests.support.browser import logged_in
 from tests.support.live import ROOT, CookieClient, Server, api, close_code, manage, next_of_type
@@ -32,19 +32,6 @@ def cluster(cluster_factory):
     # Re-check access every second, so that a logout shows within the test's patience.
     settings = {"PUOMEMO_WS_REVALIDATE_SECONDS": "1"}
     return cluster_factory("browser", users=USERS, settings=settings, count=1)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    return tmp_path_factory.mktemp("test-artifacts")
 
 
 def memories(page: Page):

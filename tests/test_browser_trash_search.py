@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.support.browser import logged_in
 from tests.support.live import api
@@ -17,19 +17,6 @@ USERS = {"ann": ("crew", "admin"), "max": ("crew", "member"), "gus": ("crew", "g
 def cluster(cluster_factory):
     # Without the embeddings worker: nothing gets embedded, so search finds by words alone.
     return cluster_factory("trash-search", users=USERS, count=1)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    return tmp_path_factory.mktemp("test-artifacts")
 
 
 def test_search_shows_highlighted_results_that_lead_to_the_memory(cluster, browser, artifacts):

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from tests.support.browser import PHONE, log_in, logged_in
 from tests.support.live import api, manage
@@ -30,14 +30,6 @@ def cluster(cluster_factory):
     return cluster_factory("browser-ui", users=USERS, count=1)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def login(cluster, browser):
     """Log a user in, in a browser context of their own, closed when the test ends (passed or not)."""
@@ -51,11 +43,6 @@ def login(cluster, browser):
     yield open_page
     for page in pages:
         page.context.close()
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    return tmp_path_factory.mktemp("test-artifacts")
 
 
 def titles(page: Page):
