@@ -233,6 +233,8 @@ REDIS_SENTINEL_OPTIONS = {key: REDIS_OPTIONS[key] for key in ("socket_connect_ti
 # connects waits up to the timeout for a free one rather than failing (realtime/redis_clients.py).
 PUOMEMO_REDIS_POOL_SIZE = env_int("PUOMEMO_REDIS_POOL_SIZE", 20)
 PUOMEMO_REDIS_POOL_TIMEOUT_SECONDS = env_float("PUOMEMO_REDIS_POOL_TIMEOUT_SECONDS", 5.0)
+# How long a request (ws/status, ws/ticket) waits for a Redis answer before it gives up with a 503.
+PUOMEMO_REDIS_REQUEST_TIMEOUT_SECONDS = env_float("PUOMEMO_REDIS_REQUEST_TIMEOUT_SECONDS", 1.0)
 
 if REDIS_ENABLED:
     if REDIS_SENTINELS:

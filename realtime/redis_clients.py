@@ -50,10 +50,13 @@ def _pool_options() -> dict:
 
 
 def _make_sync(target: RedisTarget) -> redis.Redis:
+    # Sync calls run on the HTTP handler's few threads (puomemo/http_handler.py): a stalled Redis must cost a
+    # request a second or two and a 503, not the 5 s socket timeout twice over while every other request waits.
+    options = {**_pool_options(), "socket_timeout": settings.PUOMEMO_REDIS_REQUEST_TIMEOUT_SECONDS}
     if target.sentinels:
         sentinel = redis.sentinel.Sentinel(target.sentinels, sentinel_kwargs=settings.REDIS_SENTINEL_OPTIONS)
-        return sentinel.master_for(target.master, connection_pool_class=_BlockingSentinelPool, **_pool_options())
-    return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(target.url, **_pool_options()))
+        return sentinel.master_for(target.master, connection_pool_class=_BlockingSentinelPool, **options)
+    return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(target.url, **options))
 
 
 def _make_async(target: RedisTarget) -> redis.asyncio.Redis:
@@ -73,7 +76,12 @@ _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple,
 
 def _key(target: RedisTarget) -> tuple:
     # The pool's settings too: a client made before they changed (a test's override) is not handed out.
-    return (target, settings.PUOMEMO_REDIS_POOL_SIZE, settings.PUOMEMO_REDIS_POOL_TIMEOUT_SECONDS)
+    return (
+        target,
+        settings.PUOMEMO_REDIS_POOL_SIZE,
+        settings.PUOMEMO_REDIS_POOL_TIMEOUT_SECONDS,
+        settings.PUOMEMO_REDIS_REQUEST_TIMEOUT_SECONDS,
+    )
 
 
 def sync_client(target: RedisTarget) -> redis.Redis:

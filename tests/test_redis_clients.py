@@ -3,8 +3,10 @@ Redis closes 1013 (try again later), never 1011. Against a real Redis: REDIS_URL
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,8 @@ from realtime.limits import RedisConnectionRegistry
 from realtime.node import node
 from realtime.redis_clients import RedisTarget, aclose_loop_clients, async_client, sync_client
 from realtime.routing import websocket_application
-from tests.support.auth import jwt_for
-from tests.support.live import free_port
+from tests.support.auth import bearer, jwt_for
+from tests.support.live import RedisServer, free_port
 from tests.support.workers import scratch_redis_url
 from tests.support.wsclient import close_code
 
@@ -108,6 +110,27 @@ async def test_a_connect_while_redis_is_unreachable_closes_1013(make_user, setti
     assert await close_code(comm) == 1013
     await comm.disconnect()
     await aclose_loop_clients()
+
+
+def test_a_request_gives_up_on_a_paused_redis_after_its_own_timeout(make_user, settings, tmp_path):
+    """A stalled Redis holds one of the few HTTP threads for about two request timeouts, not two socket timeouts."""
+    server = RedisServer(tmp_path)
+    server.start()
+    settings.REDIS_URL = server.url
+    settings.PUOMEMO_REDIS_REQUEST_TIMEOUT_SECONDS = 0.5
+    client = bearer(jwt_for(make_user()))
+    assert client.post("/api/v4/ws/ticket").status_code == 201  # connected while Redis answers
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        response = client.post("/api/v4/ws/ticket")
+        waited = time.monotonic() - started
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+        server.stop()
+    assert response.status_code == 503
+    # Two tries of 0.5 s; the 5 s socket timeout of the other clients would make it 10 s.
+    assert waited < settings.REDIS_OPTIONS["socket_timeout"], waited
 
 
 def settings_error(**env: str) -> list[str]:
