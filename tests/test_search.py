@@ -1,8 +1,10 @@
 """Search that finds: keyword and meaning fused by rank, a relevance floor, the labelled set's recall@5, the page."""
 
+import io
 import re
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 
@@ -64,6 +66,21 @@ def test_keyword_search_follows_edits_and_the_trash(make_user):
     assert [m for m, _ in keyword_ranked(viewer, "blimps")] == [memory.pk]  # stemmed: blimps finds blimp
     Memory.objects.filter(pk=memory.pk).delete()
     assert keyword_ranked(viewer, "blimp") == []
+
+
+def test_keyword_search_finds_tags_in_any_script_and_not_their_json_escapes(make_user):
+    owner = make_user()
+    viewer = principal(owner)
+    memory = MemoryFactory(owner=owner, title="Trip", content="", tags=["café", "日本語"])
+    assert [m for m, _ in keyword_ranked(viewer, "café")] == [memory.pk]
+    assert [m for m, _ in keyword_ranked(viewer, "日本語")] == [memory.pk]
+    assert keyword_ranked(viewer, "u00e9") == []  # SQLite stores the JSON with \u00e9 escapes
+    memory_update(editor=viewer, memory=memory.pk, data={"tags": ["ramen"]})
+    assert keyword_ranked(viewer, "café") == []
+    assert [m for m, _ in keyword_ranked(viewer, "ramen")] == [memory.pk]
+    call_command("reindex_search", stdout=io.StringIO())  # what a VACUUM needs: the same words again
+    assert [m for m, _ in keyword_ranked(viewer, "ramen")] == [memory.pk]
+    assert keyword_ranked(viewer, "café") == []
 
 
 def test_keyword_search_ranks_more_of_the_words_first_and_applies_the_visibility_rule(make_user):

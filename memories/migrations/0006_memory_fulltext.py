@@ -5,8 +5,7 @@ memories/search.py queries them. On PostgreSQL, search_document is a generated c
 a migration that changes the type of title, content or tags must drop it first and add it again.
 SQLite drops a table's triggers when a migration remakes the table (AlterField and the like): such a
 migration must run SQLITE_CREATE again (tests/test_search.py fails without the triggers). The FTS table
-follows the memory rows by rowid, which a VACUUM may renumber: after one, rebuild it
-(INSERT INTO memories_memory_fts(memories_memory_fts) VALUES ('rebuild')).
+follows the memory rows by rowid, which a VACUUM may renumber: after one, run SQLITE_REINDEX.
 """
 
 from django.db import migrations
@@ -26,21 +25,39 @@ PG_DROP = [
 ]
 
 # External content: the FTS table indexes the memory rows by rowid, and stores no second copy of the text.
+# Tags are indexed as their words, not as the JSON text, whose \uXXXX escapes would hide "café" from a search.
+def _tags(row: str) -> str:
+    return f"(SELECT group_concat(value, ' ') FROM json_each(coalesce({row}.tags, '[]')))"
+
+
+def _index(row: str) -> str:
+    return (
+        f"INSERT INTO memories_memory_fts(rowid, title, content, tags) "
+        f"VALUES ({row}.rowid, {row}.title, {row}.content, {_tags(row)});"
+    )
+
+
+def _unindex(row: str) -> str:
+    return (
+        f"INSERT INTO memories_memory_fts(memories_memory_fts, rowid, title, content, tags) "
+        f"VALUES ('delete', {row}.rowid, {row}.title, {row}.content, {_tags(row)});"
+    )
+
+
+# FTS5's own 'rebuild' would read the tags' JSON text: re-index with this instead (after a VACUUM too).
+SQLITE_REINDEX = [
+    "INSERT INTO memories_memory_fts(memories_memory_fts) VALUES ('delete-all')",
+    "INSERT INTO memories_memory_fts(rowid, title, content, tags) "
+    f"SELECT m.rowid, m.title, m.content, {_tags('m')} FROM memories_memory m",
+]
 SQLITE_CREATE = [
     "CREATE VIRTUAL TABLE memories_memory_fts USING fts5("
     "title, content, tags, content='memories_memory', content_rowid='rowid', tokenize='porter unicode61')",
-    "CREATE TRIGGER memories_memory_fts_insert AFTER INSERT ON memories_memory BEGIN "
-    "INSERT INTO memories_memory_fts(rowid, title, content, tags) VALUES (new.rowid, new.title, new.content, new.tags);"
-    " END",
-    "CREATE TRIGGER memories_memory_fts_delete AFTER DELETE ON memories_memory BEGIN "
-    "INSERT INTO memories_memory_fts(memories_memory_fts, rowid, title, content, tags) "
-    "VALUES ('delete', old.rowid, old.title, old.content, old.tags); END",
+    f"CREATE TRIGGER memories_memory_fts_insert AFTER INSERT ON memories_memory BEGIN {_index('new')} END",
+    f"CREATE TRIGGER memories_memory_fts_delete AFTER DELETE ON memories_memory BEGIN {_unindex('old')} END",
     "CREATE TRIGGER memories_memory_fts_update AFTER UPDATE OF title, content, tags ON memories_memory BEGIN "
-    "INSERT INTO memories_memory_fts(memories_memory_fts, rowid, title, content, tags) "
-    "VALUES ('delete', old.rowid, old.title, old.content, old.tags); "
-    "INSERT INTO memories_memory_fts(rowid, title, content, tags) VALUES (new.rowid, new.title, new.content, new.tags);"
-    " END",
-    "INSERT INTO memories_memory_fts(memories_memory_fts) VALUES ('rebuild')",
+    f"{_unindex('old')} {_index('new')} END",
+    *SQLITE_REINDEX,
 ]
 SQLITE_DROP = [
     "DROP TRIGGER IF EXISTS memories_memory_fts_insert",
