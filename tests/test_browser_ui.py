@@ -256,6 +256,13 @@ def test_a_draft_survives_the_session_ending_elsewhere_and_a_re_login(cluster, l
     expect(max_.get_by_label("Content")).to_have_value("first, then more")
     expect(max_.locator(".draft-note")).to_have_count(0)
 
+    # Logging out on purpose leaves no draft in the browser for the next person.
+    max_.get_by_label("Content").fill("not for the next person")
+    assert "puomemo:draft:" in max_.evaluate("Object.keys(localStorage).join()")
+    max_.get_by_role("button", name="Log out").click()
+    max_.wait_for_url(re.compile("/login/"))
+    assert "puomemo:draft:" not in max_.evaluate("Object.keys(localStorage).join()")
+
 
 def test_markdown_is_rendered_safely_and_long_memories_are_collapsed(cluster, login):
     max_ = login("max")

@@ -40,7 +40,10 @@ export function keepDraft(form) {
     note.append(discard);
     form.prepend(note);
   }
-  form.addEventListener('input', () => localStorage.setItem(key, JSON.stringify(read(form))));
+  const keep = () => localStorage.setItem(key, JSON.stringify(read(form)));
+  form.addEventListener('input', keep);
+  // Again on Save: a logout in another tab cleared the drafts, but this page still holds the text.
+  form.addEventListener('submit', keep);
 }
 
 /** Drop the drafts the server confirmed as saved (its "Saved." message names them), then keep the page's. */
@@ -51,4 +54,9 @@ export function keepDrafts() {
     localStorage.removeItem(`puomemo:draft:${user}:${node.dataset.savedDraft}`);
   }
   for (const form of document.querySelectorAll('form[data-draft]')) keepDraft(form);
+  // Logging out on purpose (a shared computer) leaves no text behind for the next person.
+  document.querySelector('form[data-logout]')?.addEventListener('submit', () => {
+    const prefix = `puomemo:draft:${user}:`;
+    for (const key of Object.keys(localStorage)) if (key.startsWith(prefix)) localStorage.removeItem(key);
+  });
 }
