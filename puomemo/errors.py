@@ -3,6 +3,8 @@
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import JsonResponse
+from django.middleware.common import CommonMiddleware
+from django.utils.http import escape_leading_slashes
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -44,3 +46,11 @@ def api_errors_as_json(get_response):
         return response
 
     return middleware
+
+
+class AppendSlashMiddleware(CommonMiddleware):
+    """Django's CommonMiddleware, answering a POST without its slash with the 301 of production under DEBUG too."""
+
+    def get_full_path_with_slash(self, request) -> str:
+        # Under DEBUG Django raises a RuntimeError here to warn the developer: a 500 to a user of `make run`.
+        return escape_leading_slashes(request.get_full_path(force_append_slash=True))

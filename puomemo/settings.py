@@ -94,7 +94,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     # Inside SecurityMiddleware, so its headers reach the JSON errors too.
     "puomemo.errors.api_errors_as_json",
-    "django.middleware.common.CommonMiddleware",
+    "puomemo.errors.AppendSlashMiddleware",  # Django's CommonMiddleware, without DEBUG's 500 for a POST
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -87,6 +87,15 @@ def test_errors_outside_the_api_stay_html(debug, settings, db):
     assert response["Content-Type"].startswith("text/html")
 
 
+@debug_on_and_off
+@pytest.mark.parametrize("path", ["/memories/new", "/login", "/trash"])
+def test_a_post_without_the_trailing_slash_is_redirected_not_a_500(debug, path, settings, db):
+    settings.DEBUG = debug  # Django's own CommonMiddleware raises under DEBUG: a 500 for users of `make run`
+    response = APIClient().post(path, {"title": "x"})
+    assert response.status_code == 301
+    assert response["Location"] == path + "/"
+
+
 def test_drf_errors_are_left_as_they_are(db):
     response = APIClient().get("/api/v4/memories/")
     assert response.status_code == 401
