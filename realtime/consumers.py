@@ -170,9 +170,9 @@ class MemoryConsumer(AsyncWebsocketConsumer):
                 self.subscriptions.difference_update(channels)
             self.emit(f"{message_type}d", {"channels": sorted(self.subscriptions)})
             if message_type == "subscribe" and "last_seq" in data:
-                self.resume(data["last_seq"])
+                self.resume(data["last_seq"], data.get("epoch"))
         elif message_type == "resume":
-            self.resume(data.get("last_seq"))
+            self.resume(data.get("last_seq"), data.get("epoch"))
         elif message_type == "auth":
             await self.authenticate(data.get("token"))
         elif message_type == "presence":
@@ -184,12 +184,14 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         else:
             self.emit("error", {"message": f"Unknown message type: {message_type[:100]}"})
 
-    def resume(self, last_seq: Any) -> None:
+    def resume(self, last_seq: Any, epoch: Any = None) -> None:
         """Replay the events after last_seq, then `resumed`, then live ones; other frames are answered meanwhile."""
         if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
             raise frames.InvalidFrame("Invalid message format: last_seq must be a whole number")
+        if epoch is not None and not (isinstance(epoch, str) and 0 < len(epoch) <= 100):
+            raise frames.InvalidFrame("Invalid message format: epoch must be a string")
         try:
-            self.delivery.resume(self.tenant_id, last_seq)
+            self.delivery.resume(self.tenant_id, last_seq, epoch)
         except ResumeRunning:
             self.emit("error", {"message": "A resume is already running"})
 

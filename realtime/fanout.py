@@ -14,8 +14,9 @@ from accounts.principal import Principal
 from realtime import metrics
 from realtime.broadcast import apublish_presence
 from realtime.limits import LocalConnectionRegistry, RedisConnectionRegistry, refresh_seconds
-from realtime.log import current_seq, current_seqs, events_after
+from realtime.log import current_seq, current_seqs, events_after, position
 from realtime.messages import logged_message
+from realtime.models import Event
 from realtime.protocol import ACCESS_CHANGED, tenant_group
 from realtime.rendering import EventFrames
 
@@ -114,9 +115,9 @@ class TenantFeed:
 
     async def _catch_up(self, *, before: int | None = None) -> None:
         """Deliver logged events this process missed (a lost publish, another process's write), in order."""
-        missed = await database_sync_to_async(events_after)(self.tenant_id, self.last_seq, before=before)
+        missed, epoch = await database_sync_to_async(_missed)(self.tenant_id, self.last_seq, before)
         for event in missed:
-            self.fan_out(logged_message(event))
+            self.fan_out(logged_message(event, epoch))
             self.last_seq = event.seq
 
     def fan_out(self, event: dict[str, Any]) -> None:
@@ -260,3 +261,8 @@ class Hub:
 def _poll(tenant_ids: list[int]) -> tuple[dict[int, int], tuple[int, int]]:
     """The last seq of each tenant, and the access-change marks."""
     return current_seqs(tenant_ids), access_marks()
+
+
+def _missed(tenant_id: int, after: int, before: int | None) -> tuple[list[Event], str | None]:
+    """The logged events after `after` (and before `before`), and the epoch they are numbered in."""
+    return events_after(tenant_id, after, before=before), position(tenant_id).epoch

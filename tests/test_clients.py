@@ -457,7 +457,7 @@ async def test_the_cli_prints_created_updated_and_deleted_memories_as_json_lines
         assert "subscribed to memories" in await until(tail.stderr, "connected")
         memory = await create_memory(server, keys["alice"], "from the CLI test")
         created = json.loads(await read_line(tail.stdout))
-        assert set(created) == {"id", "type", "timestamp", "data", "seq"}
+        assert set(created) == {"id", "type", "timestamp", "data", "seq", "epoch"}
         assert (created["type"], created["data"]["memory"]["id"]) == ("memory.created", memory["id"])
         path = f"/api/v4/memories/{memory['id']}/"
         assert (await asyncio.to_thread(api, server, "PATCH", path, keys["alice"], {"title": "renamed"}))[0] == 200
