@@ -18,9 +18,10 @@ from realtime import frames, metrics
 from realtime.authentication import principal_of_scope
 from realtime.delivery import Delivery, ResumeRunning
 from realtime.limits import SlidingWindow, Throttle
+from realtime.log import Position
 from realtime.node import node
 from realtime.outbox import Outbox
-from realtime.protocol import CloseCode
+from realtime.protocol import MEMORIES, CloseCode
 from realtime.relay import Refused, channels_named, relay_custom, relay_typing
 from realtime.rendering import EventFrames
 
@@ -220,6 +221,11 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         if event["channel"] not in self.subscriptions or not self.joined or event["origin"] == self.connection_id:
             return False
         return self.delivery.offer(event, frames)
+
+    def renumbered(self, current: Position) -> None:
+        """The tenant's stream has a new epoch (a restored database): a connection that follows it must reload."""
+        if MEMORIES in self.subscriptions and self.joined:
+            self.delivery.renumbered(current)
 
     def emit(self, message_type: str, data: Any) -> None:
         """Send a reply frame, behind the events already queued."""

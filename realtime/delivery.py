@@ -11,7 +11,7 @@ from django.conf import settings
 
 from accounts.principal import Principal
 from realtime.frames import encode
-from realtime.log import resync_reason
+from realtime.log import Position, resync_reason
 from realtime.outbox import Outbox
 from realtime.rendering import EventFrames
 from realtime.replay import replay
@@ -68,6 +68,11 @@ class Delivery:
             raise ResumeRunning
         self.held = []
         self.resuming = asyncio.get_running_loop().create_task(self._resume(tenant_id, last_seq, epoch))
+
+    def renumbered(self, current: Position) -> None:
+        """The stream was numbered anew: what the connection was sent may be gone; it reloads from `current`."""
+        self.replayed_upto, self.live_from, self.live_upto = 0, None, 0
+        self._emit("resync_required", {"reason": "epoch", "current_seq": current.seq, "epoch": current.epoch})
 
     def stop(self) -> None:
         """The connection is gone: stop a resume that runs."""

@@ -69,19 +69,23 @@ def position(tenant_id: int) -> Position:
     return Position(*row) if row else Position(0, None)
 
 
-def current_seq(tenant_id: int) -> int:
-    """The tenant's last committed sequence number (0 before its first event)."""
-    return TenantSequence.objects.filter(tenant_id=tenant_id).values_list("last_seq", flat=True).first() or 0
-
-
 def stream_position(tenant_id: int) -> dict[str, Any]:
     """The position a list or snapshot reflects, as responses carry it: `{seq, epoch}`."""
     return position(tenant_id)._asdict()
 
 
-def current_seqs(tenant_ids: list[int]) -> dict[int, int]:
-    """The last committed sequence number of each tenant that has one."""
-    return dict(TenantSequence.objects.filter(tenant_id__in=tenant_ids).values_list("tenant_id", "last_seq"))
+def current_positions(tenant_ids: list[int]) -> dict[int, Position]:
+    """The position of each tenant's stream that has a counter."""
+    if not tenant_ids:
+        return {}
+    table = connection.ops.quote_name(TenantSequence._meta.db_table)
+    marks = ", ".join(["%s"] * len(tenant_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT tenant_id, last_seq, {epoch_sql()} FROM {table} WHERE tenant_id IN ({marks})",  # noqa: S608
+            tenant_ids,
+        )
+        return {tenant_id: Position(seq, epoch) for tenant_id, seq, epoch in cursor.fetchall()}
 
 
 def events_after(tenant_id: int, seq: int, *, before: int | None = None, limit: int | None = None) -> list[Event]:
