@@ -56,6 +56,19 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         overflow = lambda: self._close_soon(CloseCode.SLOW_CONSUMER)  # noqa: E731
         self.outbox = Outbox(self.scope, self._send_frame, overflow)
         self.delivery = Delivery(self.outbox, lambda: self.principal, self.encoding, overflow)
+        # A storm (every client of a dead instance at once) waits its turn, or is told to come back later:
+        # it must not take the database, Redis or this process down, nor fail with 1011.
+        admission = node().admission()
+        if not await admission.enter():
+            await self.close(CloseCode.TRY_AGAIN_LATER, "Try again later: too many connections are being set up")
+            return
+        try:
+            await self._join()
+        finally:
+            admission.leave()
+
+    async def _join(self) -> None:
+        """Authenticate, count and feed the new connection, or close it with the code that says why not."""
         try:
             self.principal = await database_sync_to_async(principal_of_scope)(self.scope)
         except InvalidToken:
