@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -45,6 +46,9 @@ from tests.support.live import (  # noqa: E402
 )
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# nginx skips an instance for fail_timeout after a refused connect: a rolling restart waits that long after an
+# instance is back before it stops the next, or nginx would have none to send to.
+FAIL_TIMEOUT = int(re.search(r"fail_timeout=(\d+)s", (ROOT / "docker" / "nginx.conf").read_text()).group(1))
 USERS = {"writer": ("storm", "admin"), "reader": ("storm", "member")}
 
 
@@ -275,6 +279,7 @@ async def _rolling(cluster: Cluster, watched: list[Watched], settle: float) -> d
         await until(lambda: all(w.client.connected for w in watched), settle, "every client back")
         rounds.append({"cut_off": len(affected), "seconds_until_all_live": round(time.monotonic() - stopped_at, 2)})
         cluster.servers[index] = await asyncio.to_thread(restart, cluster, server, f"server-{index}-again")
+        await asyncio.sleep(FAIL_TIMEOUT + 1)
     return {"rounds": rounds}
 
 

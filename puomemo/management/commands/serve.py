@@ -3,7 +3,9 @@
 import argparse
 import asyncio
 import logging
+import signal
 import sys
+import time
 
 from asgiref.sync import sync_to_async
 from daphne.cli import CommandLineInterface
@@ -32,10 +34,16 @@ PRUNE_SECONDS = 3600
 
 # How long the reactor waits after the 1012 closes so the frames leave the sockets.
 SHUTDOWN_FLUSH_SECONDS = 0.5
+# On SIGTERM, the longest the HTTP requests in flight may take to finish before the process stops anyway.
+SHUTDOWN_DRAIN_SECONDS = 10
 
 
 def _close_connections_on_shutdown() -> None:
-    """Tell clients the instance restarts (1012: they come back at once) instead of dropping their TCP connections."""
+    """Tell clients the instance restarts (1012: they come back at once) instead of dropping their TCP connections.
+
+    On SIGTERM the process first drains (_drain) and only then stops the reactor, whose shutdown cancels
+    whatever still runs; other stops (SIGINT) close the WebSockets with 1012 at once.
+    """
     import daphne.server  # noqa: F401  (installs the asyncio reactor before twisted's default)
     from twisted.internet import defer, reactor
 
@@ -48,7 +56,45 @@ def _close_connections_on_shutdown() -> None:
     def before_shutdown():
         return defer.Deferred.fromFuture(asyncio.ensure_future(close_all()))
 
+    async def drain_then_stop() -> None:
+        try:
+            await _drain(close_all)
+        finally:
+            reactor.stop()
+
+    def on_sigterm() -> None:
+        _background.add(asyncio.ensure_future(drain_then_stop()))
+
+    # Twisted's own SIGTERM handler would stop the reactor at once: in-flight requests would be cut off.
+    reactor.callWhenRunning(lambda: asyncio.get_event_loop().add_signal_handler(signal.SIGTERM, on_sigterm))
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+
+
+async def _drain(close_all) -> None:
+    """Stop accepting, let every HTTP request in flight finish and close its connection, close WebSockets with 1012.
+
+    A proxy in front (docker/nginx.conf) then finds the port refused and sends new requests and handshakes to
+    another instance, which is safe to retry even for a POST: nothing was sent. Its idle keep-alive connections
+    here are closed now rather than at exit, so it does not pick one in the moment the process goes away.
+    """
+    from twisted.internet import reactor, tcp
+    from twisted.web.http import HTTPChannel
+
+    def http_channels() -> list[HTTPChannel]:
+        readers = [getattr(reader, "protocol", None) for reader in reactor.getReaders()]
+        return [protocol for protocol in readers if isinstance(protocol, HTTPChannel)]
+
+    for reader in reactor.getReaders():
+        if isinstance(reader, tcp.Port):
+            reader.stopListening()
+    for channel in http_channels():
+        channel.persistent = False  # closed once its request is answered
+        if not channel.requests:
+            channel.loseConnection()  # idle: closed now
+    await close_all()
+    deadline = time.monotonic() + SHUTDOWN_DRAIN_SECONDS
+    while any(channel.requests for channel in http_channels()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
 
 
 _background: set[asyncio.Future] = set()
