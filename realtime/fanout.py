@@ -14,7 +14,7 @@ from accounts.principal import Principal
 from realtime import metrics
 from realtime.broadcast import apublish_presence
 from realtime.limits import LocalConnectionRegistry, RedisConnectionRegistry, refresh_seconds
-from realtime.log import Position, current_positions, events_after, position
+from realtime.log import Position, current_positions, events_after, position, renew_epoch
 from realtime.messages import logged_message
 from realtime.models import Event
 from realtime.protocol import ACCESS_CHANGED, tenant_group
@@ -120,7 +120,7 @@ class TenantFeed:
 
     async def _catch_up(self, *, before: int | None = None) -> None:
         """Deliver logged events this process missed (a lost publish, another process's write), in order."""
-        missed, current = await database_sync_to_async(_missed)(self.tenant_id, self.last_seq, before)
+        missed, current = await database_sync_to_async(_missed)(self.tenant_id, self.last_seq, before, self.epoch)
         if current.epoch != self.epoch:
             # The stream was numbered anew (a restored database, a new counter): what the connections
             # hold may be gone and their seqs mean other events now. They reload, from the current seq.
@@ -244,7 +244,7 @@ class Hub:
                 continue
             for tenant_id, feed in feeds.items():
                 current = seqs.get(tenant_id, Position(0, None))
-                if current.seq > feed.last_seq or current.epoch != feed.epoch:
+                if current.seq != feed.last_seq or current.epoch != feed.epoch:
                     feed.inbox.put_nowait(None)
             # And on the first poll, for a change made while the hub started; a failed re-check is tried again.
             if mark != self.access_mark and await self._recheck_access():
@@ -276,6 +276,13 @@ def _poll(tenant_ids: list[int]) -> tuple[dict[int, Position], tuple[int, int]]:
     return current_positions(tenant_ids), access_marks()
 
 
-def _missed(tenant_id: int, after: int, before: int | None) -> tuple[list[Event], Position]:
-    """The logged events after `after` (and before `before`), and where the stream stands (its epoch)."""
-    return events_after(tenant_id, after, before=before), position(tenant_id)
+def _missed(tenant_id: int, after: int, before: int | None, epoch: str | None) -> tuple[list[Event], Position]:
+    """The logged events after `after` (and before `before`), and where the stream stands (its epoch).
+
+    A counter behind what this process delivered in the same epoch was put back (a restore that kept the table,
+    or SQLite's file): the epoch is renewed, so that no client resumes from numbers that mean other events now.
+    """
+    current = position(tenant_id)
+    if current.epoch == epoch and current.seq < after:
+        current = renew_epoch(tenant_id, epoch)
+    return events_after(tenant_id, after, before=before), current

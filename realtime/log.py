@@ -8,7 +8,7 @@ from django.db import connection, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from realtime.models import Event, TenantSequence
+from realtime.models import Event, TenantSequence, new_epoch
 
 
 class Position(NamedTuple):
@@ -67,6 +67,17 @@ def position(tenant_id: int) -> Position:
         cursor.execute(f"SELECT last_seq, {epoch_sql()} FROM {table} WHERE tenant_id = %s", [tenant_id])  # noqa: S608
         row = cursor.fetchone()
     return Position(*row) if row else Position(0, None)
+
+
+def renew_epoch(tenant_id: int, epoch: str) -> Position:
+    """Give the tenant's counter a new epoch unless another process did since it was `epoch`; where it stands now."""
+    table = connection.ops.quote_name(TenantSequence._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET epoch = %s WHERE tenant_id = %s AND {epoch_sql()} = %s",  # noqa: S608
+            [new_epoch(), tenant_id, epoch],
+        )
+    return position(tenant_id)
 
 
 def stream_position(tenant_id: int) -> dict[str, Any]:

@@ -230,6 +230,32 @@ async def test_a_write_the_process_never_published_arrives_by_the_log_poll(make_
     await comm.disconnect()
 
 
+async def test_a_counter_put_back_renews_the_epoch_and_connections_are_told_to_resync(make_user, settings):
+    settings.PUOMEMO_EVENT_LOG_POLL_SECONDS = 0.2
+    owner = await sync(make_user)
+    for _ in range(3):
+        await sync(MemoryFactory, owner=owner)
+    comm = await connect(jwt_for(owner), subscribe=["memories"])
+    await sync(MemoryFactory, owner=owner)
+    [live] = await frames(comm)
+    tenant_id = owner.membership.tenant_id
+
+    def put_back():
+        # What restoring an older copy of the tables in place does (SQLite's file, or rows replaced by hand).
+        Event.objects.filter(tenant_id=tenant_id, seq__gt=2).delete()
+        TenantSequence.objects.filter(tenant_id=tenant_id).update(last_seq=2)
+
+    await sync(put_back)
+    await asyncio.sleep(0.5)
+    [told] = await frames(comm)
+    renewed = (await sync(position, tenant_id)).epoch
+    assert renewed != live["epoch"]
+    assert (told["type"], told["data"]) == ("resync_required", {"reason": "epoch", "current_seq": 2, "epoch": renewed})
+    await sync(MemoryFactory, owner=owner)  # seq 3 again, another event: delivered, in the new epoch
+    assert [(f["seq"], f["epoch"]) for f in await frames(comm)] == [(3, renewed)]
+    await comm.disconnect()
+
+
 def test_events_endpoint_pages_and_filters(make_user, client_for):
     owner, guest = make_user(), make_user(Role.GUEST)
     for i in range(5):
