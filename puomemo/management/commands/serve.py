@@ -100,6 +100,14 @@ async def _drain(close_all) -> None:
 _background: set[asyncio.Future] = set()
 
 
+def _tcp_endpoint(host: str, port: int) -> str:
+    """daphne's endpoint for host and port, with the accept queue the workers' sockets have (prefork.BACKLOG)."""
+    # Twisted's default queue of 50 overflows in a reconnect storm: handshakes then wait for SYN
+    # retransmits, or the proxy in front gives up on the instance.
+    interface = host.strip("[]").replace(":", "\\:")
+    return f"tcp:port={port}:interface={interface}:backlog={prefork.BACKLOG}"
+
+
 def _on_a_thread_once_running(function, *args) -> None:
     """Run a blocking function on a thread once the server runs.
 
@@ -201,7 +209,7 @@ class Command(BaseCommand):
         daphne_max = settings.PUOMEMO_WS_MAX_MESSAGE_BYTES + DAPHNE_HEADROOM_BYTES
         heartbeat = settings.PUOMEMO_WS_HEARTBEAT_SECONDS
         argv = [
-            *(["-e", worker_endpoint] if worker_endpoint else ["-b", host, "-p", str(port)]),
+            "-e", worker_endpoint or _tcp_endpoint(host, port),
             "--websocket-max-message-size", str(daphne_max),
             "--websocket-max-frame-size", str(daphne_max),
             "--ping-interval", str(heartbeat),
