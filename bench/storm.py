@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,13 +73,15 @@ class Watched:
 
 
 class Writer:
-    """REST creates through nginx at a steady rate, each on a thread; counts what failed."""
+    """REST creates through nginx at a steady rate, each on a thread of its own pool; counts what failed."""
 
     def __init__(self, url: str, key: str, rate: float) -> None:
         self.url = url
         self.key, self.rate = key, rate
         self.statuses: Counter[int] = Counter()
         self.running = True
+        # Enough threads for a second of writes in flight: slow answers must not delay the next writes.
+        self.pool = ThreadPoolExecutor(max_workers=max(8, int(rate)))
 
     async def run(self) -> None:
         pending: set[asyncio.Task] = set()
@@ -89,9 +92,10 @@ class Writer:
             pending = {task for task in pending if not task.done()}
             await asyncio.sleep(max(0.0, start + sent / self.rate - time.monotonic()))
         await asyncio.gather(*pending)
+        self.pool.shutdown()
 
     async def _create(self, number: int) -> None:
-        self.statuses[await asyncio.to_thread(self._post, number)] += 1
+        self.statuses[await asyncio.get_running_loop().run_in_executor(self.pool, self._post, number)] += 1
 
     def _post(self, number: int) -> int:
         """One create; its HTTP status (nginx's 502 when the instance died under it), or 0 for no answer."""
