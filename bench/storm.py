@@ -132,11 +132,19 @@ def commits(cluster: Cluster) -> int | None:
 
 
 def position(url: str, key: str) -> dict:
+    """The stream's position as the memory list gives it (asked again while nginx has no instance to ask)."""
     headers = {"Authorization": f"Bearer {key}"}
     request = urllib.request.Request(f"{url}/api/v4/memories/?page_size=1", headers=headers)  # noqa: S310 (http)
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        body = json.loads(response.read())
-    return {"seq": body["seq"], "epoch": body["epoch"]}
+    for attempt in range(30):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                body = json.loads(response.read())
+            return {"seq": body["seq"], "epoch": body["epoch"]}
+        except urllib.error.HTTPError as error:
+            if error.code != 502 or attempt == 29:
+                raise
+            time.sleep(1)
+    raise AssertionError("unreachable")
 
 
 async def until(condition, timeout: float, what: str) -> float:
