@@ -32,6 +32,12 @@ DAPHNE_HEADROOM_BYTES = 64 * 1024
 # How often a serving process prunes the event log.
 PRUNE_SECONDS = 3600
 
+# daphne resets a handshake its application has not accepted within this (its default: 5 s). The application
+# accepts at once, but in a reconnect storm its turn can come later: the client, which gives up after its own
+# wait (10 s), must decide, not a TCP reset that nginx counts as the instance failing (it then skips the one
+# instance left for fail_timeout, and answers every request with 502).
+WEBSOCKET_CONNECT_TIMEOUT_SECONDS = 30
+
 # How long the reactor waits after the 1012 closes so the frames leave the sockets.
 SHUTDOWN_FLUSH_SECONDS = 0.5
 # On SIGTERM, the longest the HTTP requests in flight may take to finish before the process stops anyway.
@@ -214,6 +220,7 @@ class Command(BaseCommand):
             "--websocket-max-frame-size", str(daphne_max),
             "--ping-interval", str(heartbeat),
             "--ping-timeout", str(heartbeat),
+            "--websocket_connect_timeout", str(WEBSOCKET_CONNECT_TIMEOUT_SECONDS),
             *(["--proxy-headers"] if proxy_headers else []),
             "puomemo.asgi:application",
         ]  # fmt: skip
