@@ -6,10 +6,10 @@ from django.conf import settings
 
 
 class Admission:
-    """A storm's bound (one per event loop): at most `concurrency` connections are set up at once (token, caps,
-    feed, presence); up to `queue` more wait for a turn, each at most `wait` seconds; the others are refused."""
+    """A storm's bound, one per event loop: `concurrency` set-ups at once, `queue` more waiting `wait` s at most."""
 
     def __init__(self, concurrency: int, queue: int, wait: float) -> None:
+        # A set-up: the token, the caps, the feed, presence. Past the queue or the wait: refused (1013).
         self.slots = asyncio.Semaphore(concurrency)
         self.queue = queue
         self.wait = wait

@@ -277,12 +277,10 @@ def _poll(tenant_ids: list[int]) -> tuple[dict[int, Position], tuple[int, int]]:
 
 
 def _missed(tenant_id: int, after: int, before: int | None, epoch: str | None) -> tuple[list[Event], Position]:
-    """The logged events after `after` (and before `before`), and where the stream stands (its epoch).
-
-    A counter behind what this process delivered in the same epoch was put back (a restore that kept the table,
-    or SQLite's file): the epoch is renewed, so that no client resumes from numbers that mean other events now.
-    """
+    """The logged events after `after` (and before `before`), and where the stream stands (its epoch)."""
     current = position(tenant_id)
+    # A counter behind what this process delivered in the same epoch was put back (a restore that kept the table,
+    # or SQLite's file): the epoch is renewed, so that no client resumes from numbers that mean other events now.
     if current.epoch == epoch and current.seq < after:
         current = renew_epoch(tenant_id, epoch)
     return events_after(tenant_id, after, before=before), current

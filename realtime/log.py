@@ -19,11 +19,9 @@ class Position(NamedTuple):
 
 
 def epoch_sql() -> str:
-    """The SQL for a counter row's epoch: its stored random value and, on PostgreSQL, the table's storage.
-
-    A dump carries the stored value, but a restore writes the table anew (DROP and CREATE, or TRUNCATE):
-    its file node changes, so a restored counter's numbers are never mistaken for those clients saw before.
-    """
+    """The SQL for a counter row's epoch: its stored random value and, on PostgreSQL, the table's file node."""
+    # A dump carries the stored value, but a restore writes the table anew (DROP and CREATE, or TRUNCATE):
+    # its file node changes, so a restored counter's numbers are never mistaken for those clients saw before.
     if connection.vendor == "postgresql":
         table = TenantSequence._meta.db_table
         return f"epoch || '.' || pg_relation_filenode('{table}')::text"
@@ -108,11 +106,9 @@ def events_after(tenant_id: int, seq: int, *, before: int | None = None, limit: 
 
 
 def resync_reason(tenant_id: int, last_seq: int, epoch: str | None = None) -> tuple[str | None, Position]:
-    """Why a client at `last_seq` of `epoch` cannot catch up from the log (None if it can), and where the stream is.
-
-    Without an epoch (an older client) only the numbers are judged.
-    """
+    """Why a client at `last_seq` of `epoch` cannot catch up from the log (None if it can), and where the stream is."""
     current = position(tenant_id)
+    # Without an epoch (an older client) only the numbers are judged.
     if epoch is not None and epoch != current.epoch:
         return "epoch", current
     if last_seq > current.seq:

@@ -77,12 +77,10 @@ def _close_connections_on_shutdown() -> None:
 
 
 async def _drain(close_all) -> None:
-    """Stop accepting, let every HTTP request in flight finish and close its connection, close WebSockets with 1012.
-
-    A proxy in front (docker/nginx.conf) then finds the port refused and sends new requests and handshakes to
-    another instance, which is safe to retry even for a POST: nothing was sent. Its idle keep-alive connections
-    here are closed now rather than at exit, so it does not pick one in the moment the process goes away.
-    """
+    """Stop accepting, let every HTTP request in flight finish and close its connection, close WebSockets with 1012."""
+    # A proxy in front (docker/nginx.conf) then finds the port refused and sends new requests and handshakes to
+    # another instance, which is safe to retry even for a POST: nothing was sent. Its idle keep-alive connections
+    # here are closed now rather than at exit, so it does not pick one in the moment the process goes away.
     from twisted.internet import reactor, tcp
     from twisted.web.http import HTTPChannel
 
