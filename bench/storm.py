@@ -103,7 +103,8 @@ class Writer:
         headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
         request = urllib.request.Request(f"{self.url}/api/v4/memories/", data=body, headers=headers)  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (http, on loopback)
+            # A slow answer is no failure: on SQLite a write can wait for the database's lock while an instance stops.
+            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (http, on loopback)
                 return response.status
         except urllib.error.HTTPError as error:
             return error.code

@@ -5,6 +5,7 @@ docker/nginx.conf, Python clients with their own backoff, writes at 50/s), small
 """
 
 import asyncio
+import os
 import sqlite3
 import subprocess
 
@@ -29,6 +30,10 @@ async def test_a_reconnect_storm_after_sigkill_loses_and_doubles_nothing(tmp_pat
 
 
 async def test_a_rolling_restart_under_writes_fails_no_write_and_loses_nothing(tmp_path):
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        # Several instances need PostgreSQL (docs/deployment.md); on one SQLite file a stopping instance's writes
+        # wait for the file's lock and some get 502 (114 of 1,991 in one run). CI's PostgreSQL run runs this test.
+        pytest.skip("a rolling restart of two instances needs PostgreSQL (DATABASE_URL)")
     figures = await storm(tmp_path, clients=50, rate=50, mode="rolling", warmup=6, settle=60)
     assert [round["cut_off"] for round in figures["rounds"]] == [25, 50]  # each instance's clients, in turn
     assert (figures["lost"], figures["duplicated"], figures["resyncs"]) == (0, 0, 0), figures
