@@ -17,7 +17,7 @@ from accounts.access import prune_access_changes
 from memories import embeddings
 from memories.services import trash_purge
 from memories.worker import embedding_worker, run_worker
-from puomemo import patches, prefork
+from puomemo import draining, patches, prefork
 from realtime.log import prune_events
 from realtime.node import node
 from realtime.protocol import CloseCode
@@ -40,8 +40,10 @@ WEBSOCKET_CONNECT_TIMEOUT_SECONDS = 30
 
 # How long the reactor waits after the 1012 closes so the frames leave the sockets.
 SHUTDOWN_FLUSH_SECONDS = 0.5
-# On SIGTERM, the longest the HTTP requests in flight may take to finish before the process stops anyway.
+# On SIGTERM, the longest the HTTP requests in flight may take to finish before the process stops anyway,
+# and how long (from the SIGTERM) idle keep-alive connections may stay for the proxy to close them.
 SHUTDOWN_DRAIN_SECONDS = 10
+SHUTDOWN_IDLE_SECONDS = 3
 
 
 def _close_connections_on_shutdown() -> None:
@@ -79,8 +81,8 @@ def _close_connections_on_shutdown() -> None:
 async def _drain(close_all) -> None:
     """Stop accepting, let every HTTP request in flight finish and close its connection, close WebSockets with 1012."""
     # A proxy in front (docker/nginx.conf) then finds the port refused and sends new requests and handshakes to
-    # another instance, which is safe to retry even for a POST: nothing was sent. Its idle keep-alive connections
-    # here are closed now rather than at exit, so it does not pick one in the moment the process goes away.
+    # another instance, which is safe to retry even for a POST: nothing was sent. Its keep-alive connections here
+    # it closes itself, after a response (`Connection: close`), so it is not writing to one as the process exits.
     from twisted.internet import reactor, tcp
     from twisted.web.http import HTTPChannel
 
@@ -91,14 +93,23 @@ async def _drain(close_all) -> None:
     for reader in reactor.getReaders():
         if isinstance(reader, tcp.Port):
             reader.stopListening()
+    # The proxy closes each keep-alive connection after its next response, and finds the port refused when it
+    # opens another; the idle ones it no longer picks are closed at exit.
+    draining.draining = True
     for channel in http_channels():
         channel.persistent = False  # closed once its request is answered
-        if not channel.requests:
-            channel.loseConnection()  # idle: closed now
     await close_all()
-    deadline = time.monotonic() + SHUTDOWN_DRAIN_SECONDS
+    started = time.monotonic()
+    deadline = started + SHUTDOWN_DRAIN_SECONDS
     while any(channel.requests for channel in http_channels()) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+    # Time for the proxy to use up (and close) its idle keep-alive connections here, or to stop picking them.
+    while http_channels() and time.monotonic() < started + SHUTDOWN_IDLE_SECONDS:
+        await asyncio.sleep(0.05)
+    # The reactor's shutdown cancels what still runs: close the idle ones now, the busy ones after their answer.
+    for channel in http_channels():
+        if not channel.requests:
+            channel.loseConnection()
 
 
 _background: set[asyncio.Future] = set()
