@@ -9,7 +9,7 @@ WORKERS ?=
 # Development defaults; production sets DEBUG=0 and a real SECRET_KEY.
 export DEBUG ?= 1
 
-.PHONY: run test test-fast test-live lint bench bench-fanout bench-workers docs docs-serve install install-test migrate lock clean
+.PHONY: run test test-fast test-live lint bench bench-fanout bench-workers bench-storm docs docs-serve install install-test migrate lock clean
 
 # Every install is from a lock file: each package pinned with its hashes, nothing else resolved
 # (--no-deps: the lock already lists every dependency). `make lock` regenerates both lock files
@@ -85,6 +85,11 @@ bench-fanout: install-test
 # REST creates/s through serve with 1 worker and one per core, in one run (docs/performance.md); the same databases.
 bench-workers: install-test
 	$(PY) -m bench.workers --shared-socket --rounds 3 --seconds 15
+
+# A reconnect storm: 1,000 clients, one of two instances behind nginx SIGKILLed under 50 writes/s (docs/storms.md).
+# A fresh database beside DATABASE_URL's (PostgreSQL for the query rate) and a Redis of its own; needs nginx.
+bench-storm: install-test
+	$(PY) -m bench.storm --clients 1000
 
 # The docs site (mkdocs.yml): docs/ built into site/; strict, so a broken link or anchor fails.
 docs: install-test

@@ -1,6 +1,7 @@
 """REST endpoints for memories: thin views over selectors and services."""
 
 from collections.abc import Callable
+from typing import Any
 
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -90,14 +91,19 @@ class StreamPositionPagination(PageNumberPagination):
             "type": "integer",
             "description": "The tenant's event seq these rows reflect: resume /ws or poll /events from it.",
         }
+        schema["properties"]["epoch"] = {
+            "type": "string",
+            "nullable": True,
+            "description": "The epoch `seq` belongs to: send it with `last_seq` when resuming.",
+        }
         return schema
 
 
 class MemoryListApi(APIView):
     pagination_class = StreamPositionPagination
-    # Where the tenant's event stream stands (tenant_id -> seq); wired in by the URL
+    # Where the tenant's event stream stands (tenant_id -> {seq, epoch}); wired in by the URL
     # configuration, since the event log belongs to the real-time layer.
-    stream_position: Callable[[int], int] | None = None
+    stream_position: Callable[[int], dict[str, Any]] | None = None
 
     @extend_schema(
         parameters=[MemoryFilterSerializer, OpenApiParameter("page", int)],
@@ -113,9 +119,10 @@ class MemoryListApi(APIView):
             memories = memory_list(viewer=request.auth, filters=filters.validated_data)
             page = paginator.paginate_queryset(memories, request)
             rows = MemoryOutputSerializer(page, many=True).data
-            seq = self.stream_position(request.auth.tenant_id) if self.stream_position else None
+            position = self.stream_position(request.auth.tenant_id) if self.stream_position else {}
         response = paginator.get_paginated_response(rows)
-        response.data["seq"] = seq
+        response.data["seq"] = position.get("seq")
+        response.data["epoch"] = position.get("epoch")
         return response
 
     @extend_schema(request=MemoryInputSerializer, responses={201: MemoryOutputSerializer}, parameters=[ETAG])

@@ -11,6 +11,7 @@ from puomemo.http_handler import get_asgi_application  # Django's, with one thre
 django_asgi_app = get_asgi_application()
 
 from puomemo import http_limits  # noqa: E402
+from puomemo.draining import close_when_draining  # noqa: E402
 from puomemo.patches import PatchError  # noqa: E402
 from realtime import daphne  # noqa: E402  (needs Django set up first)
 from realtime.routing import websocket_application  # noqa: E402
@@ -21,4 +22,4 @@ try:
 except PatchError as error:  # a library version the patches were not written for: one line, no traceback
     raise SystemExit(f"puomemo: {error}") from None
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application()})
+application = ProtocolTypeRouter({"http": close_when_draining(django_asgi_app), "websocket": websocket_application()})

@@ -281,6 +281,12 @@ PUOMEMO_WS_REPLAY_PAGE_BYTES = env_int("PUOMEMO_WS_REPLAY_PAGE_BYTES", 256 * 102
 PUOMEMO_WS_STALL_SECONDS = env_float("PUOMEMO_WS_STALL_SECONDS", 10)
 # A resume from further back than this many events gets resync_required ("too_many") instead.
 PUOMEMO_WS_RESUME_MAX_EVENTS = env_int("PUOMEMO_WS_RESUME_MAX_EVENTS", 1000)
+# The admission bound (a reconnect storm): a process sets up at most this many new connections at once;
+# up to PUOMEMO_WS_ADMISSION_QUEUE more wait for a turn, each at most PUOMEMO_WS_ADMISSION_WAIT_SECONDS;
+# past either, the connection is closed with 1013 (try again later) and the client backs off.
+PUOMEMO_WS_ADMISSION_CONCURRENCY = env_int("PUOMEMO_WS_ADMISSION_CONCURRENCY", 64)
+PUOMEMO_WS_ADMISSION_QUEUE = env_int("PUOMEMO_WS_ADMISSION_QUEUE", 300)
+PUOMEMO_WS_ADMISSION_WAIT_SECONDS = env_float("PUOMEMO_WS_ADMISSION_WAIT_SECONDS", 5)
 # Each process re-stamps its connections in Redis this often; an entry not re-stamped for three
 # times as long (its process died) stops counting, and the tenant is told its user left.
 PUOMEMO_WS_REGISTRY_REFRESH_SECONDS = env_float("PUOMEMO_WS_REGISTRY_REFRESH_SECONDS", 10)

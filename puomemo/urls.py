@@ -8,7 +8,7 @@ from memories.api import MemoryDetailApi, MemoryListApi, MemoryRestoreApi, Memor
 from puomemo.metrics import metrics
 from puomemo.paths import either_slash
 from realtime.api import EventListApi, WebSocketStatusApi, WebSocketTicketApi
-from realtime.log import current_seq
+from realtime.log import stream_position
 
 # Every REST path answers with and without its trailing slash, for every method (APPEND_SLASH
 # redirects only GET and HEAD). The first form is the one the OpenAPI schema lists.
@@ -17,7 +17,7 @@ api_v4 = [
     *either_slash("auth/token/refresh/", CheckedTokenRefreshView.as_view(), name="token-refresh"),
     *either_slash("api-keys/", ApiKeyListApi.as_view(), name="api-key-list"),
     *either_slash("api-keys/<int:pk>/", ApiKeyDetailApi.as_view(), name="api-key-detail"),
-    *either_slash("memories/", MemoryListApi.as_view(stream_position=current_seq), name="memory-list"),
+    *either_slash("memories/", MemoryListApi.as_view(stream_position=stream_position), name="memory-list"),
     # Before the detail route, which would otherwise not match "search/" and answer 404.
     *either_slash("memories/search", MemorySearchApi.as_view(), name="memory-search"),
     *either_slash("memories/trash/", MemoryTrashApi.as_view(), name="memory-trash"),

@@ -20,6 +20,7 @@ EVENTS_MAX_LIMIT = 1000
 RESYNC_DETAILS = {
     "expired": "Events after this seq are no longer kept; reload the memory list.",
     "ahead": "This seq is ahead of the tenant's newest event; reload the memory list.",
+    "epoch": "This seq belongs to another epoch of the tenant's events (a restored database); reload the memory list.",
 }
 
 
@@ -86,6 +87,7 @@ class EventListApi(APIView):
     class FilterSerializer(serializers.Serializer):
         after_seq = serializers.IntegerField(min_value=0)
         limit = serializers.IntegerField(min_value=1, max_value=EVENTS_MAX_LIMIT, default=EVENTS_DEFAULT_LIMIT)
+        epoch = serializers.CharField(max_length=100, required=False, help_text="The epoch `after_seq` belongs to.")
 
     @extend_schema(
         parameters=[FilterSerializer],
@@ -98,6 +100,7 @@ class EventListApi(APIView):
                     ),
                     "last_seq": serializers.IntegerField(help_text="Ask again with after_seq=last_seq."),
                     "current_seq": serializers.IntegerField(help_text="The tenant's newest event."),
+                    "epoch": serializers.CharField(help_text="The epoch these seqs belong to.", allow_null=True),
                 },
             ),
             410: inline_serializer(
@@ -106,6 +109,7 @@ class EventListApi(APIView):
                     "detail": serializers.CharField(),
                     "reason": serializers.CharField(),
                     "current_seq": serializers.IntegerField(),
+                    "epoch": serializers.CharField(allow_null=True),
                 },
             ),
         },
@@ -115,10 +119,17 @@ class EventListApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         after_seq, limit = filters.validated_data["after_seq"], filters.validated_data["limit"]
-        reason, current = resync_reason(request.auth.tenant_id, after_seq)
+        reason, current = resync_reason(request.auth.tenant_id, after_seq, filters.validated_data.get("epoch"))
         if reason is not None:
-            body = {"detail": RESYNC_DETAILS[reason], "reason": reason, "current_seq": current}
+            body = {
+                "detail": RESYNC_DETAILS[reason],
+                "reason": reason,
+                "current_seq": current.seq,
+                "epoch": current.epoch,
+            }
             return Response(body, status=status.HTTP_410_GONE)
         page = replay(request.auth, after_seq, limit=limit)
         events = [json.loads(text) for text in page.frames]
-        return Response({"events": events, "last_seq": page.last_seq, "current_seq": current})
+        return Response(
+            {"events": events, "last_seq": page.last_seq, "current_seq": current.seq, "epoch": current.epoch}
+        )

@@ -88,11 +88,13 @@ class Authenticated(TypedDict):
 
 class Resumed(TypedDict):
     last_seq: int
+    epoch: str | None
 
 
 class ResyncRequired(TypedDict):
-    reason: str  # "expired", "ahead" or "too_many"
+    reason: str  # "expired", "ahead", "too_many" or "epoch"
     current_seq: int
+    epoch: str | None
 
 
 class Error(TypedDict):
@@ -167,12 +169,14 @@ def check(message_type: str, data: Any, *, kinds: dict[str, type] | None = None)
 
 
 def check_frame(frame: dict[str, Any]) -> None:
-    """Check a whole frame as a client receives it: the envelope, `seq` on logged events only, and its data."""
-    expected = {"id", "type", "timestamp", "data"} | ({"seq"} if frame.get("type") in LOGGED else set())
+    """Check a whole frame as a client receives it: the envelope, `seq` and `epoch` on logged events only, its data."""
+    expected = {"id", "type", "timestamp", "data"} | ({"seq", "epoch"} if frame.get("type") in LOGGED else set())
     if set(frame) != expected:
         raise ShapeError(f"{frame.get('type')!r} frame has keys {sorted(frame)}, expected {sorted(expected)}")
     if "seq" in frame and not (isinstance(frame["seq"], int) and frame["seq"] > 0):
         raise ShapeError(f"seq must be a positive integer, got {frame['seq']!r}")
+    if "epoch" in frame and not (isinstance(frame["epoch"], str) and frame["epoch"]):
+        raise ShapeError(f"epoch must be a non-empty string, got {frame['epoch']!r}")
     check(frame["type"], frame["data"], kinds={**LOGGED, **EVENTS, **REPLIES})
 
 

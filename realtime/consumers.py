@@ -18,9 +18,10 @@ from realtime import frames, metrics
 from realtime.authentication import principal_of_scope
 from realtime.delivery import Delivery, ResumeRunning
 from realtime.limits import SlidingWindow, Throttle
+from realtime.log import Position
 from realtime.node import node
 from realtime.outbox import Outbox
-from realtime.protocol import CloseCode
+from realtime.protocol import MEMORIES, CloseCode
 from realtime.relay import Refused, channels_named, relay_custom, relay_typing
 from realtime.rendering import EventFrames
 
@@ -55,6 +56,19 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         overflow = lambda: self._close_soon(CloseCode.SLOW_CONSUMER)  # noqa: E731
         self.outbox = Outbox(self.scope, self._send_frame, overflow)
         self.delivery = Delivery(self.outbox, lambda: self.principal, self.encoding, overflow)
+        # A storm (every client of a dead instance at once) waits its turn, or is told to come back later:
+        # it must not take the database, Redis or this process down, nor fail with 1011.
+        admission = node().admission()
+        if not await admission.enter():
+            await self.close(CloseCode.TRY_AGAIN_LATER, "Try again later: too many connections are being set up")
+            return
+        try:
+            await self._join()
+        finally:
+            admission.leave()
+
+    async def _join(self) -> None:
+        """Authenticate, count and feed the new connection, or close it with the code that says why not."""
         try:
             self.principal = await database_sync_to_async(principal_of_scope)(self.scope)
         except InvalidToken:
@@ -170,9 +184,9 @@ class MemoryConsumer(AsyncWebsocketConsumer):
                 self.subscriptions.difference_update(channels)
             self.emit(f"{message_type}d", {"channels": sorted(self.subscriptions)})
             if message_type == "subscribe" and "last_seq" in data:
-                self.resume(data["last_seq"])
+                self.resume(data["last_seq"], data.get("epoch"))
         elif message_type == "resume":
-            self.resume(data.get("last_seq"))
+            self.resume(data.get("last_seq"), data.get("epoch"))
         elif message_type == "auth":
             await self.authenticate(data.get("token"))
         elif message_type == "presence":
@@ -184,12 +198,14 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         else:
             self.emit("error", {"message": f"Unknown message type: {message_type[:100]}"})
 
-    def resume(self, last_seq: Any) -> None:
+    def resume(self, last_seq: Any, epoch: Any = None) -> None:
         """Replay the events after last_seq, then `resumed`, then live ones; other frames are answered meanwhile."""
         if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
             raise frames.InvalidFrame("Invalid message format: last_seq must be a whole number")
+        if epoch is not None and not (isinstance(epoch, str) and 0 < len(epoch) <= 100):
+            raise frames.InvalidFrame("Invalid message format: epoch must be a string")
         try:
-            self.delivery.resume(self.tenant_id, last_seq)
+            self.delivery.resume(self.tenant_id, last_seq, epoch)
         except ResumeRunning:
             self.emit("error", {"message": "A resume is already running"})
 
@@ -218,6 +234,11 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         if event["channel"] not in self.subscriptions or not self.joined or event["origin"] == self.connection_id:
             return False
         return self.delivery.offer(event, frames)
+
+    def renumbered(self, current: Position) -> None:
+        """The tenant's stream has a new epoch (a restored database): a connection that follows it must reload."""
+        if MEMORIES in self.subscriptions and self.joined:
+            self.delivery.renumbered(current)
 
     def emit(self, message_type: str, data: Any) -> None:
         """Send a reply frame, behind the events already queued."""

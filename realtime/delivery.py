@@ -11,7 +11,7 @@ from django.conf import settings
 
 from accounts.principal import Principal
 from realtime.frames import encode
-from realtime.log import resync_reason
+from realtime.log import Position, resync_reason
 from realtime.outbox import Outbox
 from realtime.rendering import EventFrames
 from realtime.replay import replay
@@ -58,32 +58,38 @@ class Delivery:
         frame = frames.frame_for(self.viewer(), self.encoding)
         return frame is not None and self.outbox.put(frame)
 
-    def resume(self, tenant_id: int, last_seq: int) -> None:
+    def resume(self, tenant_id: int, last_seq: int, epoch: str | None = None) -> None:
         """Start replaying the logged events after last_seq beside the connection's other work; live ones wait.
 
         As the protocol says, a resume replays whether or not the connection subscribed to `memories`.
+        A position of another epoch (a new counter, a restored database) cannot be resumed from.
         """
         if self.held is not None:
             raise ResumeRunning
         self.held = []
-        self.resuming = asyncio.get_running_loop().create_task(self._resume(tenant_id, last_seq))
+        self.resuming = asyncio.get_running_loop().create_task(self._resume(tenant_id, last_seq, epoch))
+
+    def renumbered(self, current: Position) -> None:
+        """The stream was numbered anew: what the connection was sent may be gone; it reloads from `current`."""
+        self.replayed_upto, self.live_from, self.live_upto = 0, None, 0
+        self._emit("resync_required", {"reason": "epoch", "current_seq": current.seq, "epoch": current.epoch})
 
     def stop(self) -> None:
         """The connection is gone: stop a resume that runs."""
         if self.resuming is not None:
             self.resuming.cancel()
 
-    async def _resume(self, tenant_id: int, last_seq: int) -> None:
+    async def _resume(self, tenant_id: int, last_seq: int, epoch: str | None) -> None:
         try:
-            reason, current = await database_sync_to_async(resync_reason)(tenant_id, last_seq)
-            if reason is None and current - last_seq > settings.PUOMEMO_WS_RESUME_MAX_EVENTS:
+            reason, current = await database_sync_to_async(resync_reason)(tenant_id, last_seq, epoch)
+            if reason is None and current.seq - last_seq > settings.PUOMEMO_WS_RESUME_MAX_EVENTS:
                 reason = "too_many"  # a client away this long reloads the list faster than it replays
             if reason is not None:
-                self._emit("resync_required", {"reason": reason, "current_seq": current})
+                self._emit("resync_required", {"reason": reason, "current_seq": current.seq, "epoch": current.epoch})
                 return
             upto = await self._replay(last_seq)
             if upto is not None:
-                self._emit("resumed", {"last_seq": max(upto, self.live_upto)})
+                self._emit("resumed", {"last_seq": max(upto, self.live_upto), "epoch": current.epoch})
         except Exception:
             logger.exception("Resuming a WebSocket connection failed")
             self.overflow()

@@ -14,8 +14,9 @@ from accounts.principal import Principal
 from realtime import metrics
 from realtime.broadcast import apublish_presence
 from realtime.limits import LocalConnectionRegistry, RedisConnectionRegistry, refresh_seconds
-from realtime.log import current_seq, current_seqs, events_after
+from realtime.log import Position, current_positions, events_after, position, renew_epoch
 from realtime.messages import logged_message
+from realtime.models import Event
 from realtime.protocol import ACCESS_CHANGED, tenant_group
 from realtime.rendering import EventFrames
 
@@ -31,6 +32,8 @@ class Connection(Protocol):
     def revise(self, principal: Principal | None) -> None: ...
 
     def deliver(self, event: dict[str, Any], frames: EventFrames) -> bool: ...
+
+    def renumbered(self, current: Position) -> None: ...
 
     async def close(self, code: int) -> None: ...
 
@@ -50,6 +53,7 @@ class TenantFeed:
         # Events from the layer, and None for "look in the log": handled by one task, in order.
         self.inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.last_seq = 0  # the last logged event this process delivered
+        self.epoch: str | None = None  # the epoch last_seq belongs to
         self.ready = asyncio.get_running_loop().create_task(self._subscribe())
         self.tasks: list[asyncio.Task] = []
 
@@ -69,7 +73,7 @@ class TenantFeed:
                 logger.warning("Subscribing to tenant %s failed; retrying", self.tenant_id, exc_info=True)
                 await asyncio.sleep(0.25 * (attempt + 1))
         # Events logged before the feed existed are history: clients ask for them with resume.
-        self.last_seq = await database_sync_to_async(current_seq)(self.tenant_id)
+        self.last_seq, self.epoch = await database_sync_to_async(position)(self.tenant_id)
         loop = asyncio.get_running_loop()
         self.tasks += [loop.create_task(self._read()), loop.create_task(self._process())]
         # The in-memory layer drops a group member group_expiry seconds after it
@@ -104,6 +108,8 @@ class TenantFeed:
                     await self._catch_up()
                 elif event.get("seq") is None:  # presence, typing, access changes: not logged
                     self.fan_out(event)
+                elif event.get("epoch") != self.epoch:  # numbered anew (a restore): see what the log says now
+                    await self._catch_up()
                 elif event["seq"] > self.last_seq:  # else delivered already, from the log
                     if event["seq"] > self.last_seq + 1:
                         await self._catch_up(before=event["seq"])  # a publish was lost: the log has it
@@ -114,9 +120,16 @@ class TenantFeed:
 
     async def _catch_up(self, *, before: int | None = None) -> None:
         """Deliver logged events this process missed (a lost publish, another process's write), in order."""
-        missed = await database_sync_to_async(events_after)(self.tenant_id, self.last_seq, before=before)
+        missed, current = await database_sync_to_async(_missed)(self.tenant_id, self.last_seq, before, self.epoch)
+        if current.epoch != self.epoch:
+            # The stream was numbered anew (a restored database, a new counter): what the connections
+            # hold may be gone and their seqs mean other events now. They reload, from the current seq.
+            self.last_seq, self.epoch = current
+            for connection in tuple(self.connections):
+                connection.renumbered(current)
+            return
         for event in missed:
-            self.fan_out(logged_message(event))
+            self.fan_out(logged_message(event, current.epoch))
             self.last_seq = event.seq
 
     def fan_out(self, event: dict[str, Any]) -> None:
@@ -230,7 +243,8 @@ class Hub:
                 logger.exception("Polling the event log failed; retrying")
                 continue
             for tenant_id, feed in feeds.items():
-                if seqs.get(tenant_id, 0) > feed.last_seq:
+                current = seqs.get(tenant_id, Position(0, None))
+                if current.seq != feed.last_seq or current.epoch != feed.epoch:
                     feed.inbox.put_nowait(None)
             # And on the first poll, for a change made while the hub started; a failed re-check is tried again.
             if mark != self.access_mark and await self._recheck_access():
@@ -257,6 +271,16 @@ class Hub:
         return True
 
 
-def _poll(tenant_ids: list[int]) -> tuple[dict[int, int], tuple[int, int]]:
-    """The last seq of each tenant, and the access-change marks."""
-    return current_seqs(tenant_ids), access_marks()
+def _poll(tenant_ids: list[int]) -> tuple[dict[int, Position], tuple[int, int]]:
+    """The position of each tenant's stream, and the access-change marks."""
+    return current_positions(tenant_ids), access_marks()
+
+
+def _missed(tenant_id: int, after: int, before: int | None, epoch: str | None) -> tuple[list[Event], Position]:
+    """The logged events after `after` (and before `before`), and where the stream stands (its epoch)."""
+    current = position(tenant_id)
+    # A counter behind what this process delivered in the same epoch was put back (a restore that kept the table,
+    # or SQLite's file): the epoch is renewed, so that no client resumes from numbers that mean other events now.
+    if current.epoch == epoch and current.seq < after:
+        current = renew_epoch(tenant_id, epoch)
+    return events_after(tenant_id, after, before=before), current

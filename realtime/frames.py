@@ -37,12 +37,15 @@ def encode(
     message_id: str | None = None,
     timestamp: str | None = None,
     seq: int | None = None,
+    epoch: str | None = None,
     encoding: str = JSON,
 ) -> str | bytes:
-    """Render a server frame as JSON text (or MessagePack bytes); memory events carry their sequence number as `seq`."""
+    """Render a server frame as JSON text (or MessagePack bytes); memory events carry their `seq` and `epoch`."""
     frame = {"id": message_id or new_id(), "type": message_type, "timestamp": timestamp or now_iso(), "data": data}
     if seq is not None:
         frame["seq"] = seq
+        if epoch is not None:
+            frame["epoch"] = epoch
     if encoding == MSGPACK:
         return msgpack.packb(frame, default=str)
     return json.dumps(frame, separators=(",", ":"), default=str)

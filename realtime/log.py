@@ -1,53 +1,100 @@
 """The event log: numbering and storing memory events in the writer's transaction, reading them back, pruning."""
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from realtime.models import Event, TenantSequence
+from realtime.models import Event, TenantSequence, new_epoch
+
+
+class Position(NamedTuple):
+    """Where a tenant's stream stands: its last committed seq, and the epoch those numbers belong to."""
+
+    seq: int
+    epoch: str | None  # None before the tenant has a counter (no event yet)
+
+
+def epoch_sql() -> str:
+    """The SQL for a counter row's epoch: its stored random value and, on PostgreSQL, the table's file node."""
+    # A dump carries the stored value, but a restore writes the table anew (DROP and CREATE, or TRUNCATE):
+    # its file node changes, so a restored counter's numbers are never mistaken for those clients saw before.
+    if connection.vendor == "postgresql":
+        table = TenantSequence._meta.db_table
+        return f"epoch || '.' || pg_relation_filenode('{table}')::text"
+    return "epoch"
 
 
 def record_event(
     *, tenant_id: int, event_type: str, memory_id: Any, data: dict[str, Any], audience: dict[str, Any]
-) -> Event:
-    """Store an event with the tenant's next sequence number, inside the caller's transaction."""
+) -> tuple[Event, str]:
+    """Store an event with the tenant's next sequence number, inside the caller's transaction; and its epoch."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("Events are recorded in the transaction of the write that causes them.")
     # The UPDATE locks the tenant's counter row until commit: the tenant's writers take turns,
     # so numbers are given in commit order and a rolled-back write gives its number back.
-    seq = _next_seq(tenant_id)
-    if seq is None:  # the tenant's first event
+    position = _next_seq(tenant_id)
+    if position is None:  # the tenant's first event
         TenantSequence.objects.bulk_create([TenantSequence(tenant_id=tenant_id)], ignore_conflicts=True)
-        seq = _next_seq(tenant_id)
-    return Event.objects.create(
-        tenant_id=tenant_id, seq=seq, type=event_type, memory_id=memory_id, data=data, audience=audience
+        position = _next_seq(tenant_id)
+    event = Event.objects.create(
+        tenant_id=tenant_id, seq=position.seq, type=event_type, memory_id=memory_id, data=data, audience=audience
     )
+    return event, position.epoch
 
 
-def _next_seq(tenant_id: int) -> int | None:
+def _next_seq(tenant_id: int) -> Position | None:
     # One statement for the increment and its result (PostgreSQL, and SQLite since 3.35).
     table = connection.ops.quote_name(TenantSequence._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET last_seq = last_seq + 1 WHERE tenant_id = %s RETURNING last_seq",  # noqa: S608
+            f"UPDATE {table} SET last_seq = last_seq + 1 WHERE tenant_id = %s RETURNING last_seq, {epoch_sql()}",  # noqa: S608
             [tenant_id],
         )
         row = cursor.fetchone()
-    return row[0] if row else None
+    return Position(*row) if row else None
 
 
-def current_seq(tenant_id: int) -> int:
-    """The tenant's last committed sequence number (0 before its first event)."""
-    return TenantSequence.objects.filter(tenant_id=tenant_id).values_list("last_seq", flat=True).first() or 0
+def position(tenant_id: int) -> Position:
+    """The tenant's last committed sequence number (0 before its first event) and its epoch."""
+    table = connection.ops.quote_name(TenantSequence._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT last_seq, {epoch_sql()} FROM {table} WHERE tenant_id = %s", [tenant_id])  # noqa: S608
+        row = cursor.fetchone()
+    return Position(*row) if row else Position(0, None)
 
 
-def current_seqs(tenant_ids: list[int]) -> dict[int, int]:
-    """The last committed sequence number of each tenant that has one."""
-    return dict(TenantSequence.objects.filter(tenant_id__in=tenant_ids).values_list("tenant_id", "last_seq"))
+def renew_epoch(tenant_id: int, epoch: str) -> Position:
+    """Give the tenant's counter a new epoch unless another process did since it was `epoch`; where it stands now."""
+    table = connection.ops.quote_name(TenantSequence._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET epoch = %s WHERE tenant_id = %s AND {epoch_sql()} = %s",  # noqa: S608
+            [new_epoch(), tenant_id, epoch],
+        )
+    return position(tenant_id)
+
+
+def stream_position(tenant_id: int) -> dict[str, Any]:
+    """The position a list or snapshot reflects, as responses carry it: `{seq, epoch}`."""
+    return position(tenant_id)._asdict()
+
+
+def current_positions(tenant_ids: list[int]) -> dict[int, Position]:
+    """The position of each tenant's stream that has a counter."""
+    if not tenant_ids:
+        return {}
+    table = connection.ops.quote_name(TenantSequence._meta.db_table)
+    marks = ", ".join(["%s"] * len(tenant_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT tenant_id, last_seq, {epoch_sql()} FROM {table} WHERE tenant_id IN ({marks})",  # noqa: S608
+            tenant_ids,
+        )
+        return {tenant_id: Position(seq, epoch) for tenant_id, seq, epoch in cursor.fetchall()}
 
 
 def events_after(tenant_id: int, seq: int, *, before: int | None = None, limit: int | None = None) -> list[Event]:
@@ -58,13 +105,16 @@ def events_after(tenant_id: int, seq: int, *, before: int | None = None, limit: 
     return list(events[:limit] if limit else events)
 
 
-def resync_reason(tenant_id: int, last_seq: int) -> tuple[str | None, int]:
-    """Why a client at `last_seq` cannot catch up from the log (None if it can), and the current seq."""
-    current = current_seq(tenant_id)
-    if last_seq > current:
+def resync_reason(tenant_id: int, last_seq: int, epoch: str | None = None) -> tuple[str | None, Position]:
+    """Why a client at `last_seq` of `epoch` cannot catch up from the log (None if it can), and where the stream is."""
+    current = position(tenant_id)
+    # Without an epoch (an older client) only the numbers are judged.
+    if epoch is not None and epoch != current.epoch:
+        return "epoch", current
+    if last_seq > current.seq:
         return "ahead", current
     oldest = Event.objects.filter(tenant_id=tenant_id).aggregate(oldest=Min("seq"))["oldest"]
-    if last_seq < current and (oldest is None or oldest > last_seq + 1):
+    if last_seq < current.seq and (oldest is None or oldest > last_seq + 1):
         return "expired", current
     return None, current
 

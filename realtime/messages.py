@@ -48,6 +48,7 @@ def event_message(
     audience: dict[str, Any] | None,
     origin: str | None = None,
     seq: int | None = None,
+    epoch: str | None = None,
     event_id: str | None = None,
     timestamp: str | None = None,
 ) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def event_message(
 
     `audience` None means everyone in the tenant; otherwise it holds the memory's
     `before` and `after` audiences (see change_audience). `origin` is a connection
-    that must not receive its own event. `seq` numbers logged memory events.
+    that must not receive its own event. `seq` numbers logged memory events, within `epoch`.
     """
     catalogue.check(event_type, data, kinds=catalogue.EVENTS)  # no payload drifts from docs/protocol.md
     return {
@@ -68,11 +69,12 @@ def event_message(
         "audience": audience,
         "origin": origin,
         "seq": seq,
+        "epoch": epoch,
         "data": data,
     }
 
 
-def logged_message(event: Event) -> dict[str, Any]:
+def logged_message(event: Event, epoch: str | None) -> dict[str, Any]:
     """A logged event as the message it was published as: what fills gaps and what a resume replays."""
     return event_message(
         tenant_id=event.tenant_id,
@@ -81,6 +83,7 @@ def logged_message(event: Event) -> dict[str, Any]:
         data=event.data,
         audience=event.audience,
         seq=event.seq,
+        epoch=epoch,
         event_id=str(event.event_id),
         timestamp=iso(event.created_at),
     )

@@ -1,5 +1,6 @@
 """The per-tenant event log: every memory event, stored in the transaction of the write that caused it."""
 
+import secrets
 import uuid
 
 from django.db import models
@@ -8,11 +9,18 @@ from django.utils import timezone
 from accounts.models import Tenant
 
 
+def new_epoch() -> str:
+    """A fresh random epoch for a tenant's counter: numbers from an older one cannot be resumed from."""
+    return secrets.token_hex(8)
+
+
 class TenantSequence(models.Model):
     """A tenant's last event sequence number; its row lock, held to commit, orders the tenant's writers."""
 
     tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, primary_key=True, related_name="+")
     last_seq = models.PositiveBigIntegerField(default=0)
+    # Part of the stream's epoch (realtime.log.EPOCH_SQL): a new counter row starts a new numbering.
+    epoch = models.CharField(max_length=32, default=new_epoch)
 
     def __str__(self) -> str:
         return f"{self.tenant_id}#{self.last_seq}"

@@ -7,6 +7,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from realtime.admission import Admission
 from realtime.broadcast import Publisher, apublish_presence
 from realtime.fanout import Connection, Hub
 from realtime.limits import LocalConnectionRegistry, RedisConnectionRegistry
@@ -26,6 +27,7 @@ class Node:
         self.tickets = RedisTicketStore(redis) if redis else MemoryTicketStore()
         self.publisher = Publisher(self.listening_loop)
         self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+        self._admissions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Admission] = weakref.WeakKeyDictionary()
 
     def hub(self) -> Hub:
         """The hub of the running event loop (daphne runs one per process; each test has its own)."""
@@ -33,6 +35,13 @@ class Node:
         if loop not in self._hubs:
             self._hubs[loop] = Hub(self.registry)
         return self._hubs[loop]
+
+    def admission(self) -> Admission:
+        """The admission bound of the running event loop (daphne runs one per process)."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._admissions:
+            self._admissions[loop] = Admission.from_settings()
+        return self._admissions[loop]
 
     async def admit(self, connection: Connection) -> str | None:
         """Count a new connection, feed it its tenant's events, tell the tenant; or say which cap refused it."""

@@ -20,7 +20,9 @@ class CloseCode(IntEnum):
     SERVER_ERROR = 1011
     SERVICE_RESTART = 1012
     SLOW_CONSUMER = 1013
-    TRY_AGAIN_LATER = 1013  # the same code: Redis could not be reached (down, failing over, pool busy)
+    # The same code: try again later. Redis could not be reached (down, failing over, pool busy), or the instance
+    # is admitting as many new connections as it may at once (the admission bound).
+    TRY_AGAIN_LATER = 1013
     AUTH_FAILED = 4001
     RATE_LIMITED = 4002
     INVALID_FORMAT = 4003

@@ -27,8 +27,10 @@ def log_and_publish(
     *, tenant_id: int, event_type: str, memory_id: Any, data: dict[str, Any], audience: dict[str, Any]
 ) -> None:
     """Log a memory event in the current transaction, numbered, and publish it once the transaction commits."""
-    event = record_event(tenant_id=tenant_id, event_type=event_type, memory_id=memory_id, data=data, audience=audience)
-    _send_on_commit(logged_message(event))
+    event, epoch = record_event(
+        tenant_id=tenant_id, event_type=event_type, memory_id=memory_id, data=data, audience=audience
+    )
+    _send_on_commit(logged_message(event, epoch))
 
 
 def _send_on_commit(message: dict[str, Any], *, wait: bool = False) -> None:

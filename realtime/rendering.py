@@ -71,5 +71,6 @@ class EventFrames:
             message_id=event["id"],
             timestamp=event["timestamp"],
             seq=event["seq"],
+            epoch=event.get("epoch"),
             encoding=encoding,
         )

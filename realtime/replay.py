@@ -6,7 +6,7 @@ from accounts.principal import Principal
 from memories.models import Memory
 from memories.visibility import Audience, can_view, seen_as
 from realtime.frames import JSON
-from realtime.log import events_after
+from realtime.log import events_after, position
 from realtime.messages import logged_message
 from realtime.rendering import EventFrames
 
@@ -33,6 +33,7 @@ def replay(
     At most `limit` events are looked at, and no more once the frames reach `max_bytes`.
     """
     events = events_after(viewer.tenant_id, after_seq, before=before, limit=limit)
+    epoch = position(viewer.tenant_id).epoch if events else None
     now = {
         row["id"]: Audience(tenant_id=row["tenant_id"], owner_id=row["owner_id"], visibility=row["visibility"])
         for row in Memory.objects.filter(pk__in={e.memory_id for e in events}).values(
@@ -44,7 +45,7 @@ def replay(
         if max_bytes is not None and size >= max_bytes:
             break  # the rest is the next page's
         last_seq, looked_at = event.seq, looked_at + 1
-        rendered = EventFrames(logged_message(event))
+        rendered = EventFrames(logged_message(event, epoch))
         # The frame the viewer would have had live, with the role they have now: the
         # event's content was shown to those who could see the memory then, no one else.
         seen = seen_as(viewer, before=rendered.before, after=rendered.after)

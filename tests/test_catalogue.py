@@ -23,9 +23,11 @@ def test_publish_refuses_an_undeclared_event_or_a_drifted_payload():
     [
         ({"id": "1", "type": "pong", "timestamp": "t", "data": {"timestamp": "t"}, "seq": 1}, "expected"),
         ({"id": "1", "type": "memory.embedding_complete", "timestamp": "t", "data": {}}, "expected"),
-        ({"id": "1", "type": "memory.deleted", "timestamp": "t", "seq": 0, "data": {}}, "positive"),
+        ({"id": "1", "type": "memory.deleted", "timestamp": "t", "seq": 0, "epoch": "e", "data": {}}, "positive"),
+        ({"id": "1", "type": "memory.deleted", "timestamp": "t", "seq": 1, "epoch": "", "data": {}}, "non-empty"),
+        ({"id": "1", "type": "memory.deleted", "timestamp": "t", "seq": 1, "data": {}}, "expected"),
         ({"id": "1", "type": "presence", "timestamp": "t", "data": {"users": [{"user_id": 1}]}}, "missing"),
-        ({"id": "1", "type": "resumed", "timestamp": "t", "data": {"last_seq": True}}, "expected"),
+        ({"id": "1", "type": "resumed", "timestamp": "t", "data": {"last_seq": True, "epoch": None}}, "expected"),
     ],
 )
 def test_frames_that_do_not_match_are_refused(frame, problem):

@@ -188,7 +188,7 @@ async def test_python_client_sends_its_position_tracks_seq_and_drops_stale_versi
 
     def frame(message_type: str, data: dict, seq: int | None = None) -> str:
         envelope = {"id": str(uuid.uuid4()), "type": message_type, "timestamp": "2026-01-01T00:00:00Z", "data": data}
-        return json.dumps(envelope | ({"seq": seq} if seq is not None else {}))
+        return json.dumps(envelope | ({"seq": seq, "epoch": "e1"} if seq is not None else {}))
 
     def updated(seq: int, version: int) -> str:
         at = "2026-01-01T00:00:00Z"
@@ -203,10 +203,10 @@ async def test_python_client_sends_its_position_tracks_seq_and_drops_stale_versi
             typing = frame("memory.typing", {"memory_id": "m1", "user_id": "1", "user_name": "alice"})
             for text in (updated(7, 3), updated(8, 2), typing):  # the second is older than the first: dropped
                 await ws.send(text)
-            await ws.send(frame("resumed", {"last_seq": 9}))
+            await ws.send(frame("resumed", {"last_seq": 9, "epoch": "e1"}))
             await ws.close(1013)  # did not read fast enough: reconnect and resume
         else:
-            await ws.send(frame("resync_required", {"reason": "expired", "current_seq": 20}))
+            await ws.send(frame("resync_required", {"reason": "expired", "current_seq": 20, "epoch": "e2"}))
             await ws.wait_closed()
 
     with pytest.raises(ValueError):
@@ -219,9 +219,14 @@ async def test_python_client_sends_its_position_tracks_seq_and_drops_stale_versi
         client.on("memory.updated", lambda data: versions.append(data["memory"]["version"]))
         heard = record(client, "resync_required")
         async with running(client):
-            assert (await next_event(heard, "resync_required")) == {"reason": "expired", "current_seq": 20}
-            assert client.last_seq == 20  # the position it goes on from
-    assert [s.get("last_seq") for s in subscribes] == [5, 9]  # the constructor's, then max(8, resumed 9)
+            assert (await next_event(heard, "resync_required")) == {
+                "reason": "expired",
+                "current_seq": 20,
+                "epoch": "e2",
+            }
+            assert (client.last_seq, client.epoch) == (20, "e2")  # the position it goes on from
+    # The constructor's position (no epoch known), then max(8, resumed 9) with the epoch of the frames.
+    assert [(s.get("last_seq"), s.get("epoch")) for s in subscribes] == [(5, None), (9, "e1")]
     assert versions == [3]  # version 2 after version 3 was dropped
 
 
@@ -280,9 +285,10 @@ async def test_python_client_with_a_position_ahead_of_the_server_is_told_to_resy
     heard = record(bob, "resync_required", "memory.created")
     async with running(bob):
         data = await next_event(heard, "resync_required")
-        current = (await event_log(server, keys["bob"], 0))["current_seq"]
-        assert data == {"reason": "ahead", "current_seq": current} and resyncs == [data]
-        assert bob.last_seq == current  # adopted: the next reconnect resumes from there
+        log = await event_log(server, keys["bob"], 0)
+        current = log["current_seq"]
+        assert data == {"reason": "ahead", "current_seq": current, "epoch": log["epoch"]} and resyncs == [data]
+        assert (bob.last_seq, bob.epoch) == (current, log["epoch"])  # adopted: the next reconnect resumes from there
         await create_memory(server, keys["alice"], "after the resync")
         await next_event(heard, "memory.created")
         assert bob.last_seq == (await event_log(server, keys["bob"], 0))["current_seq"] > current
@@ -457,7 +463,7 @@ async def test_the_cli_prints_created_updated_and_deleted_memories_as_json_lines
         assert "subscribed to memories" in await until(tail.stderr, "connected")
         memory = await create_memory(server, keys["alice"], "from the CLI test")
         created = json.loads(await read_line(tail.stdout))
-        assert set(created) == {"id", "type", "timestamp", "data", "seq"}
+        assert set(created) == {"id", "type", "timestamp", "data", "seq", "epoch"}
         assert (created["type"], created["data"]["memory"]["id"]) == ("memory.created", memory["id"])
         path = f"/api/v4/memories/{memory['id']}/"
         assert (await asyncio.to_thread(api, server, "PATCH", path, keys["alice"], {"title": "renamed"}))[0] == 200

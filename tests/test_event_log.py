@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from accounts.models import Membership, Role
 from memories.models import Memory, Visibility
-from realtime.log import prune_events
-from realtime.models import Event
+from realtime.log import position, prune_events
+from realtime.models import Event, TenantSequence
 from tests.support.auth import jwt_for
 from tests.support.factories import MemoryFactory
 from tests.support.wsclient import connect, frames
@@ -29,9 +29,9 @@ def seqs(tenant) -> list[int]:
     return list(Event.objects.filter(tenant=tenant).values_list("seq", flat=True))
 
 
-async def resume(comm, last_seq) -> list[dict]:
+async def resume(comm, last_seq, **more) -> list[dict]:
     """Send resume and return every frame up to and including `resumed` (or `resync_required`)."""
-    await comm.send_json_to({"type": "resume", "data": {"last_seq": last_seq}})
+    await comm.send_json_to({"type": "resume", "data": {"last_seq": last_seq, **more}})
     received = []
     while not received or received[-1]["type"] not in ("resumed", "resync_required"):
         received.append(await comm.receive_json_from(5))
@@ -77,7 +77,8 @@ async def test_resume_replays_what_the_viewer_may_see_in_order_then_live_events(
         ("memory.created", 4, "missed 2"),
         ("resumed", None, None),
     ]
-    assert received[-1]["data"] == {"last_seq": 4}
+    assert received[-1]["data"] == {"last_seq": 4, "epoch": live["epoch"]}
+    assert {f["epoch"] for f in received[:-1]} == {live["epoch"]}
     await sync(MemoryFactory, owner=owner, visibility=Visibility.PUBLIC)
     assert [f["seq"] for f in await frames(comm)] == [5]
     await comm.disconnect()
@@ -129,9 +130,49 @@ async def test_resume_outside_the_log_or_its_bound_asks_for_a_resync(make_user, 
     settings.PUOMEMO_WS_RESUME_MAX_EVENTS = 2  # 2 events may be replayed, not 3
     comm = await connect(jwt_for(owner), subscribe=["memories"])
     [reply] = await resume(comm, {"ahead": 99, "expired": 1, "too_many": 1}[where])
-    assert (reply["type"], reply["data"]) == ("resync_required", {"reason": where, "current_seq": 4})
+    epoch = (await sync(position, owner.membership.tenant_id)).epoch
+    assert (reply["type"], reply["data"]) == ("resync_required", {"reason": where, "current_seq": 4, "epoch": epoch})
     assert [f["type"] for f in await resume(comm, 2)] == ["memory.created", "memory.created", "resumed"]
     await comm.disconnect()
+
+
+async def test_a_resume_of_another_epoch_asks_for_a_resync_and_one_without_an_epoch_is_judged_by_seq(make_user):
+    owner = await sync(make_user)
+    for _ in range(3):
+        await sync(MemoryFactory, owner=owner)
+    epoch = (await sync(position, owner.membership.tenant_id)).epoch
+    comm = await connect(jwt_for(owner), subscribe=["memories"])
+    [reply] = await resume(comm, 1, epoch="an older epoch")
+    assert (reply["type"], reply["data"]) == ("resync_required", {"reason": "epoch", "current_seq": 3, "epoch": epoch})
+    replayed = await resume(comm, 1, epoch=epoch)
+    assert [(f["type"], f.get("epoch")) for f in replayed] == [
+        ("memory.created", epoch),
+        ("memory.created", epoch),
+        ("resumed", None),
+    ]
+    assert replayed[-1]["data"] == {"last_seq": 3, "epoch": epoch}
+    await comm.disconnect()
+    comm = await connect(jwt_for(owner), subscribe=["memories"])
+    assert [f["type"] for f in await resume(comm, 2)] == ["memory.created", "resumed"]  # an older client's resume
+    await comm.send_json_to({"type": "resume", "data": {"last_seq": 2, "epoch": 7}})
+    assert (await comm.receive_json_from(5))["data"]["message"] == "Invalid message format: epoch must be a string"
+    await comm.disconnect()
+
+
+def test_a_new_counter_row_starts_a_new_epoch(make_user, client_for):
+    owner = make_user()
+    MemoryFactory(owner=owner)
+    api = client_for(owner)
+    before = api.get("/api/v4/memories/").json()
+    assert before["seq"] == 1 and before["epoch"] == position(owner.membership.tenant_id).epoch
+    # A stream numbered anew (the log and its counter gone, as an older backup without them would leave it).
+    Event.objects.filter(tenant_id=owner.membership.tenant_id).delete()
+    TenantSequence.objects.filter(tenant_id=owner.membership.tenant_id).delete()
+    MemoryFactory(owner=owner)
+    after = api.get("/api/v4/events", {"after_seq": 0, "epoch": before["epoch"]})
+    assert after.status_code == 410
+    assert after.json()["reason"] == "epoch" and after.json()["epoch"] not in (None, before["epoch"])
+    assert api.get("/api/v4/events", {"after_seq": 0, "epoch": after.json()["epoch"]}).status_code == 200
 
 
 def test_retention_keeps_the_last_events_and_the_young_ones(make_user, settings):
@@ -189,6 +230,32 @@ async def test_a_write_the_process_never_published_arrives_by_the_log_poll(make_
     await comm.disconnect()
 
 
+async def test_a_counter_put_back_renews_the_epoch_and_connections_are_told_to_resync(make_user, settings):
+    settings.PUOMEMO_EVENT_LOG_POLL_SECONDS = 0.2
+    owner = await sync(make_user)
+    for _ in range(3):
+        await sync(MemoryFactory, owner=owner)
+    comm = await connect(jwt_for(owner), subscribe=["memories"])
+    await sync(MemoryFactory, owner=owner)
+    [live] = await frames(comm)
+    tenant_id = owner.membership.tenant_id
+
+    def put_back():
+        # What restoring an older copy of the tables in place does (SQLite's file, or rows replaced by hand).
+        Event.objects.filter(tenant_id=tenant_id, seq__gt=2).delete()
+        TenantSequence.objects.filter(tenant_id=tenant_id).update(last_seq=2)
+
+    await sync(put_back)
+    await asyncio.sleep(0.5)
+    [told] = await frames(comm)
+    renewed = (await sync(position, tenant_id)).epoch
+    assert renewed != live["epoch"]
+    assert (told["type"], told["data"]) == ("resync_required", {"reason": "epoch", "current_seq": 2, "epoch": renewed})
+    await sync(MemoryFactory, owner=owner)  # seq 3 again, another event: delivered, in the new epoch
+    assert [(f["seq"], f["epoch"]) for f in await frames(comm)] == [(3, renewed)]
+    await comm.disconnect()
+
+
 def test_events_endpoint_pages_and_filters(make_user, client_for):
     owner, guest = make_user(), make_user(Role.GUEST)
     for i in range(5):
@@ -200,7 +267,8 @@ def test_events_endpoint_pages_and_filters(make_user, client_for):
     second = api.get("/api/v4/events", {"after_seq": first["last_seq"], "limit": 3}).json()
     assert [e["seq"] for e in second["events"]] == [5]
     assert second["last_seq"] == 5
-    assert set(second["events"][0]) == {"id", "type", "timestamp", "data", "seq"}
+    assert set(second["events"][0]) == {"id", "type", "timestamp", "data", "seq", "epoch"}
+    assert second["events"][0]["epoch"] == second["epoch"] == first["epoch"]
 
 
 def test_events_endpoint_says_when_to_resync_and_rejects_bad_input(make_user, client_for):

@@ -84,7 +84,7 @@ async def test_every_frame_goes_straight_to_the_socket_in_order_and_a_resume_rep
         ("memory.created", 6),
         ("memory.created", 7),
     ]
-    assert received[4]["data"] == {"last_seq": 7}
+    assert received[4]["data"] == {"last_seq": 7, "epoch": received[1]["epoch"]}
     assert seqs(direct) == [4, 5, 1, 2, 3, 6, 7]  # no queue under daphne
     await comm.disconnect()
 

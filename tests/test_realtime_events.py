@@ -26,7 +26,7 @@ async def test_rest_writes_arrive_in_the_spec_shapes(make_user, client_for):
 
     created = (await sync(api.post, URL, {"title": "T", "content": "C", "tags": ["x"]}, format="json")).json()
     [event] = await frames(watcher)
-    assert set(event) == {"id", "type", "timestamp", "data", "seq"}
+    assert set(event) == {"id", "type", "timestamp", "data", "seq", "epoch"}
     assert (event["type"], event["seq"]) == ("memory.created", 1)
     assert event["data"] == {
         "memory": {

@@ -25,7 +25,7 @@ from memories.selectors import consistent_read, memory_list, memory_search, memo
 from memories.serializers import MemoryOutputSerializer
 from memories.services import VersionConflict, memory_create, memory_delete, memory_restore, memory_update
 from memories.visibility import can_change, can_create, visible_memories
-from realtime.log import current_seq
+from realtime.log import stream_position
 from web.forms import ListQuery, MemoryForm, VersionForm
 from web.markdown import render as render_markdown
 
@@ -117,9 +117,9 @@ def snapshot(viewer: Principal, query: ListQuery | None = None) -> dict:
         memories = memories.filter(Q(created_at__lt=cursor[0]) | Q(created_at=cursor[0], pk__lt=cursor[1]))
     with consistent_read():
         page = list(memories[: LIST_LIMIT + 1])
-        seq = current_seq(viewer.tenant_id)
+        position = stream_position(viewer.tenant_id)
     return {
-        "seq": seq,
+        **position,
         "memories": [memory_json(viewer, memory) for memory in page[:LIST_LIMIT]],
         "more": len(page) > LIST_LIMIT,
     }
@@ -212,7 +212,7 @@ def edit(request: HttpRequest, pk) -> HttpResponse:
     memory = _visible(viewer, pk)
     if not can_change(viewer, memory):
         raise PermissionDenied("You may not change this memory.")
-    context = {"memory": memory, "boot": {"memory_id": str(memory.pk), "seq": current_seq(viewer.tenant_id)}}
+    context = {"memory": memory, "boot": {"memory_id": str(memory.pk), **stream_position(viewer.tenant_id)}}
     if request.method == "GET":
         return page(request, "web/edit.html", {**context, "form": MemoryForm.of(memory)})
     form = MemoryForm(request.POST)

@@ -65,7 +65,7 @@ const systemClock = {
 export class PuoMemoClient {
   /**
    * @param {object} [options]  see README.md: url, token, tokenProvider, ticketProvider, channels, lastSeq,
-   *   encoding, keepalive, replyTimeout, backoffBase, backoffCap, stableAfter, restartJitter, WebSocket, clock,
+   *   epoch, encoding, keepalive, replyTimeout, backoffBase, backoffCap, stableAfter, restartJitter, WebSocket, clock,
    *   random, logger
    */
   constructor(options = {}) {
@@ -76,6 +76,7 @@ export class PuoMemoClient {
       ticketProvider = null,
       channels = DEFAULT_CHANNELS,
       lastSeq = null,
+      epoch = null,
       encoding = 'json',
       keepalive = 30000,
       replyTimeout = 10000,
@@ -89,6 +90,7 @@ export class PuoMemoClient {
       logger = console,
     } = options;
     if (lastSeq !== null && !isWhole(lastSeq)) throw new TypeError('lastSeq must be a whole number or null');
+    if (epoch !== null && typeof epoch !== 'string') throw new TypeError('epoch must be a string or null');
     if (!Array.isArray(channels)) throw new TypeError('channels must be an array of channel names');
     if (!ENCODINGS.includes(encoding)) throw new TypeError(`encoding must be 'json' or 'msgpack', not ${encoding}`);
     if (!WebSocket) {
@@ -125,6 +127,7 @@ export class PuoMemoClient {
     this._waiters = new Map();
     this._typingSent = new Map();
     this._lastSeq = lastSeq;
+    this._epoch = epoch;
     this._versions = new Map(); // memory id -> the newest `version` seen, at most MAX_TRACKED_VERSIONS
     this._ready = Promise.resolve();
     this._settleReady = null;
@@ -153,6 +156,14 @@ export class PuoMemoClient {
    */
   get lastSeq() {
     return this._lastSeq;
+  }
+
+  /**
+   * The epoch `lastSeq` belongs to, sent with it: a server whose stream was numbered anew (a restored database)
+   * answers `resync_required` with reason 'epoch' instead of replaying the wrong events. null until known.
+   */
+  get epoch() {
+    return this._epoch;
   }
 
   /** Call `handler(data, message)` for each server message of `type`; also 'state', 'closed' and '*' (every frame). */
@@ -312,7 +323,10 @@ export class PuoMemoClient {
         return;
       }
       const subscribe = { channels: [...this.channels] };
-      if (this._lastSeq !== null) subscribe.last_seq = this._lastSeq; // the server replays what was missed
+      if (this._lastSeq !== null) {
+        subscribe.last_seq = this._lastSeq; // the server replays what was missed...
+        if (this._epoch !== null) subscribe.epoch = this._epoch; // ...if its numbering is still the one it came from
+      }
       this._send('subscribe', subscribe);
       this._later(() => {
         if (this._conn === conn && !conn.established) this._abandon(conn, 'no subscribed reply');
@@ -341,7 +355,7 @@ export class PuoMemoClient {
     }
     if (typeof frame?.type !== 'string') return;
     const { type, data } = frame;
-    if (!this._track(type, frame.seq, data)) return; // an older version of a memory than one already seen
+    if (!this._track(type, frame.seq, data, frame.epoch)) return; // an older version of a memory than one already seen
     if ((type === 'subscribed' || type === 'unsubscribed') && Array.isArray(data?.channels)) {
       this.channels = [...data.channels];
     }
@@ -367,14 +381,23 @@ export class PuoMemoClient {
   }
 
   /** Follow the event position; false for a memory event older than a version already seen. */
-  _track(type, seq, data) {
-    if (isWhole(seq)) this._lastSeq = this._lastSeq === null ? seq : Math.max(this._lastSeq, seq);
+  _track(type, seq, data, epoch) {
+    if (isWhole(seq)) {
+      if (typeof epoch === 'string' && epoch !== this._epoch) {
+        this._lastSeq = seq; // numbered anew: the old position means nothing now
+        this._epoch = epoch;
+      } else {
+        this._lastSeq = this._lastSeq === null ? seq : Math.max(this._lastSeq, seq);
+      }
+    }
     if (!data || typeof data !== 'object') return true;
     if (type === 'resumed' && isWhole(data.last_seq)) {
       this._lastSeq = Math.max(this._lastSeq ?? 0, data.last_seq);
+      if (typeof data.epoch === 'string') this._epoch = data.epoch;
     } else if (type === 'resync_required' && isWhole(data.current_seq)) {
       // Handlers reload over REST; the client goes on from the tenant's current position.
       this._lastSeq = data.current_seq;
+      this._epoch = typeof data.epoch === 'string' ? data.epoch : null;
       this._versions.clear(); // an "ahead" server may have been restored from a backup: versions too
       if (!this._handlers.get('resync_required')?.length) {
         this._log.warn(`PuoMemoClient: resync required (${data.reason}) and no handler: reload the state over REST`);

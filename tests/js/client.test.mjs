@@ -234,6 +234,34 @@ test('every reconnect re-subscribes its channels with last_seq, and follows resu
   assert.deepEqual(socket.frames('subscribe')[0].data, { channels: ['memories', 'tenant.updates'], last_seq: 40 });
 });
 
+test('the epoch travels with last_seq: sent, followed from frames, resumed and resync_required', async () => {
+  const s = setup({ lastSeq: 3, epoch: 'e1' });
+  s.client.connect();
+  await flush();
+  s.socket().open();
+  assert.deepEqual(s.socket().frames('subscribe')[0].data, {
+    channels: ['memories', 'tenant.updates'],
+    last_seq: 3,
+    epoch: 'e1',
+  });
+  s.socket().push('memory.created', { memory: { id: 'm1', version: 1 } }, { seq: 7, epoch: 'e1' });
+  assert.deepEqual([s.client.lastSeq, s.client.epoch], [7, 'e1']);
+  // A restored database numbers anew: the server says so first, and the client follows its position.
+  s.socket().push('resync_required', { reason: 'epoch', current_seq: 2, epoch: 'e2' });
+  assert.deepEqual([s.client.lastSeq, s.client.epoch], [2, 'e2']);
+  // An event of another epoch is a new numbering even without that notice: its seq, not the higher old one.
+  s.socket().push('memory.created', { memory: { id: 'm2', version: 1 } }, { seq: 3, epoch: 'e3' });
+  assert.deepEqual([s.client.lastSeq, s.client.epoch], [3, 'e3']);
+  s.socket().drop(1006);
+  const socket = await nextSocket(s);
+  socket.accept();
+  const resubscribe = socket.frames('subscribe')[0].data;
+  assert.deepEqual(resubscribe, { channels: ['memories', 'tenant.updates'], last_seq: 3, epoch: 'e3' });
+  socket.push('resumed', { last_seq: 5, epoch: 'e3' });
+  assert.deepEqual([s.client.lastSeq, s.client.epoch], [5, 'e3']);
+  assert.throws(() => new PuoMemoClient({ url: URL, WebSocket: fakeWebSocket(), epoch: 7 }), /epoch/);
+});
+
 test('no lastSeq yet: subscribe carries none', async () => {
   const s = await connected();
   assert.deepEqual(s.socket().frames('subscribe')[0].data, { channels: ['memories', 'tenant.updates'] });

@@ -109,16 +109,16 @@ class Server:
                 self.process.wait()
 
 
-def start_server(env: dict, log: Path, args: tuple[str, ...] = ()) -> Server:
-    """Start `manage.py serve` (with extra `args`; one process unless they say --workers) on a free port and wait
-    until it answers HTTP."""
-    port = free_port()
+def start_server(env: dict, log: Path, args: tuple[str, ...] = (), port: int | None = None) -> Server:
+    """Start `manage.py serve` (with extra `args`; one process unless they say --workers) on `port` (by default a
+    free one) and wait until it answers HTTP."""
+    port = port or free_port()
     args = args if "--workers" in args else (*args, "--workers", "1")
     process = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", str(port), *args],
         cwd=ROOT,
         env=env,
-        stdout=log.open("w"),
+        stdout=log.open("a"),
         stderr=subprocess.STDOUT,
     )
     server = Server(port, process, log)
@@ -514,8 +514,9 @@ class Nginx:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_nginx(upstreams: list[int]) -> Nginx:
-    """Debian's nginx in the foreground, unprivileged, on a free port, running docker/nginx.conf."""
+def start_nginx(upstreams: list[int], *, connections: int = 512) -> Nginx:
+    """Debian's nginx in the foreground, unprivileged, on a free port, running docker/nginx.conf; each WebSocket
+    takes two of its worker's `connections` (the client's and the upstream's)."""
     # A directory of its own outside pytest's (0700) tmp, so that an unprivileged nginx may write there.
     directory = Path(tempfile.mkdtemp(prefix="puomemo-nginx-"))
     port = free_port()
@@ -526,7 +527,7 @@ def start_nginx(upstreams: list[int]) -> Nginx:
     )
     (directory / "nginx.conf").write_text(
         f"daemon off;\nworker_processes 1;\npid {directory / 'nginx.pid'};\nerror_log {directory / 'error.log'};\n"
-        f"events {{}}\nhttp {{\n{temp}include {directory / 'puomemo.conf'};\n}}\n"
+        f"events {{ worker_connections {connections}; }}\nhttp {{\n{temp}include {directory / 'puomemo.conf'};\n}}\n"
     )
     user = {}
     if os.geteuid() == 0:

@@ -123,6 +123,7 @@ class PuoMemoClient:
         stable_after: float = 5.0,
         restart_jitter: float = 1.0,
         last_seq: int | None = None,
+        epoch: str | None = None,
         encoding: Encoding = "json",
         compression: str | None = "deflate",
         sleep: Sleep = asyncio.sleep,
@@ -133,6 +134,8 @@ class PuoMemoClient:
             raise ValueError("PuoMemoClient needs a token or a token_provider")
         if last_seq is not None and (isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0):
             raise ValueError("last_seq must be a whole number or None")
+        if epoch is not None and not isinstance(epoch, str):
+            raise ValueError("epoch must be a string or None")
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
         if compression not in ("deflate", None):
@@ -172,6 +175,7 @@ class PuoMemoClient:
         self._last_received = 0.0
         self._tasks: list[asyncio.Task] = []
         self._last_seq = last_seq
+        self._epoch = epoch
         self._versions: dict[str, int] = {}  # memory id -> the newest `version` seen, at most MAX_TRACKED_VERSIONS
 
     @property
@@ -188,6 +192,12 @@ class PuoMemoClient:
         """
         return self._last_seq
 
+    @property
+    def epoch(self) -> str | None:
+        """The epoch `last_seq` belongs to, sent with it: a server whose stream was numbered anew (a restored
+        database) answers `resync_required` with reason "epoch" instead of replaying the wrong events."""
+        return self._epoch
+
     def on(self, event: str, handler: Handler) -> None:
         """Register a handler (sync or async) called with each `event`'s data, or a client event.
 
@@ -199,8 +209,10 @@ class PuoMemoClient:
         Custom events (channel `custom`) arrive by their full name, e.g. `custom.cursor` ({event, payload,
         memory_id, user_id, user_name}); there are no patterns other than `*`.
 
-        `resync_required` ({reason, current_seq}) means events were missed that the log no longer has (or the
-        position is ahead of the server): reload the state over REST. The client continues from `current_seq`.
+        `resync_required` ({reason, current_seq, epoch}) means the client cannot catch up from the event log:
+        reason "expired" (the log no longer has the events), "ahead" (the position is ahead of the server),
+        "too_many" (more than the server replays in one resume) or "epoch" (the stream was numbered anew, e.g.
+        a restored database). Reload the state over REST; the client continues from `current_seq` and `epoch`.
         """
         self.handlers.setdefault(event, []).append(handler)
 
@@ -384,6 +396,8 @@ class PuoMemoClient:
                     subscribe: dict[str, Any] = {"channels": self.channels}
                     if self._last_seq is not None:
                         subscribe["last_seq"] = self._last_seq  # the server replays what was missed, then `resumed`
+                        if self._epoch is not None:
+                            subscribe["epoch"] = self._epoch  # ...if its numbering is still the one it came from
                     await self.send("subscribe", subscribe)
                     self._tasks.append(asyncio.create_task(self._expect_subscribed(ws)))
                 else:
@@ -394,7 +408,7 @@ class PuoMemoClient:
                     if frame is None:
                         continue
                     message_type, data = frame["type"], frame.get("data")
-                    if not self._track(message_type, frame.get("seq"), data):
+                    if not self._track(message_type, frame.get("seq"), data, frame.get("epoch")):
                         continue  # an older version of a memory than one already seen
                     if message_type in ("subscribed", "unsubscribed") and isinstance(data, dict):
                         self.channels = list(data.get("channels", self.channels))
@@ -441,17 +455,23 @@ class PuoMemoClient:
             logger.warning("No `subscribed` reply within %s s: dropping the connection", self.reply_timeout)
             ws.transport.abort()  # counts as 1006: reconnect with backoff
 
-    def _track(self, message_type: str, seq: Any, data: Any) -> bool:
+    def _track(self, message_type: str, seq: Any, data: Any, epoch: Any = None) -> bool:
         """Follow the event position; return False for a memory event older than a version already seen."""
         if _whole(seq):
-            self._last_seq = seq if self._last_seq is None else max(self._last_seq, seq)
+            if isinstance(epoch, str) and epoch != self._epoch:
+                self._last_seq, self._epoch = seq, epoch  # numbered anew: the old position means nothing now
+            else:
+                self._last_seq = seq if self._last_seq is None else max(self._last_seq, seq)
         if not isinstance(data, dict):
             return True
         if message_type == "resumed" and _whole(data.get("last_seq")):
             self._last_seq = max(self._last_seq or 0, data["last_seq"])
+            if isinstance(data.get("epoch"), str):
+                self._epoch = data["epoch"]
         elif message_type == "resync_required" and _whole(data.get("current_seq")):
             # Handlers reload over REST; the client goes on from the tenant's current position.
             self._last_seq = data["current_seq"]
+            self._epoch = data.get("epoch") if isinstance(data.get("epoch"), str) else None
             self._versions.clear()  # an "ahead" server may have been restored from a backup: versions too
             if not self.handlers.get("resync_required"):
                 logger.warning("Resync required (%s) and no handler: reload the state over REST", data.get("reason"))

@@ -3,7 +3,9 @@
 import argparse
 import asyncio
 import logging
+import signal
 import sys
+import time
 
 from asgiref.sync import sync_to_async
 from daphne.cli import CommandLineInterface
@@ -15,7 +17,7 @@ from accounts.access import prune_access_changes
 from memories import embeddings
 from memories.services import trash_purge
 from memories.worker import embedding_worker, run_worker
-from puomemo import patches, prefork
+from puomemo import draining, patches, prefork
 from realtime.log import prune_events
 from realtime.node import node
 from realtime.protocol import CloseCode
@@ -30,12 +32,26 @@ DAPHNE_HEADROOM_BYTES = 64 * 1024
 # How often a serving process prunes the event log.
 PRUNE_SECONDS = 3600
 
+# daphne resets a handshake its application has not accepted within this (its default: 5 s). The application
+# accepts at once, but in a reconnect storm its turn can come later: the client, which gives up after its own
+# wait (10 s), must decide, not a TCP reset that nginx counts as the instance failing (it then skips the one
+# instance left for fail_timeout, and answers every request with 502).
+WEBSOCKET_CONNECT_TIMEOUT_SECONDS = 30
+
 # How long the reactor waits after the 1012 closes so the frames leave the sockets.
 SHUTDOWN_FLUSH_SECONDS = 0.5
+# On SIGTERM, the longest the HTTP requests in flight may take to finish before the process stops anyway,
+# and how long (from the SIGTERM) idle keep-alive connections may stay for the proxy to close them.
+SHUTDOWN_DRAIN_SECONDS = 10
+SHUTDOWN_IDLE_SECONDS = 3
 
 
 def _close_connections_on_shutdown() -> None:
-    """Tell clients the instance restarts (1012: they come back at once) instead of dropping their TCP connections."""
+    """Tell clients the instance restarts (1012: they come back at once) instead of dropping their TCP connections.
+
+    On SIGTERM the process first drains (_drain) and only then stops the reactor, whose shutdown cancels
+    whatever still runs; other stops (SIGINT) close the WebSockets with 1012 at once.
+    """
     import daphne.server  # noqa: F401  (installs the asyncio reactor before twisted's default)
     from twisted.internet import defer, reactor
 
@@ -48,10 +64,63 @@ def _close_connections_on_shutdown() -> None:
     def before_shutdown():
         return defer.Deferred.fromFuture(asyncio.ensure_future(close_all()))
 
+    async def drain_then_stop() -> None:
+        try:
+            await _drain(close_all)
+        finally:
+            reactor.stop()
+
+    def on_sigterm() -> None:
+        _background.add(asyncio.ensure_future(drain_then_stop()))
+
+    # Twisted's own SIGTERM handler would stop the reactor at once: in-flight requests would be cut off.
+    reactor.callWhenRunning(lambda: asyncio.get_event_loop().add_signal_handler(signal.SIGTERM, on_sigterm))
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
 
 
+async def _drain(close_all) -> None:
+    """Stop accepting, let every HTTP request in flight finish and close its connection, close WebSockets with 1012."""
+    # A proxy in front (docker/nginx.conf) then finds the port refused and sends new requests and handshakes to
+    # another instance, which is safe to retry even for a POST: nothing was sent. Its keep-alive connections here
+    # it closes itself, after a response (`Connection: close`), so it is not writing to one as the process exits.
+    from twisted.internet import reactor, tcp
+    from twisted.web.http import HTTPChannel
+
+    def http_channels() -> list[HTTPChannel]:
+        readers = [getattr(reader, "protocol", None) for reader in reactor.getReaders()]
+        return [protocol for protocol in readers if isinstance(protocol, HTTPChannel)]
+
+    for reader in reactor.getReaders():
+        if isinstance(reader, tcp.Port):
+            reader.stopListening()
+    # The proxy closes each keep-alive connection after its next response, and finds the port refused when it
+    # opens another; the idle ones it no longer picks are closed at exit.
+    draining.draining = True
+    for channel in http_channels():
+        channel.persistent = False  # closed once its request is answered
+    await close_all()
+    started = time.monotonic()
+    deadline = started + SHUTDOWN_DRAIN_SECONDS
+    while any(channel.requests for channel in http_channels()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    # Time for the proxy to use up (and close) its idle keep-alive connections here, or to stop picking them.
+    while http_channels() and time.monotonic() < started + SHUTDOWN_IDLE_SECONDS:
+        await asyncio.sleep(0.05)
+    # The reactor's shutdown cancels what still runs: close the idle ones now, the busy ones after their answer.
+    for channel in http_channels():
+        if not channel.requests:
+            channel.loseConnection()
+
+
 _background: set[asyncio.Future] = set()
+
+
+def _tcp_endpoint(host: str, port: int) -> str:
+    """daphne's endpoint for host and port, with the accept queue the workers' sockets have (prefork.BACKLOG)."""
+    # Twisted's default queue of 50 overflows in a reconnect storm: handshakes then wait for SYN
+    # retransmits, or the proxy in front gives up on the instance.
+    interface = host.strip("[]").replace(":", "\\:")
+    return f"tcp:port={port}:interface={interface}:backlog={prefork.BACKLOG}"
 
 
 def _on_a_thread_once_running(function, *args) -> None:
@@ -155,11 +224,12 @@ class Command(BaseCommand):
         daphne_max = settings.PUOMEMO_WS_MAX_MESSAGE_BYTES + DAPHNE_HEADROOM_BYTES
         heartbeat = settings.PUOMEMO_WS_HEARTBEAT_SECONDS
         argv = [
-            *(["-e", worker_endpoint] if worker_endpoint else ["-b", host, "-p", str(port)]),
+            "-e", worker_endpoint or _tcp_endpoint(host, port),
             "--websocket-max-message-size", str(daphne_max),
             "--websocket-max-frame-size", str(daphne_max),
             "--ping-interval", str(heartbeat),
             "--ping-timeout", str(heartbeat),
+            "--websocket_connect_timeout", str(WEBSOCKET_CONNECT_TIMEOUT_SECONDS),
             *(["--proxy-headers"] if proxy_headers else []),
             "puomemo.asgi:application",
         ]  # fmt: skip

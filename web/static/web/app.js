@@ -27,7 +27,11 @@ function show(state, text) {
   indicator.dataset.state = state;
 }
 
-/** Reload the list (events older than the log, or a 410 while polling). */
+/**
+ * Reload the list: on every `resync_required` reason (the log no longer has the events: 'expired'; more than one
+ * resume replays: 'too_many'; the position is ahead of the server, or its stream was numbered anew after a
+ * restore: 'ahead', 'epoch'), and on a 410 while polling.
+ */
 async function resync() {
   const response = await fetch(`${boot.urls.snapshot}?${list.query()}`, { credentials: 'same-origin' });
   if (response.ok) list.replace(await response.json());
@@ -76,7 +80,8 @@ async function poll() {
   pollTimer = null;
   let more = false;
   try {
-    const response = await fetch(`${boot.urls.events}?after_seq=${list.seq}&limit=1000`, {
+    const epoch = list.epoch ? `&epoch=${encodeURIComponent(list.epoch)}` : '';
+    const response = await fetch(`${boot.urls.events}?after_seq=${list.seq}&limit=1000${epoch}`, {
       credentials: 'same-origin',
       headers: { Accept: 'application/json' },
     });
@@ -127,7 +132,7 @@ function signedOut() {
 
 // --- The socket -------------------------------------------------------------------
 
-const client = new PuoMemoClient({ lastSeq: boot.seq });
+const client = new PuoMemoClient({ lastSeq: boot.seq, epoch: boot.epoch ?? null });
 let failures = 0;
 // A 4001 can mean only that this socket's session was replaced (a password change in another tab gives the
 // browser a new session cookie): one reconnect a 4001 in a row finds out; 'open' allows the next one.

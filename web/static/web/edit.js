@@ -9,7 +9,7 @@ const load = document.getElementById('live-conflict-load');
 const version = document.querySelector('input[name=expected_version]');
 let theirs = null;
 
-const client = new PuoMemoClient({ lastSeq: boot.seq, channels: ['memories'] });
+const client = new PuoMemoClient({ lastSeq: boot.seq, epoch: boot.epoch ?? null, channels: ['memories'] });
 client.on('memory.updated', (data) => {
   if (data.memory.id !== boot.memory_id || data.memory.version <= Number(version.value)) return;
   theirs = data.memory;

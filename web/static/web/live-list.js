@@ -34,7 +34,7 @@ function newer(a, b) {
 export class LiveList {
   /**
    * @param {HTMLElement} root  the <ul> the server rendered the snapshot into
-   * @param {object} options  {snapshot: {seq, memories, more}, filters, urls: {meta, snapshot}, actions:
+   * @param {object} options  {snapshot: {seq, epoch, memories, more}, filters, urls: {meta, snapshot}, actions:
    *   <template>, empty: element, older: the "Load older" button, userId: the viewer's id}
    */
   constructor(root, { snapshot, filters, urls, actions, empty, older, userId }) {
@@ -69,6 +69,7 @@ export class LiveList {
   /** Start over from a snapshot {seq, memories, more} (the page's, or a fresh one after resync_required). */
   replace(snapshot, { redraw = true } = {}) {
     this.seq = snapshot.seq;
+    this.epoch = snapshot.epoch ?? null; // the numbering `seq` belongs to: polling sends it with after_seq
     this.memories = new Map(snapshot.memories.map((m) => [m.id, m]));
     this.more = snapshot.more;
     this.cursor = snapshot.memories.at(-1) ?? null; // the oldest memory held
