@@ -21,12 +21,13 @@ from tests.support.pyclient import cli, next_event, read_line, record, running, 
 MSGPACK = "puomemo.msgpack"
 MEMORY_ID = "7d1f0a52-3c1e-4f0e-9a57-2b1c6a1e9d40"
 AT = "2026-01-01T00:00:00Z"
+EPOCH = "e1"  # the tenant stream's epoch a scripted server numbers its logged frames in
 
 
 def envelope(message_type: str, data: dict, seq: int | None = None) -> dict:
     """A server frame, held to the catalogue (custom.* ones to the contract) before a scripted server sends it."""
     frame = {"id": str(uuid.uuid4()), "type": message_type, "timestamp": AT, "data": data}
-    frame |= {"seq": seq} if seq is not None else {}
+    frame |= {"seq": seq, "epoch": EPOCH} if seq is not None else {}
     if message_type.startswith("custom."):
         assert set(frame) == {"id", "type", "timestamp", "data"}, frame  # ephemeral: no seq
         assert set(data) == {"event", "payload", "memory_id", "user_id", "user_name"} and data["event"] == message_type
