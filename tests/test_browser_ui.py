@@ -302,9 +302,16 @@ def test_every_page_passes_axe_core_and_the_list_works_by_keyboard(cluster, brow
     memory = create(cluster, "ann", title="Accessible", content="**x**", tags=["a11y"], visibility="team")
     ann = login("ann")
     violations = axe_violations(ann)
-    # Every page the header links to, the edit page, and the 404 page.
+    # Every page the header links to (the list, search, the trash), a memory's page, its edit page, search
+    # results, a filtered list, and the 404 page.
     links = ann.locator("header a").evaluate_all("(links) => links.map((a) => a.href)")
-    pages = {*links, f"{server.http}/memories/{memory['id']}/edit/", f"{server.http}/?tag=a11y"}
+    pages = {
+        *links,
+        f"{server.http}/memories/{memory['id']}/",
+        f"{server.http}/memories/{memory['id']}/edit/",
+        f"{server.http}/search/?q=accessible",
+        f"{server.http}/?tag=a11y",
+    }
     for url in sorted(pages):
         ann.goto(url)
         violations += axe_violations(ann)
