@@ -166,7 +166,7 @@ async def test_a_msgpack_connection_round_trips_every_message_type(live):
     # This connection got both live, so a resume repeats neither; another connection gets both replayed.
     await send(ws, {"type": "resume", "data": {"last_seq": created["seq"] - 1}})
     resumed = await receive(ws)
-    assert (resumed["type"], resumed["data"]) == ("resumed", {"last_seq": updated["seq"]})
+    assert (resumed["type"], resumed["data"]) == ("resumed", {"last_seq": updated["seq"], "epoch": updated["epoch"]})
     again = await connect(live, "bob", msgpacked=True)
     await send(again, {"type": "resume", "data": {"last_seq": created["seq"] - 1}})
     replayed = [await receive(again), await receive(again), await receive(again)]
@@ -176,7 +176,7 @@ async def test_a_msgpack_connection_round_trips_every_message_type(live):
         ("memory.updated", updated["seq"]),
         ("resumed", None),
     ]
-    assert replayed[2]["data"] == {"last_seq": updated["seq"]}
+    assert replayed[2]["data"] == {"last_seq": updated["seq"], "epoch": updated["epoch"]}
     await send(ws, {"type": "unsubscribe", "data": {"channels": ["memories"]}})
     assert (await receive(ws))["type"] == "unsubscribed"
     await ws.close()

@@ -159,9 +159,12 @@ def test_a_long_resume_arrives_whole_at_the_pace_the_client_reads(live):
             count = 0
             while (frame := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "resumed":
                 assert frame["seq"] == first + count
+                epochs.add(frame["epoch"])
                 count += 1
                 await asyncio.sleep(0.002)
             return count, frame["data"]
 
+    epochs = set()
     count, resumed = asyncio.run(resume())
-    assert (count, resumed) == (3000, {"last_seq": first + 2999})
+    assert len(epochs) == 1  # one stream, numbered in one epoch
+    assert (count, resumed) == (3000, {"last_seq": first + 2999, "epoch": epochs.pop()})
