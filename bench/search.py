@@ -10,7 +10,6 @@ search pays whatever the index.
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -33,20 +32,11 @@ from accounts.models import Role  # noqa: E402
 from accounts.principal import Principal  # noqa: E402
 from accounts.services import tenant_create, user_create  # noqa: E402
 from bench import search_recall  # noqa: E402
+from bench.embeddings import median_seconds  # noqa: E402
 from memories import embeddings  # noqa: E402
 from memories.models import EmbeddingStatus, Memory  # noqa: E402
 from memories.search import meaning_search  # noqa: E402
 from memories.selectors import memory_search  # noqa: E402
-
-
-def timed(fn, repeat: int) -> float:
-    """Median seconds of `repeat` calls."""
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def fill(tenant, owner, count: int) -> None:
@@ -113,17 +103,17 @@ def main() -> None:
 
     texts = [f"A note about topic {i}: the team met and decided things." for i in range(256)]
     embeddings.encode(texts[:8])  # load the model
-    encode_seconds = timed(lambda: embeddings.encode(texts), repeat=3)
+    encode_seconds = median_seconds(lambda: embeddings.encode(texts), repeat=3)
     print(f"embeddings: {len(texts) / encode_seconds:,.0f} texts/s (256 short texts in one call, CPU)")
 
-    query_seconds = timed(lambda: embeddings.encode(["dogs"]), repeat=20)
+    query_seconds = median_seconds(lambda: embeddings.encode(["dogs"]), repeat=20)
     print(f"baseline, embedding one query: {query_seconds * 1000:.1f} ms")
     for size in args.sizes:
         fill(tenant, owner, size)
         # "dogs" is in no memory's text; "synthetic" is in every one (the keyword side's worst case).
         for q in ("dogs", "synthetic"):
-            search_seconds = timed(lambda q=q: memory_search(viewer=viewer, q=q, limit=10), repeat=5)
-            meaning_seconds = timed(lambda q=q: meaning_search(viewer, q, 10), repeat=5)
+            search_seconds = median_seconds(lambda q=q: memory_search(viewer=viewer, q=q, limit=10), repeat=5)
+            meaning_seconds = median_seconds(lambda q=q: meaning_search(viewer, q, 10), repeat=5)
             print(
                 f"search {q!r} over {size:,} memories: {search_seconds * 1000:.0f} ms "
                 f"= {search_seconds / query_seconds:.1f}x the query embedding "
