@@ -4,6 +4,7 @@ them (each event once, in `seq` order)."""
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -20,6 +21,13 @@ logger = logging.getLogger(__name__)
 
 # A resume's first page: small, since its events' sizes are not known yet (later pages adapt).
 FIRST_PAGE_EVENTS = 8
+
+# Resume pages are read and rendered on threads of their own, not the one thread all connections share; few and
+# long-lived, so a reconnect storm's resumes hold at most this many of the process's pooled database connections.
+# (The loop's default executor would do, but its threads come and go with their loop, and a thread that ends with
+# a connection open, as under channels' test communicators, which skip the close, never hands it back.)
+REPLAY_THREADS = 2
+_replay_threads = ThreadPoolExecutor(REPLAY_THREADS, thread_name_prefix="replay")
 
 
 class ResumeRunning(Exception):
@@ -107,8 +115,7 @@ class Delivery:
         # Events from live_from on reached this connection live already: replay only what came before.
         before, limit = self.live_from, FIRST_PAGE_EVENTS
         while True:
-            # Each page is read and rendered on a thread of its own, not the one all connections share.
-            page = await database_sync_to_async(replay, thread_sensitive=False)(
+            page = await database_sync_to_async(replay, thread_sensitive=False, executor=_replay_threads)(
                 self.viewer(),
                 after,
                 before=before,

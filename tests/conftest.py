@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, sync_playwright
 from accounts.auth_cache import auth_cache
 from accounts.models import Role
 from realtime import catalogue
+from realtime.delivery import REPLAY_THREADS
 from realtime.node import Node, using
 from realtime.redis_clients import RedisTarget
 from tests.support.auth import bearer, jwt_for
@@ -84,6 +85,24 @@ def fresh_realtime_state():
     with using(Node(RedisTarget.from_settings())):
         yield
     channel_layers.backends.clear()
+
+
+# Threads that may keep a pooled connection between tests: channels' test communicators skip the close after each
+# database_sync_to_async call, so asgiref's thread-sensitive thread and the resume page threads keep theirs, and the
+# test's own thread holds one until its transaction ends.
+LONG_LIVED_CONNECTIONS = 1 + REPLAY_THREADS + 1
+
+
+@pytest.fixture(autouse=True)
+def pooled_connections_come_back():
+    """On PostgreSQL, a test leaves no more connections out of the pool than the long-lived threads hold: a thread
+    that ends with one never hands it back, and a handful of such tests starve every later one (PoolTimeout)."""
+    yield
+    connection = connections["default"]
+    if connection.vendor == "postgresql" and connection.pool is not None:
+        stats = connection.pool.get_stats()
+        out = stats["pool_size"] - stats["pool_available"]
+        assert out <= LONG_LIVED_CONNECTIONS, f"{out} pooled connections are still out after the test: {stats}"
 
 
 @pytest.fixture(scope="session", autouse=True)
