@@ -112,6 +112,12 @@ class Writer:
             return 0
 
 
+def failed_writes(access_log: Path, most: int = 10) -> list[str]:
+    """nginx's log lines of the creates it did not answer 201 (which instance, its status, when), the first few."""
+    lines = [line for line in access_log.read_text().splitlines() if '"POST /api/v4/memories/"' in line]
+    return [line for line in lines if '/" 201 ' not in line][:most]
+
+
 def progress(text: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
 
@@ -244,6 +250,7 @@ async def _storm(cluster: Cluster, nginx, *, clients: int, rate: float, mode: st
             "resyncs": sum(len(w.resyncs) for w in watched),
             "close_codes": {str(code): count for code, count in sorted(codes.items())},
             "writes": {str(code): count for code, count in sorted(writer.statuses.items())},
+            "failed_writes": failed_writes(nginx.access_log),
         }
     finally:
         writer.running = False
@@ -299,12 +306,15 @@ async def _rolling(cluster: Cluster, watched: list[Watched], settle: float) -> d
     rounds = []
     for index, server in enumerate(list(cluster.servers)):
         stopped_at = time.monotonic()
+        progress(f"SIGTERM to the instance on port {server.port}")
         await asyncio.to_thread(server.stop)  # SIGTERM: its clients get 1012
+        progress("it exited")
         await asyncio.sleep(1)
         affected = [w for w in watched if any(at >= stopped_at for at, _ in w.closes)]
         await until(lambda: all(w.client.connected for w in watched), settle, "every client back")
         rounds.append({"cut_off": len(affected), "seconds_until_all_live": round(time.monotonic() - stopped_at, 2)})
         cluster.servers[index] = await asyncio.to_thread(restart, cluster, server, f"server-{index}-again")
+        progress("started again")
         await asyncio.sleep(FAIL_TIMEOUT + 1)
     return {"rounds": rounds}
 
