@@ -307,12 +307,18 @@ async def _rolling(cluster: Cluster, watched: list[Watched], settle: float) -> d
     for index, server in enumerate(list(cluster.servers)):
         stopped_at = time.monotonic()
         progress(f"SIGTERM to the instance on port {server.port}")
-        await asyncio.to_thread(server.stop)  # SIGTERM: its clients get 1012
-        progress("it exited")
+        graceful = await asyncio.to_thread(server.stop)  # SIGTERM: its clients get 1012
+        progress("it exited" if graceful else "it was still draining: killed")
         await asyncio.sleep(1)
         affected = [w for w in watched if any(at >= stopped_at for at, _ in w.closes)]
         await until(lambda: all(w.client.connected for w in watched), settle, "every client back")
-        rounds.append({"cut_off": len(affected), "seconds_until_all_live": round(time.monotonic() - stopped_at, 2)})
+        rounds.append(
+            {
+                "cut_off": len(affected),
+                "seconds_until_all_live": round(time.monotonic() - stopped_at, 2),
+                "exited_by_itself": graceful,
+            }
+        )
         cluster.servers[index] = await asyncio.to_thread(restart, cluster, server, f"server-{index}-again")
         progress("started again")
         await asyncio.sleep(FAIL_TIMEOUT + 1)

@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -187,6 +189,41 @@ async def test_sigterm_closes_connections_with_1012_service_restart(cluster):
     ws = await ready(server.ws, cluster["keys"]["bob"])
     await asyncio.to_thread(server.stop)  # SIGTERM, as a rolling restart sends
     assert await close_code(ws) == 1012
+
+
+def test_sigterm_refuses_new_connections_and_answers_the_requests_already_there(cluster):
+    """What a proxy in front meets during a rolling restart: nothing it has sent is cut off."""
+    server, key = cluster["cluster"].start_server("server-d", ()), cluster["keys"]["alice"]
+    body = json.dumps({"title": "sent across a SIGTERM"}).encode()
+    head = (
+        f"POST /api/v4/memories/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    in_flight = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    in_flight.sendall(head + body[:5])  # a request the proxy is still sending
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    idle.sendall(b"GET /login/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert idle.recv(65536).startswith(b"HTTP/1.1 200")  # and keeps the connection for the next request
+
+    server.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while True:  # the port is closed at once: a proxy sends new requests elsewhere
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+        except ConnectionRefusedError:
+            break
+        assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
+        time.sleep(0.05)
+    time.sleep(1.5)  # past the WebSockets' 1012 and their flush
+    in_flight.sendall(body[5:])
+    answer = in_flight.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 201") and b"connection: close" in answer.lower(), answer[:300]
+    idle.sendall(b"GET /login/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # a proxy reusing its idle connection
+    answer = idle.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200") and b"connection: close" in answer.lower(), answer[:300]
+    assert server.process.wait(30) == 0
+    in_flight.close()
+    idle.close()
 
 
 async def test_oversize_messages_leave_no_memory_behind(cluster):

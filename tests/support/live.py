@@ -99,14 +99,22 @@ class Server:
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """SIGTERM, as a deployment stops it; False if it had to be killed, still draining after DRAIN_BOUND_SECONDS."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(10)
+                self.process.wait(DRAIN_BOUND_SECONDS)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+                return False
+        return True
+
+
+# Longer than a draining serve can take (its requests' 10 s, the idle keep-alive wait, the 1012 flush): a server
+# still running after this is stuck, not slow.
+DRAIN_BOUND_SECONDS = 30
 
 
 def start_server(env: dict, log: Path, args: tuple[str, ...] = (), port: int | None = None) -> Server:

@@ -43,7 +43,9 @@ SHUTDOWN_FLUSH_SECONDS = 0.5
 # On SIGTERM, the longest the HTTP requests in flight may take to finish before the process stops anyway,
 # and how long (from the SIGTERM) idle keep-alive connections may stay for the proxy to close them.
 SHUTDOWN_DRAIN_SECONDS = 10
-SHUTDOWN_IDLE_SECONDS = 3
+# Longer than the proxy keeps an idle upstream connection (docker/nginx.conf: keepalive_timeout 2s), so that the
+# proxy closes the idle ones itself rather than the process closing one under a request the proxy is writing.
+SHUTDOWN_IDLE_SECONDS = 4
 
 
 def _close_connections_on_shutdown() -> None:
@@ -87,23 +89,30 @@ async def _drain(close_all) -> None:
     from twisted.web.http import HTTPChannel
 
     def http_channels() -> list[HTTPChannel]:
-        readers = [getattr(reader, "protocol", None) for reader in reactor.getReaders()]
-        return [protocol for protocol in readers if isinstance(protocol, HTTPChannel)]
+        protocols = [getattr(reader, "protocol", None) for reader in reactor.getReaders()]
+        # Twisted's HTTPFactory wraps each channel in a proxy (_GenericHTTPChannelProtocol, for ALPN): unwrap it.
+        channels = [getattr(protocol, "_channel", protocol) for protocol in protocols]
+        return [channel for channel in channels if isinstance(channel, HTTPChannel)]
 
     for reader in reactor.getReaders():
         if isinstance(reader, tcp.Port):
+            # Connections the kernel completed but the process has not accepted yet would be reset with the socket,
+            # and the proxy may have written a POST on one: take them first (they are answered `Connection: close`).
+            reader.doRead()
             reader.stopListening()
     # The proxy closes each keep-alive connection after its next response, and finds the port refused when it
-    # opens another; the idle ones it no longer picks are closed at exit.
+    # opens another; the idle ones it closes after its keep-alive timeout.
     draining.draining = True
     for channel in http_channels():
-        channel.persistent = False  # closed once its request is answered
+        if channel.requests:
+            # Closed once its request is answered. (An idle channel made so would drop its next request unread.)
+            channel.persistent = False
     await close_all()
     started = time.monotonic()
     deadline = started + SHUTDOWN_DRAIN_SECONDS
     while any(channel.requests for channel in http_channels()) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    # Time for the proxy to use up (and close) its idle keep-alive connections here, or to stop picking them.
+    # Time for the proxy to use up or time out (and close) its idle keep-alive connections here.
     while http_channels() and time.monotonic() < started + SHUTDOWN_IDLE_SECONDS:
         await asyncio.sleep(0.05)
     # The reactor's shutdown cancels what still runs: close the idle ones now, the busy ones after their answer.
