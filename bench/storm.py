@@ -7,11 +7,13 @@ It starts a Redis of its own, a fresh database (PostgreSQL when DATABASE_URL nam
 connects `--clients` PuoMemoClients (the Python client library, with its own jittered backoff) through nginx:
 nginx spreads them over the two. With writes running through nginx at `--rate` a second it either
 SIGKILLs one instance (`--mode kill`, the storm: that instance's clients all reconnect to the other at once and
-resume) or restarts both in turn with SIGTERM (`--mode rolling`: clients get 1012 and come back at once).
+resume), restarts both in turn with SIGTERM (`--mode rolling`: clients get 1012 and come back at once), or
+does neither for 30 s (`--mode steady`: what the machine carries with no fault, the storms' baseline).
 
 It prints JSON: how long until every client cut off was live again (its `resumed` after the reconnect), the
 survivor's peak RSS and CPU, database transactions per second (PostgreSQL's pg_stat_database), the close codes
-clients saw, writes that failed, and events lost and duplicated at the clients (against the event log).
+clients saw, writes that failed, events lost and duplicated at the clients (against the event log), and how
+long the clients took to catch up once the writes stopped.
 """
 
 import argparse
@@ -86,11 +88,13 @@ class Writer:
     async def run(self) -> None:
         pending: set[asyncio.Task] = set()
         start, sent = time.monotonic(), 0
+        self.started = start
         while self.running:
             sent += 1
             pending.add(asyncio.create_task(self._create(sent)))
             pending = {task for task in pending if not task.done()}
             await asyncio.sleep(max(0.0, start + sent / self.rate - time.monotonic()))
+        self.stopped = time.monotonic()
         await asyncio.gather(*pending)
         self.pool.shutdown()
 
@@ -164,6 +168,10 @@ async def until(condition, timeout: float, what: str) -> float:
     return time.monotonic()
 
 
+# How long the steady mode writes, after the warm-up, with no fault.
+STEADY_SECONDS = 30
+
+
 def restart(cluster: Cluster, server: Server, name: str) -> Server:
     """Start the instance again on its port (nginx has it as an upstream), as a deployment's restart would."""
     replacement = start_server(cluster.env, cluster.tmp / f"{name}.log", ("--no-worker", "--workers", "1"), server.port)
@@ -226,17 +234,22 @@ async def _storm(cluster: Cluster, nginx, *, clients: int, rate: float, mode: st
         await asyncio.sleep(warmup)  # longer than the clients' stable_after: their backoff starts from its first step
         if mode == "kill":
             figures = await _kill(cluster, watched, settle)
-        else:
+        elif mode == "rolling":
             figures = await _rolling(cluster, watched, settle)
+        else:  # steady: the same clients and writes, no fault: what the machine carries at all
+            await asyncio.sleep(STEADY_SECONDS)
+            figures = {}
         await asyncio.sleep(2)  # writes go on after the last client is back
         writer.running = False
         await writing
         final = (await asyncio.to_thread(position, nginx.http, keys["reader"]))["seq"]
         expected = set(range(start["seq"] + 1, final + 1))
         progress(f"writes stopped at seq {final}; waiting for every event at every client")
+        stopped, caught_up = time.monotonic(), None
         with contextlib.suppress(TimeoutError):
             # The newest event at every client (a cheap test, made often); what came before is counted after.
-            await until(lambda: all(w.seqs and w.seqs[-1] >= final for w in watched), settle, "every event everywhere")
+            done = await until(lambda: all(w.seqs and w.seqs[-1] >= final for w in watched), settle, "every event")
+            caught_up = round(done - stopped, 1)
         progress("counted")
         codes = Counter(code for w in watched for _, code in w.closes)
         return {
@@ -245,11 +258,15 @@ async def _storm(cluster: Cluster, nginx, *, clients: int, rate: float, mode: st
             "rate": rate,
             **figures,
             "events": len(expected),
+            # How far behind the clients were when the writes stopped: 0 when the machine keeps up.
+            "seconds_to_catch_up": caught_up,
             "lost": sum(len(expected - set(w.seqs)) for w in watched),
             "duplicated": sum(len(w.seqs) - len(set(w.seqs)) for w in watched),
             "resyncs": sum(len(w.resyncs) for w in watched),
             "close_codes": {str(code): count for code, count in sorted(codes.items())},
             "writes": {str(code): count for code, count in sorted(writer.statuses.items())},
+            # Below --rate when the answers come slower than the writer's threads can wait for them.
+            "writes_per_second": round(writer.statuses[201] / (writer.stopped - writer.started), 1),
             "failed_writes": failed_writes(nginx.access_log),
         }
     finally:
@@ -329,7 +346,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=50, help="REST creates a second, through nginx")
-    parser.add_argument("--mode", choices=("kill", "rolling"), default="kill")
+    parser.add_argument("--mode", choices=("kill", "rolling", "steady"), default="kill")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a setting of the servers")
     args = parser.parse_args()
     settings = dict(item.split("=", 1) for item in args.set)
