@@ -190,7 +190,14 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         elif message_type == "auth":
             await self.authenticate(data.get("token"))
         elif message_type == "presence":
-            self.emit("presence", {"users": await node().registry.presence(self.tenant_id)})
+            try:
+                users = await node().registry.presence(self.tenant_id)
+            except RedisError:
+                # Only this answer is missing (Redis down or failing over): the connection and its events go on.
+                raise Refused(
+                    {"message": "Presence is unavailable for a moment; ask again", "retry_after": 1.0}
+                ) from None
+            self.emit("presence", {"users": users})
         elif message_type == "typing":
             await relay_typing(self.principal, self.connection_id, data, self.typing)
         elif message_type == "publish":

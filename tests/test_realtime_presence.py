@@ -7,8 +7,10 @@ from channels.db import database_sync_to_async
 
 from accounts.models import Role
 from memories.models import Visibility
+from realtime.redis_clients import aclose_loop_clients
 from tests.support.auth import jwt_for
 from tests.support.factories import MemoryFactory
+from tests.support.live import RedisServer
 from tests.support.wsclient import connect, frames
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,6 +47,27 @@ def team(make_user):
     typist, teammate, guest = make_user(first_name="Tia"), make_user(), make_user(Role.GUEST)
     memory = MemoryFactory(owner=typist, visibility=Visibility.TEAM)
     return typist, teammate, guest, memory
+
+
+async def test_presence_while_redis_is_down_is_an_error_frame_and_the_connection_goes_on(make_user, settings, tmp_path):
+    redis_server = RedisServer(tmp_path)
+    redis_server.start()
+    settings.REDIS_URL = redis_server.url  # the node follows it, on either tier
+    try:
+        comm = await connect(jwt_for(await sync(make_user)), subscribe=None)
+        redis_server.stop()
+        await comm.send_json_to({"type": "presence"})
+        reply = await comm.receive_json_from(timeout=10)
+        assert (reply["type"], reply["data"]) == (
+            "error",
+            {"message": "Presence is unavailable for a moment; ask again", "retry_after": 1.0},
+        )
+        await comm.send_json_to({"type": "ping"})
+        assert (await comm.receive_json_from())["type"] == "pong"
+        await comm.disconnect()
+    finally:
+        redis_server.stop()
+        await aclose_loop_clients()
 
 
 async def test_typing_reaches_those_who_may_see_the_memory_but_not_its_sender(team):
