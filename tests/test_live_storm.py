@@ -45,7 +45,7 @@ async def test_a_rolling_restart_under_writes_loses_no_event_and_fails_no_write(
     assert all(round["exited_by_itself"] for round in figures["rounds"]), figures  # drained, not killed
     assert (figures["lost"], figures["duplicated"], figures["resyncs"]) == (0, 0, 0), figures
     # Every write was answered: the stopping instance cut no request nginx had sent it (docs/storms.md).
-    assert list(figures["writes"]) == ["201"] and figures["writes"]["201"] > 1000, figures
+    assert list(figures["writes"]) == ["201"] and figures["writes"]["201"] > 500, figures
     assert figures["close_codes"].get("1012", 0) >= 75, figures  # told "service restart", and came back
 
 

@@ -34,8 +34,7 @@ PRUNE_SECONDS = 3600
 
 # daphne resets a handshake its application has not accepted within this (its default: 5 s). The application
 # accepts at once, but in a reconnect storm its turn can come later: the client, which gives up after its own
-# wait (10 s), must decide, not a TCP reset that nginx counts as the instance failing (it then skips the one
-# instance left for fail_timeout, and answers every request with 502).
+# wait (10 s), must decide, not a TCP reset that the proxy answers with 502.
 WEBSOCKET_CONNECT_TIMEOUT_SECONDS = 30
 
 # How long the reactor waits after the 1012 closes so the frames leave the sockets.
