@@ -13,13 +13,17 @@ class BearerAuthentication(authentication.BaseAuthentication):
 
     def authenticate(self, request):
         header = authentication.get_authorization_header(request).split()
-        if not header or header[0].decode().lower() != self.keyword.lower():
+        if not header or header[0].lower() != self.keyword.lower().encode():
             return None
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
         try:
-            return auth_cache.authenticate(header[1].decode())
-        except (InvalidToken, UnicodeDecodeError) as error:
+            token = header[1].decode()
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("A token is ASCII; this one is not.") from None
+        try:
+            return auth_cache.authenticate(token)
+        except InvalidToken as error:
             raise exceptions.AuthenticationFailed(str(error)) from None
 
     def authenticate_header(self, request) -> str:

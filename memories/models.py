@@ -1,5 +1,6 @@
 """The Memory: a note with a title, content, tags and a visibility, owned by one user in one tenant."""
 
+import unicodedata
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,12 @@ TITLE_MAX_LENGTH = 200
 CONTENT_MAX_LENGTH = 100_000
 TAGS_MAX_COUNT = 20
 TAG_MAX_LENGTH = 50
+
+
+def normalize_tag(tag: str) -> str:
+    """A tag as stored and matched: without invisible format characters (zero-width spaces), trimmed, lower-case."""
+    return "".join(char for char in tag if unicodedata.category(char) != "Cf").strip().lower()
+
 
 # The fields clients see change; `memory.updated` reports only these.
 CLIENT_FIELDS = ("title", "content", "tags", "visibility")

@@ -9,7 +9,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 
 from accounts.principal import Principal
-from memories.models import Memory
+from memories.models import Memory, normalize_tag
 from memories.search import Hit, hybrid_search
 from memories.services import trash_cutoff
 from memories.visibility import Audience, restorable_memories, visible_memories
@@ -30,7 +30,7 @@ def memory_list(*, viewer: Principal, filters: dict) -> QuerySet[Memory]:
     """Visible memories, newest first, narrowed by tag, owner (username), visibility, text and update time."""
     memories = visible_memories(viewer).select_related("owner").order_by("-created_at", "-id")
     if "tag" in filters:
-        memories = memories.filter(_has_tag(filters["tag"].strip().lower()))
+        memories = memories.filter(_has_tag(normalize_tag(filters["tag"])))
     if "owner" in filters:
         memories = memories.filter(owner__username=filters["owner"])
     if "visibility" in filters:

@@ -7,7 +7,17 @@ from memories.models import (
     TITLE_MAX_LENGTH,
     Memory,
     Visibility,
+    normalize_tag,
 )
+
+
+class StringField(serializers.CharField):
+    """A CharField that takes JSON strings only: DRF's own stores 1 as "1" and 1e999 as "inf"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class MemoryOutputSerializer(serializers.ModelSerializer):
@@ -34,12 +44,12 @@ class MemoryOutputSerializer(serializers.ModelSerializer):
 
 
 class MemoryInputSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=TITLE_MAX_LENGTH, allow_blank=True, required=False, default="")
-    content = serializers.CharField(
+    title = StringField(max_length=TITLE_MAX_LENGTH, allow_blank=True, required=False, default="")
+    content = StringField(
         max_length=CONTENT_MAX_LENGTH, allow_blank=True, required=False, default="", trim_whitespace=False
     )
     tags = serializers.ListField(
-        child=serializers.CharField(max_length=TAG_MAX_LENGTH),
+        child=StringField(max_length=TAG_MAX_LENGTH),
         max_length=TAGS_MAX_COUNT,
         required=False,
         default=list,
@@ -47,10 +57,13 @@ class MemoryInputSerializer(serializers.Serializer):
     visibility = serializers.ChoiceField(choices=Visibility.choices, required=False, default=Visibility.TEAM)
 
     def validate_tags(self, tags: list[str]) -> list[str]:
-        # Tags are case-insensitive: stored stripped and in lower case, once each, in order.
-        cleaned = [tag.strip().lower() for tag in tags]
+        # Tags are case-insensitive: stored normalized (models.normalize_tag), once each, in order; the length
+        # counts what is stored, since case folding can lengthen a tag ("ß" is "ss").
+        cleaned = [normalize_tag(tag) for tag in tags]
         if not all(cleaned):
             raise serializers.ValidationError("Tags may not be blank.")
+        if any(len(tag) > TAG_MAX_LENGTH for tag in cleaned):
+            raise serializers.ValidationError(f"Ensure each tag has no more than {TAG_MAX_LENGTH} characters.")
         return list(dict.fromkeys(cleaned))
 
     def validate(self, attrs: dict) -> dict:

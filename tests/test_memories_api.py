@@ -23,6 +23,8 @@ def test_create_returns_the_memory_owned_by_the_caller(make_user, client_for):
         "updated_at",
     }  # fmt: skip
     assert body["tags"] == ["work", "q3"]
+    tagged = client_for(alice).post(URL, {"title": "Tags", "tags": ["Q\u200b3", "\u2060work"]}, format="json").json()
+    assert tagged["tags"] == ["q3", "work"]  # invisible characters are not part of a tag
     assert body["visibility"] == "team"
     assert body["owner"] == {"id": alice.pk, "username": alice.username}
     memory = Memory.objects.get(pk=body["id"])
@@ -94,6 +96,10 @@ def test_delete(make_user, client_for):
         ({"content": "x", "tags": ["t" * (TAG_MAX_LENGTH + 1)]}, "tags"),
         ({"content": "x", "tags": "not-a-list"}, "tags"),
         ({"content": "x", "tags": ["  "]}, "tags"),
+        ({"content": "x", "tags": ["\u200b"]}, "tags"),  # a zero-width space: a tag nobody could see
+        ({"content": "x", "tags": ["\u0130" * TAG_MAX_LENGTH]}, "tags"),  # twice as long in lower case
+        ({"content": "x", "tags": [7]}, "tags"),
+        ({"title": 1, "content": "x"}, "title"),
         ({"title": " ", "content": ""}, "content"),
     ],
 )
@@ -109,6 +115,13 @@ def test_bad_input_is_400_with_field_errors_and_writes_nothing(make_user, client
     assert Memory.objects.count() == 1
     memory.refresh_from_db()
     assert (memory.title, memory.content) == ("Keep", "Keep me")
+
+
+def test_a_number_for_a_string_is_refused_not_stored_as_text(make_user, client_for):
+    # 1e999 is valid JSON and parses to infinity: DRF's CharField would have stored "inf".
+    response = client_for(make_user()).post(URL, '{"title": 1e999, "content": "x"}', content_type="application/json")
+    assert (response.status_code, response.json()) == (400, {"title": ["Not a valid string."]})
+    assert not Memory.objects.exists()
 
 
 def test_limits_are_inclusive(make_user, client_for):
