@@ -27,6 +27,9 @@ from realtime.rendering import EventFrames
 
 logger = logging.getLogger(__name__)
 
+# An epoch is ours (realtime.models.new_epoch and the file node): far shorter than this.
+MAX_EPOCH_LENGTH = 100
+
 
 class MemoryConsumer(AsyncWebsocketConsumer):
     # Events reach consumers through the process's fan-out hub rather than a channel per
@@ -178,15 +181,17 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             self.emit("pong", {"timestamp": frames.now_iso()})
         elif message_type in ("subscribe", "unsubscribe"):
             channels = channels_named(data, message_type)
+            # Checked before anything changes: a frame refused is a frame not applied, not half of one.
+            position = stream_position(data) if message_type == "subscribe" and "last_seq" in data else None
             if message_type == "subscribe":
                 self.subscriptions.update(channels)
             else:
                 self.subscriptions.difference_update(channels)
             self.emit(f"{message_type}d", {"channels": sorted(self.subscriptions)})
-            if message_type == "subscribe" and "last_seq" in data:
-                self.resume(data["last_seq"], data.get("epoch"))
+            if position is not None:
+                self.resume(*position)
         elif message_type == "resume":
-            self.resume(data.get("last_seq"), data.get("epoch"))
+            self.resume(*stream_position(data))
         elif message_type == "auth":
             await self.authenticate(data.get("token"))
         elif message_type == "presence":
@@ -205,12 +210,8 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         else:
             self.emit("error", {"message": f"Unknown message type: {message_type[:100]}"})
 
-    def resume(self, last_seq: Any, epoch: Any = None) -> None:
+    def resume(self, last_seq: int, epoch: str | None) -> None:
         """Replay the events after last_seq, then `resumed`, then live ones; other frames are answered meanwhile."""
-        if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
-            raise frames.InvalidFrame("Invalid message format: last_seq must be a whole number")
-        if epoch is not None and not (isinstance(epoch, str) and 0 < len(epoch) <= 100):
-            raise frames.InvalidFrame("Invalid message format: epoch must be a string")
         try:
             self.delivery.resume(self.tenant_id, last_seq, epoch)
         except ResumeRunning:
@@ -277,3 +278,15 @@ class MemoryConsumer(AsyncWebsocketConsumer):
     def _close_soon(self, code: int) -> None:
         if self.close_code is None:
             self._closing = asyncio.get_running_loop().create_task(self.close(code))
+
+
+def stream_position(data: dict) -> tuple[int, str | None]:
+    """A `resume`'s (or a `subscribe`'s) last_seq and epoch, or InvalidFrame saying what is wrong with them."""
+    last_seq, epoch = data.get("last_seq"), data.get("epoch")
+    if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
+        raise frames.InvalidFrame("Invalid message format: last_seq must be a whole number")
+    if epoch is not None and not (isinstance(epoch, str) and 0 < len(epoch) <= MAX_EPOCH_LENGTH):
+        raise frames.InvalidFrame(
+            f"Invalid message format: epoch must be a string of 1 to {MAX_EPOCH_LENGTH} characters"
+        )
+    return last_seq, epoch

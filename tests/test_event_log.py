@@ -98,6 +98,21 @@ async def test_last_seq_in_subscribe_resumes_too(make_user):
     await comm.disconnect()
 
 
+@pytest.mark.parametrize("last_seq", ["abc", -5, 1e308, True])
+async def test_a_subscribe_with_a_bad_last_seq_is_refused_whole(make_user, last_seq):
+    owner = await sync(make_user)
+    comm = await connect(jwt_for(owner), subscribe=None)
+    await comm.send_json_to({"type": "subscribe", "data": {"channels": ["memories"], "last_seq": last_seq}})
+    reply = await comm.receive_json_from()
+    assert (reply["type"], reply["data"]) == (
+        "error",
+        {"message": "Invalid message format: last_seq must be a whole number"},
+    )
+    await comm.send_json_to({"type": "unsubscribe", "data": {"channels": []}})
+    assert (await comm.receive_json_from())["data"] == {"channels": []}  # the channels were not subscribed either
+    await comm.disconnect()
+
+
 async def test_replay_judges_by_the_viewer_and_memory_as_they_are_now(make_user):
     owner, viewer = await sync(lambda: (make_user(), make_user()))
     hidden_later = await sync(MemoryFactory, owner=owner, visibility=Visibility.TEAM, title="made private later")
@@ -155,7 +170,8 @@ async def test_a_resume_of_another_epoch_asks_for_a_resync_and_one_without_an_ep
     comm = await connect(jwt_for(owner), subscribe=["memories"])
     assert [f["type"] for f in await resume(comm, 2)] == ["memory.created", "resumed"]  # an older client's resume
     await comm.send_json_to({"type": "resume", "data": {"last_seq": 2, "epoch": 7}})
-    assert (await comm.receive_json_from(5))["data"]["message"] == "Invalid message format: epoch must be a string"
+    message = (await comm.receive_json_from(5))["data"]["message"]
+    assert message == "Invalid message format: epoch must be a string of 1 to 100 characters"
     await comm.disconnect()
 
 
