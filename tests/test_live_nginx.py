@@ -201,6 +201,15 @@ async def test_the_web_ui_logs_in_and_rides_its_session_through_nginx(scaled):
     await ws.close()
 
 
+def test_the_limits_a_client_meets_through_nginx_are_the_servers_own(scaled):
+    cluster, nginx = scaled
+    # The longest content allowed, escaped as Python's json (and most encoders) does: 1.2 MB on the wire.
+    status, created = api(nginx, "POST", "/api/v4/memories/", cluster.keys["bob"], {"content": "\U0001f600" * 100_000})
+    assert (status, len(created.get("content", ""))) == (201, 100_000)
+    status, refused = api(nginx, "POST", "/api/v4/memories/", cluster.keys["bob"], {"content": "x" * 3_000_000})
+    assert (status, refused) == (413, {"detail": "Request body is larger than the limit of 2621440 bytes."})
+
+
 async def test_sigkill_of_one_instance(scaled, ttl):
     cluster, nginx = scaled
     keys, servers = cluster.keys, cluster.servers
