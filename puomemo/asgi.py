@@ -2,8 +2,6 @@
 
 import os
 
-from channels.routing import ProtocolTypeRouter
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "puomemo.settings")
 
 from puomemo.http_handler import get_asgi_application  # Django's, with one thread hop a request
@@ -14,26 +12,13 @@ from puomemo import http_limits  # noqa: E402
 from puomemo.draining import close_when_draining  # noqa: E402
 from puomemo.patches import PatchError  # noqa: E402
 from realtime import daphne  # noqa: E402  (needs Django set up first)
-from realtime.routing import raising, websocket_application  # noqa: E402
+from realtime.routing import ProtocolRouter, websocket_application  # noqa: E402
 
 try:
     daphne.install()
     http_limits.install()
 except PatchError as error:  # a library version the patches were not written for: one line, no traceback
     raise SystemExit(f"puomemo: {error}") from None
-
-
-class ProtocolRouter(ProtocolTypeRouter):
-    """Channels' ProtocolTypeRouter as a plain function: a WebSocket's task runs its app's coroutine without this
-    router's suspended beside it for the life of the connection (realtime/routing.py)."""
-
-    _asgi_single_callable = True  # for asgiref: called once with (scope, receive, send), though not a coroutine
-
-    def __call__(self, scope, receive, send):
-        application = self.application_mapping.get(scope["type"])
-        if application is None:
-            return raising(ValueError(f"No application configured for scope type {scope['type']!r}"))
-        return application(scope, receive, send)
 
 
 application = ProtocolRouter({"http": close_when_draining(django_asgi_app), "websocket": websocket_application()})

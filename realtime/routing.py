@@ -8,6 +8,7 @@ frame and locals, for as long as the connection is open (~1.5 KiB each, docs/per
 import contextlib
 from urllib.parse import urlparse, urlsplit
 
+from channels.routing import ProtocolTypeRouter
 from channels.security.websocket import OriginValidator, WebsocketDenier
 from channels.sessions import SessionMiddlewareStack
 from django.conf import settings
@@ -20,6 +21,18 @@ PATH = "ws"
 async def raising(error: Exception) -> None:
     """Raise in the connection's task, as Channels' routers do (daphne answers the handshake with 500)."""
     raise error
+
+
+class ProtocolRouter(ProtocolTypeRouter):
+    """Channels' ProtocolTypeRouter, returning the coroutine of the app for the connection's type."""
+
+    _asgi_single_callable = True  # for asgiref: called once with (scope, receive, send), though not a coroutine
+
+    def __call__(self, scope, receive, send):
+        application = self.application_mapping.get(scope["type"])
+        if application is None:
+            return raising(ValueError(f"No application configured for scope type {scope['type']!r}"))
+        return application(scope, receive, send)
 
 
 class BrowserOriginValidator(OriginValidator):
