@@ -6,12 +6,13 @@ frame and locals, for as long as the connection is open (~1.5 KiB each, docs/per
 """
 
 import contextlib
+from importlib import import_module
 from urllib.parse import urlparse, urlsplit
 
 from channels.routing import ProtocolTypeRouter
 from channels.security.websocket import OriginValidator, WebsocketDenier
-from channels.sessions import SessionMiddlewareStack
 from django.conf import settings
+from django.http.cookie import parse_cookie
 
 from realtime.consumers import MemoryConsumer
 
@@ -78,12 +79,17 @@ class SameOriginSession:
     """Loads the session cookie only for a same-origin browser page, so that a cross-site page cannot ride it."""
 
     def __init__(self, inner) -> None:
-        self.with_session = SessionMiddlewareStack(inner)
         self.inner = inner
 
     def __call__(self, scope, receive, send):
-        app = self.with_session if same_origin(scope) else self.inner
-        return app(scope, receive, send)
+        if same_origin(scope):
+            # What Channels' SessionMiddlewareStack gives a WebSocket (which never saves the session), set in
+            # daphne's scope: the stack's two coroutines would keep copies of the scope for the connection's life.
+            cookie = next((value for name, value in scope.get("headers", ()) if name == b"cookie"), None)
+            scope["cookies"] = parse_cookie(cookie.decode("latin1")) if cookie is not None else {}
+            session_store = import_module(settings.SESSION_ENGINE).SessionStore
+            scope["session"] = session_store(scope["cookies"].get(settings.SESSION_COOKIE_NAME))
+        return self.inner(scope, receive, send)
 
 
 class Route:

@@ -13,6 +13,7 @@ from channels.db import database_sync_to_async
 from daphne.http_protocol import HTTPFactory
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory
+from django.test import Client
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
@@ -71,16 +72,22 @@ async def frames_sent(transport: Transport, count: int) -> list[bytes]:
     raise AssertionError(f"the server wrote {transport.value()!r}")
 
 
-async def open_subscribed(server: Server, token: str, deflate: bool):
-    """Upgrade a new TCP connection and subscribe it to memories: (its WebSocket protocol, its transport)."""
+async def open_subscribed(server: Server, credential: str, deflate: bool):
+    """Upgrade a new TCP connection and subscribe it to memories: (its WebSocket protocol, its transport).
+
+    `credential` is a token, or "sessionid=<key>" for a browser page of the site (its session cookie)."""
     http = server.http_factory.buildProtocol(None)
     transport = Transport()
     http.makeConnection(transport)
     key = base64.b64encode(os.urandom(16)).decode()
-    offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if deflate else ""
+    if credential.startswith("sessionid="):
+        target, headers = "/ws", f"Origin: http://localhost\r\nCookie: {credential}\r\n"
+    else:
+        target, headers = f"/ws?token={credential}", ""
+    headers += "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if deflate else ""
     http.dataReceived(
-        f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n".encode()
+        f"GET {target} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n".encode()
     )
     protocol = transport.protocol  # daphne handed the transport to the WebSocket protocol
     for _ in range(500):  # the application accepts, then the handshake completes
@@ -96,22 +103,34 @@ def consumer_of(task: asyncio.Task) -> MemoryConsumer:
     return task.get_coro().cr_frame.f_locals["self"]
 
 
-@pytest.mark.parametrize("deflate", [False, True], ids=["plain", "permessage-deflate"])
-async def test_an_idle_subscribed_connection_holds_only_what_it_uses(make_user, deflate):
-    token = jwt_for(await database_sync_to_async(make_user)())
+def session_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+@pytest.mark.parametrize(
+    ("deflate", "browser"),
+    [(False, False), (True, False), (True, True)],
+    ids=["token", "token-permessage-deflate", "browser-session-permessage-deflate"],
+)
+async def test_an_idle_subscribed_connection_holds_only_what_it_uses(make_user, deflate, browser):
+    user = await database_sync_to_async(make_user)()
+    credential = await database_sync_to_async(session_cookie)(user) if browser else jwt_for(user)
     server = daphne_server()
-    first, _ = await open_subscribed(server, token, deflate)
+    first, _ = await open_subscribed(server, credential, deflate)
     before = asyncio.all_tasks()
-    protocol, transport = await open_subscribed(server, token, deflate)
+    protocol, transport = await open_subscribed(server, credential, deflate)
     application = server.connections[protocol]["application_instance"]
 
     # One task for the connection, its application's, which awaits the client's next message directly: no
-    # routing layer's coroutine around the consumer's, no second task reading the queue (await_many_dispatch).
+    # routing or session layer's coroutine around the consumer's, no second task reading the queue.
     assert asyncio.all_tasks() - before == {application}
     assert application.get_coro().__qualname__ == "MemoryConsumer._run"
     assert application.get_coro().cr_await.__qualname__ == "_Inbox.get"
     consumer = consumer_of(application)
     assert consumer.joined and consumer.subscriptions == ("memories",)
+    assert (consumer.principal.session_key is not None) == browser  # a page's socket rides its session
     assert consumer.outbox.queue is None and consumer.outbox.writer is None  # frames went straight to the socket
     assert consumer.outbox.connection is protocol
     assert consumer.scope is None  # the handshake's headers and query string went with it
