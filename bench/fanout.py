@@ -188,13 +188,12 @@ class Harness:
             if subscribe:
                 for client in batch:
                     client.send_frame({"type": "subscribe", "data": {"channels": ["memories"]}})
+                # The batch's subscriptions in place (each reply came, or its connection closed) before the next
+                # batch: the server sets a connection up after its upgrade, and a burst of thousands would meet
+                # its admission bound (1013 past PUOMEMO_WS_ADMISSION_QUEUE waiting) instead of subscribing.
+                await asyncio.wait_for(asyncio.gather(*(c.subscribed for c in batch)), TIMEOUT)
             self.clients += batch
-        if subscribe:
-            # Until each subscription is in place (its reply came) or its connection closed: a server sets
-            # connections up behind the upgrades, so a fixed wait measured some before they subscribed.
-            await asyncio.wait_for(asyncio.gather(*(c.subscribed for c in self.clients)), TIMEOUT)
-        else:
-            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)
 
     def close(self) -> None:
         for client in self.clients:
