@@ -93,7 +93,12 @@ class MemoryConsumer(AsyncWebsocketConsumer):
     async def _run(self, receive: Callable[[], Coroutine]) -> None:
         try:
             while True:
-                await self.dispatch(await receive())
+                message = await receive()
+                # Handled in a task of its own, on a copy of the connection's context: after each
+                # database_sync_to_async, asgiref copies into the caller's context what Django set in context
+                # variables on the thread (asgiref Locals of the caches, task backends and translation, a decimal
+                # context): ~1 KiB that would otherwise stay in the connection's context for its life.
+                await asyncio.ensure_future(self.dispatch(message))
         except StopConsumer:
             pass
         finally:
