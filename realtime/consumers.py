@@ -1,6 +1,7 @@
 """The /ws consumer: translates client frames to calls and events to frames, and closes with the protocol's codes."""
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import uuid
@@ -93,12 +94,12 @@ class MemoryConsumer(AsyncWebsocketConsumer):
     async def _run(self, receive: Callable[[], Coroutine]) -> None:
         try:
             while True:
-                message = await receive()
-                # Handled in a task of its own, on a copy of the connection's context: after each
+                # Each message is handled in a task of its own, on a copy of the connection's context: after each
                 # database_sync_to_async, asgiref copies into the caller's context what Django set in context
                 # variables on the thread (asgiref Locals of the caches, task backends and translation, a decimal
-                # context): ~1 KiB that would otherwise stay in the connection's context for its life.
-                await asyncio.ensure_future(self.dispatch(message))
+                # context): ~1 KiB that would otherwise stay in the connection's context for its life. (No local
+                # variable either: it would keep the last message while the connection waits for the next.)
+                await asyncio.ensure_future(self.dispatch(await receive()))
         except StopConsumer:
             pass
         finally:
@@ -322,16 +323,19 @@ class MemoryConsumer(AsyncWebsocketConsumer):
     def _touch(self) -> None:
         # One timer for the connection, not one per message: when it fires it looks at the last activity.
         # (A cancelled timer stays in the event loop's heap, with what it refers to, until its time comes.)
+        # The connection's timers run in an empty context: one keeps a copy of the context it was set in
+        # otherwise, here a message's task's with what asgiref copied into it (see _run).
         loop = asyncio.get_running_loop()
         self.active_at = loop.time()
         if self.idle_timer is None:
-            self.idle_timer = loop.call_at(self.active_at + settings.PUOMEMO_WS_IDLE_TIMEOUT_SECONDS, self._idle)
+            due = self.active_at + settings.PUOMEMO_WS_IDLE_TIMEOUT_SECONDS
+            self.idle_timer = loop.call_at(due, self._idle, context=contextvars.Context())
 
     def _idle(self) -> None:
         loop = asyncio.get_running_loop()
         due = self.active_at + settings.PUOMEMO_WS_IDLE_TIMEOUT_SECONDS
         if loop.time() < due:
-            self.idle_timer = loop.call_at(due, self._idle)
+            self.idle_timer = loop.call_at(due, self._idle, context=contextvars.Context())
         else:
             self._close_soon(CloseCode.IDLE_TIMEOUT)
 
@@ -342,7 +346,9 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         expires_at = self.principal.expires_at
         if expires_at is not None:
             delay = max(0.0, (expires_at - datetime.now(UTC)).total_seconds())
-            self.expiry_timer = asyncio.get_running_loop().call_later(delay, self._close_soon, CloseCode.AUTH_FAILED)
+            self.expiry_timer = asyncio.get_running_loop().call_later(
+                delay, self._close_soon, CloseCode.AUTH_FAILED, context=contextvars.Context()
+            )
 
     def _close_soon(self, code: int) -> None:
         if self.close_code is None:

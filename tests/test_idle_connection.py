@@ -128,6 +128,7 @@ async def test_an_idle_subscribed_connection_holds_only_what_it_uses(make_user, 
     assert asyncio.all_tasks() - before == {application}
     assert application.get_coro().__qualname__ == "MemoryConsumer._run"
     assert application.get_coro().cr_await.__qualname__ == "_Inbox.get"
+    assert set(application.get_coro().cr_frame.f_locals) == {"self", "receive"}  # not the last message
     consumer = consumer_of(application)
     assert consumer.joined and consumer.subscriptions == ("memories",)
     assert (consumer.principal.session_key is not None) == browser  # a page's socket rides its session
@@ -150,8 +151,10 @@ async def test_an_idle_subscribed_connection_holds_only_what_it_uses(make_user, 
         assert getattr(protocol, name) is None, name
     assert protocol.request.path == "/ws"
 
-    # Messages move the idle deadline of one timer; they do not add one each.
+    # Messages move the idle deadline of one timer; they do not add one each. It keeps no copy of the context
+    # of the message that set it (what asgiref copied into it after a database call).
     timer = consumer.idle_timer
+    assert len(timer._context) == 0
     protocol.dataReceived(client_frame({"type": "ping"}, deflate))
     assert json.loads((await frames_sent(transport, 2))[1])["type"] == "pong"
     assert consumer.idle_timer is timer and not timer.cancelled()
