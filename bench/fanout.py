@@ -83,6 +83,7 @@ class Client(asyncio.Protocol):
         self.harness, self.path, self.msgpack = harness, path, msgpack
         self.buffer = bytearray()
         self.upgraded = asyncio.get_running_loop().create_future()
+        self.subscribed = asyncio.get_running_loop().create_future()  # True: the reply came; False: closed first
         self.transport = None
         self.inflate = zlib.decompressobj(-15) if deflate else None
         self.wire = 0  # bytes read off the socket
@@ -128,14 +129,19 @@ class Client(asyncio.Protocol):
             start = offset + header
             if opcode in (1, 2) and buffer[offset] & 0x40:  # RSV1: compressed (RFC 7692)
                 data = self.inflate.decompress(bytes(buffer[start : start + length]) + b"\x00\x00\xff\xff")
-                self.harness.frame(data, 0, len(data), now)
+                self.received(data, 0, len(data), now)
             elif opcode in (1, 2):
-                self.harness.frame(buffer, start, start + length, now)
+                self.received(buffer, start, start + length, now)
             elif opcode == 9:  # ping: pong with the same payload
                 payload = bytes(buffer[start : start + length])
                 self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
             offset = start + length
         del buffer[:offset]
+
+    def received(self, buffer: bytearray | bytes, start: int, end: int, now: float) -> None:
+        if not self.subscribed.done() and buffer.find(b"subscribed", start, end) >= 0:  # JSON or MessagePack
+            self.subscribed.set_result(True)
+        self.harness.frame(buffer, start, end, now)
 
     def send_frame(self, frame: dict) -> None:
         payload, opcode = (msgpack_module().packb(frame), 0x2) if self.msgpack else (json.dumps(frame).encode(), 0x1)
@@ -147,6 +153,8 @@ class Client(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         if not self.upgraded.done():
             self.upgraded.set_exception(ConnectionError("closed before the upgrade"))
+        if not self.subscribed.done():
+            self.subscribed.set_result(False)
 
 
 class Harness:
@@ -180,8 +188,12 @@ class Harness:
             if subscribe:
                 for client in batch:
                     client.send_frame({"type": "subscribe", "data": {"channels": ["memories"]}})
+                # The batch's subscriptions in place (each reply came, or its connection closed) before the next
+                # batch: the server sets a connection up after its upgrade, and a burst of thousands would meet
+                # its admission bound (1013 past PUOMEMO_WS_ADMISSION_QUEUE waiting) instead of subscribing.
+                await asyncio.wait_for(asyncio.gather(*(c.subscribed for c in batch)), TIMEOUT)
             self.clients += batch
-        await asyncio.sleep(1 if subscribe else 0.2)  # let the subscriptions land
+        await asyncio.sleep(0.2)
 
     def close(self) -> None:
         for client in self.clients:

@@ -28,7 +28,8 @@ class Patch:
 
 
 PATCHES: dict[str, tuple[Patch, ...]] = {
-    # Close codes, unsent-byte bounds and their scope function, shared compressed frames.
+    # Close codes, unsent-byte bounds and the connection in the scope, shared compressed frames, and what an
+    # open connection lets go of (the handshake's leftovers, daphne's queue, autobahn's frame masker).
     "realtime.daphne": (
         Patch(
             library="daphne",
@@ -38,9 +39,17 @@ PATCHES: dict[str, tuple[Patch, ...]] = {
                 "daphne.ws_protocol.WebSocketProtocol.serverSend",
                 "daphne.ws_protocol.WebSocketProtocol.serverAccept",
                 "daphne.ws_protocol.WebSocketProtocol.onClose",
+                "daphne.ws_protocol.WebSocketProtocol.onOpen",
                 "daphne.ws_protocol.WebSocketProtocol.client_addr",
+                "daphne.ws_protocol.WebSocketProtocol.server",
+                "daphne.ws_protocol.WebSocketProtocol.request",
+                "daphne.ws_protocol.WebSocketProtocol.clean_headers",
+                "daphne.ws_protocol.WebSocketProtocol.server_addr",
                 "daphne.ws_protocol.WebSocketFactory.__init__",
+                "daphne.ws_protocol.WebSocketFactory.protocol",
+                "daphne.server.Server.application",
                 "daphne.server.Server.create_application",
+                "daphne.server.Server.handle_reply",
                 "daphne.server.Server.connections",
             ),
         ),
@@ -54,6 +63,10 @@ PATCHES: dict[str, tuple[Patch, ...]] = {
                 "twisted.internet.tcp.Connection._tempDataBuffer",
                 "twisted.internet.tcp.Connection._tempDataLen",
                 "twisted.internet.tcp.Connection.abortConnection",
+                # The HTTP channel that carried an upgrade, unregistered as the transport's producer once open.
+                "twisted.internet.tcp.Connection.producer",
+                "twisted.internet.tcp.Connection.unregisterProducer",
+                "twisted.web.http.HTTPChannel._handlingRequest",
             ),
         ),
         Patch(
@@ -69,6 +82,21 @@ PATCHES: dict[str, tuple[Patch, ...]] = {
                 "autobahn.websocket.protocol.WebSocketProtocol._fail_connection",
                 "autobahn.websocket.protocol.WebSocketProtocol._perMessageCompress",
                 "autobahn.websocket.protocol.WebSocketProtocol.send_queue",
+                "autobahn.websocket.protocol.WebSocketProtocol.onFrameEnd",
+                "autobahn.websocket.protocol.WebSocketProtocol.current_frame_masker",
+                # What the opening handshake leaves on a connection (realtime.daphne._HANDSHAKE_ATTRIBUTES; its
+                # http_status_line and http_headers are set together, in a tuple assignment the guard cannot see).
+                "autobahn.websocket.protocol.WebSocketServerProtocol.http_request_data",
+                "autobahn.websocket.protocol.WebSocketServerProtocol.http_request_uri",
+                "autobahn.websocket.protocol.WebSocketServerProtocol.http_request_host",
+                "autobahn.websocket.protocol.WebSocketServerProtocol.http_request_path",
+                "autobahn.websocket.protocol.WebSocketServerProtocol.http_request_params",
+                "autobahn.websocket.protocol.WebSocketServerProtocol.http_response_data",
+                "autobahn.websocket.protocol.WebSocketServerProtocol.websocket_extensions",
+                "autobahn.websocket.protocol.WebSocketServerProtocol.websocket_extensions_in_use",
+                "autobahn.websocket.protocol.WebSocketServerProtocol.websocket_protocols",
+                "autobahn.websocket.protocol.WebSocketServerProtocol._wskey",
+                "autobahn.websocket.protocol.WebSocketServerProtocol._transport_details",
                 # Options a connection copies from its factory (set with setProtocolOptions).
                 "autobahn.websocket.protocol.WebSocketServerFactory.autoFragmentSize",
                 "autobahn.websocket.protocol.WebSocketServerFactory.maxMessagePayloadSize",

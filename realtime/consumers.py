@@ -1,8 +1,11 @@
 """The /ws consumer: translates client frames to calls and events to frames, and closes with the protocol's codes."""
 
 import asyncio
+import contextvars
+import itertools
 import logging
 import uuid
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,12 +19,13 @@ from accounts.access import reauthenticate
 from accounts.principal import InvalidToken, Principal
 from realtime import frames, metrics
 from realtime.authentication import principal_of_scope
+from realtime.daphne import CONNECTION
 from realtime.delivery import Delivery, ResumeRunning
 from realtime.limits import SlidingWindow, Throttle
 from realtime.log import Position
 from realtime.node import node
 from realtime.outbox import Outbox
-from realtime.protocol import MEMORIES, CloseCode
+from realtime.protocol import CHANNELS, MEMORIES, CloseCode
 from realtime.relay import Refused, channels_named, relay_custom, relay_typing
 from realtime.rendering import EventFrames
 
@@ -30,18 +34,81 @@ logger = logging.getLogger(__name__)
 # An epoch is ours (realtime.models.new_epoch and the file node): far shorter than this.
 MAX_EPOCH_LENGTH = 100
 
+# Each set of channels a connection can subscribe to, as one tuple shared by every connection (sorted, as the
+# `subscribed` reply lists them): a set per connection would weigh 216 bytes.
+SUBSCRIPTIONS = {
+    frozenset(chosen): tuple(sorted(chosen))
+    for size in range(len(CHANNELS) + 1)
+    for chosen in itertools.combinations(CHANNELS, size)
+}
+
 
 class MemoryConsumer(AsyncWebsocketConsumer):
     # Events reach consumers through the process's fan-out hub rather than a channel per
     # consumer: an alias no layer is configured under gives no channel layer (and spares
     # each event the thread hop Channels makes before every layer-dispatched handler).
     channel_layer_alias = "no channel layer"
+    channel_layer = None
+    groups = ()  # none; Channels would give each connection an empty list of its own
 
-    principal: Principal | None = None
-    joined = False  # counted in the registry: _release() must undo what connect() set up
-    announced = False  # others were told it joined
-    close_code: int | None = None
-    encoding = frames.JSON  # the subprotocol the client chose: its frames and ours in JSON or MessagePack
+    def __init__(self) -> None:
+        # Every attribute of a connection, set here and always in this order. CPython shares one table of
+        # attribute names among a class's instances, but takes new names into it only while few instances
+        # exist; connections come in bursts, made before they set up, and one that then set a name the table
+        # lacked got a dict of its own (~0.5 KiB each, measured).
+        self.scope: dict | None = None  # the handshake's, until the connection is set up
+        self.base_send: Callable | None = None
+        self.encoding = frames.JSON  # the subprotocol the client chose: its frames and ours in JSON or MessagePack
+        self.outbox: Outbox | None = None
+        self.delivery: Delivery | None = None
+        self.principal: Principal | None = None
+        self.connection_id = ""
+        self.joined = False  # counted in the registry: _release() must undo what connect() set up
+        self.announced = False  # others were told it joined
+        self.close_code: int | None = None
+        self._closing: asyncio.Task | None = None
+        self.subscriptions: tuple[str, ...] = ()  # one of SUBSCRIPTIONS' tuples
+        self.rate: SlidingWindow | None = None
+        # Made on first use: most connections never send an invalid frame, a custom event or a typing indicator.
+        self._invalid: SlidingWindow | None = None
+        self._published: SlidingWindow | None = None
+        self._typing: Throttle | None = None
+        self.active_at = 0.0  # the event loop's time of the client's last message
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.expiry_timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def as_asgi(cls) -> Callable:
+        """The ASGI app: each connection runs its consumer's coroutine alone (Channels' app awaits it in another)."""
+
+        def app(scope, receive, send):
+            return cls()(scope, receive, send)
+
+        app._asgi_single_callable = True  # for asgiref: called once with (scope, receive, send)
+        return app
+
+    def __call__(self, scope, receive, send) -> Coroutine:
+        """Run the connection: Channels' AsyncConsumer.__call__, without a channel layer, in one coroutine."""
+        # Channels reads the client's messages through await_many_dispatch: for each connection a second task,
+        # asyncio.wait() and their futures (~2 KiB), to read one queue. The scope goes once the connection is set up.
+        self.scope, self.base_send = scope, send
+        return self._run(receive)
+
+    async def _run(self, receive: Callable[[], Coroutine]) -> None:
+        try:
+            while True:
+                # Each message is handled in a task of its own, on a copy of the connection's context: after each
+                # database_sync_to_async, asgiref copies into the caller's context what Django set in context
+                # variables on the thread (asgiref Locals of the caches, task backends and translation, a decimal
+                # context): ~1 KiB that would otherwise stay in the connection's context for its life. (No local
+                # variable either: it would keep the last message while the connection waits for the next.)
+                await asyncio.ensure_future(self.dispatch(await receive()))
+        except StopConsumer:
+            pass
+        finally:
+            # daphne cancels an application that does not end soon after its client left:
+            # release what the connection holds even then (disconnect() did, if it ran).
+            await self._release()
 
     @property
     def user_id(self) -> int:
@@ -56,9 +123,9 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         subprotocol = next((p for p in self.scope.get("subprotocols", []) if p in frames.SUBPROTOCOLS), None)
         self.encoding = frames.SUBPROTOCOLS.get(subprotocol, frames.JSON)
         await self.accept(subprotocol)
-        overflow = lambda: self._close_soon(CloseCode.SLOW_CONSUMER)  # noqa: E731
-        self.outbox = Outbox(self.scope, self._send_frame, overflow)
-        self.delivery = Delivery(self.outbox, lambda: self.principal, self.encoding, overflow)
+        overflow = self._overflow
+        self.outbox = Outbox(self.scope.get(CONNECTION), self._send_frame, overflow)
+        self.delivery = Delivery(self.outbox, self._viewer, self.encoding, overflow)
         # A storm (every client of a dead instance at once) waits its turn, or is told to come back later:
         # it must not take the database, Redis or this process down, nor fail with 1011.
         admission = node().admission()
@@ -69,6 +136,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             await self._join()
         finally:
             admission.leave()
+            self.scope = None  # nothing reads the handshake's headers and query string from here on
 
     async def _join(self) -> None:
         """Authenticate, count and feed the new connection, or close it with the code that says why not."""
@@ -78,10 +146,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             await self.close(CloseCode.AUTH_FAILED)
             return
         self.connection_id = str(uuid.uuid4())
-        self.subscriptions: set[str] = set()
-        self.rate, self.invalid, self.published = SlidingWindow(), SlidingWindow(), SlidingWindow()
-        self.typing = Throttle(settings.PUOMEMO_WS_TYPING_INTERVAL_SECONDS)
-        self.idle_timer = self.expiry_timer = None
+        self.rate = SlidingWindow()
         # Counted from here on: a failure while joining still releases (dispatch closes 1011).
         self.joined = True
         metrics.connections.inc()
@@ -94,14 +159,6 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         self.announced = True
         self._touch()
         self._arm_expiry()
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            # daphne cancels an application that does not end soon after its client left:
-            # release what the connection holds even then (disconnect() did, if it ran).
-            await self._release()
 
     async def disconnect(self, code: int) -> None:
         metrics.closes.labels(code=str(self.close_code or code)).inc()
@@ -168,7 +225,9 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             message_type, data = frames.decode(bytes_data if bytes_data is not None else text_data, self.encoding)
             await self.handle(message_type, data if isinstance(data, dict) else {})
         except frames.InvalidFrame as error:
-            if self.invalid.hit() >= settings.PUOMEMO_WS_INVALID_LIMIT_PER_MINUTE:
+            if self._invalid is None:
+                self._invalid = SlidingWindow()
+            if self._invalid.hit() >= settings.PUOMEMO_WS_INVALID_LIMIT_PER_MINUTE:
                 await self.close(CloseCode.INVALID_FORMAT)
             else:
                 self.emit("error", {"message": str(error)})
@@ -184,10 +243,10 @@ class MemoryConsumer(AsyncWebsocketConsumer):
             # Checked before anything changes: a frame refused is a frame not applied, not half of one.
             position = stream_position(data) if message_type == "subscribe" and "last_seq" in data else None
             if message_type == "subscribe":
-                self.subscriptions.update(channels)
+                self.subscriptions = SUBSCRIPTIONS[frozenset(self.subscriptions).union(channels)]
             else:
-                self.subscriptions.difference_update(channels)
-            self.emit(f"{message_type}d", {"channels": sorted(self.subscriptions)})
+                self.subscriptions = SUBSCRIPTIONS[frozenset(self.subscriptions).difference(channels)]
+            self.emit(f"{message_type}d", {"channels": list(self.subscriptions)})
             if position is not None:
                 self.resume(*position)
         elif message_type == "resume":
@@ -204,9 +263,13 @@ class MemoryConsumer(AsyncWebsocketConsumer):
                 ) from None
             self.emit("presence", {"users": users})
         elif message_type == "typing":
-            await relay_typing(self.principal, self.connection_id, data, self.typing)
+            if self._typing is None:
+                self._typing = Throttle(settings.PUOMEMO_WS_TYPING_INTERVAL_SECONDS)
+            await relay_typing(self.principal, self.connection_id, data, self._typing)
         elif message_type == "publish":
-            await relay_custom(self.principal, self.connection_id, data, self.published)
+            if self._published is None:
+                self._published = SlidingWindow()
+            await relay_custom(self.principal, self.connection_id, data, self._published)
         else:
             self.emit("error", {"message": f"Unknown message type: {message_type[:100]}"})
 
@@ -259,12 +322,30 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         else:
             await self.send(text_data=frame)
 
+    def _viewer(self) -> Principal:
+        return self.principal  # the principal now: a role change applies from the next event on
+
+    def _overflow(self) -> None:
+        self._close_soon(CloseCode.SLOW_CONSUMER)
+
     def _touch(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        # One timer for the connection, not one per message: when it fires it looks at the last activity.
+        # (A cancelled timer stays in the event loop's heap, with what it refers to, until its time comes.)
+        # The connection's timers run in an empty context: one keeps a copy of the context it was set in
+        # otherwise, here a message's task's with what asgiref copied into it (see _run).
         loop = asyncio.get_running_loop()
-        timeout = settings.PUOMEMO_WS_IDLE_TIMEOUT_SECONDS
-        self.idle_timer = loop.call_later(timeout, self._close_soon, CloseCode.IDLE_TIMEOUT)
+        self.active_at = loop.time()
+        if self.idle_timer is None:
+            due = self.active_at + settings.PUOMEMO_WS_IDLE_TIMEOUT_SECONDS
+            self.idle_timer = loop.call_at(due, self._idle, context=contextvars.Context())
+
+    def _idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self.active_at + settings.PUOMEMO_WS_IDLE_TIMEOUT_SECONDS
+        if loop.time() < due:
+            self.idle_timer = loop.call_at(due, self._idle, context=contextvars.Context())
+        else:
+            self._close_soon(CloseCode.IDLE_TIMEOUT)
 
     def _arm_expiry(self) -> None:
         # A JWT's socket closes with 4001 when the token expires, unless an `auth` frame renewed it.
@@ -273,7 +354,9 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         expires_at = self.principal.expires_at
         if expires_at is not None:
             delay = max(0.0, (expires_at - datetime.now(UTC)).total_seconds())
-            self.expiry_timer = asyncio.get_running_loop().call_later(delay, self._close_soon, CloseCode.AUTH_FAILED)
+            self.expiry_timer = asyncio.get_running_loop().call_later(
+                delay, self._close_soon, CloseCode.AUTH_FAILED, context=contextvars.Context()
+            )
 
     def _close_soon(self, code: int) -> None:
         if self.close_code is None:

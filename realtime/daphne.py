@@ -1,6 +1,7 @@
 """Fixes to daphne's WebSocket protocol: RFC 6455 close codes, bounds on unsent bytes, a way to see them,
-permessage-deflate (RFC 7692) with shared compression."""
+permessage-deflate (RFC 7692) with shared compression, and idle connections that hold only what they use."""
 
+import asyncio
 import functools
 import logging
 import select
@@ -13,6 +14,7 @@ from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from twisted.web.http import HTTPChannel
 
 from puomemo import patches
 from realtime.protocol import CloseCode
@@ -276,18 +278,10 @@ def _end_decompress_message(self: PerMessageDeflate) -> None:
         self._decompressor = None  # the next message makes a fresh one: do not hold it meanwhile
 
 
-# The scope key under which a WebSocket application finds a function that says how
-# many bytes of what it sent still wait in the server's socket buffer.
-UNSENT_BYTES = "puomemo.unsent_bytes"
-
-# The scope key under which a WebSocket application finds a plain function that sends a
-# text frame (str) or binary frame (bytes) at once: what its ASGI send() does, without a
-# coroutine and its chain per frame.
-SEND_TEXT = "puomemo.send_text"
-
-# The scope key under which a WebSocket application finds a function that drops its client
-# as one that stopped reading: the TCP connection is aborted and its buffers freed.
-DROP = "puomemo.drop"
+# The scope key under which a WebSocket application finds its connection (a Connection, below): what it
+# calls to send a frame at once, to see how much of what it sent waits unsent, and to drop a client that
+# stopped reading.
+CONNECTION = "puomemo.connection"
 
 _original_create_application = Server.create_application
 
@@ -350,19 +344,123 @@ def _send_text(server: Server, protocol: WebSocketProtocol, message: str | bytes
     _check_after_send(protocol, before)
 
 
-def _protocol_unsent_bytes(protocol: WebSocketProtocol) -> int:
-    return unsent_bytes(protocol.transport)
+class Connection(WebSocketProtocol):
+    """daphne's WebSocket protocol, with the calls its application makes on it directly (its scope's CONNECTION)."""
+
+    def send_text(self, message: str | bytes) -> None:
+        """Send a text (str) or binary (bytes) frame now: what the ASGI send() does, without a coroutine per frame."""
+        _send_text(self.server, self, message)
+
+    def unsent_bytes(self) -> int:
+        """Bytes of what was sent to this client that still wait in the server's socket buffer."""
+        return unsent_bytes(self.transport)
+
+    def drop(self) -> None:
+        """Drop the client as one that stopped reading: its TCP connection is aborted and its buffers freed."""
+        _drop_stalled(self)
+
+    def onOpen(self) -> None:
+        super().onOpen()
+        _forget_handshake(self)
+
+    def onFrameEnd(self):
+        result = super().onFrameEnd()
+        self.current_frame_masker = None  # autobahn makes one for each frame: not kept between frames (~250 bytes)
+        return result
 
 
-def _create_application(self, protocol, scope):
-    # daphne's send() returns at once whatever the client reads: let the application
-    # see what is waiting, so that it can hold a burst back (backpressure).
-    if scope.get("type") == "websocket":
-        # Into daphne's own scope, which is the connection's alone: a copy would cost each connection ~1 KiB.
-        scope[UNSENT_BYTES] = functools.partial(_protocol_unsent_bytes, protocol)
-        scope[SEND_TEXT] = functools.partial(_send_text, self, protocol)
-        scope[DROP] = functools.partial(_drop_stalled, protocol)
-    return _original_create_application(self, protocol, scope)
+class _OpenRequest:
+    """What daphne still reads of the handshake's request once the connection is open: its path, for the access log."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+# What the opening handshake leaves on a connection that nothing reads once it is open: autobahn's copies of
+# the request (its bytes, status line, URI, host, path, headers, query parameters), the parsed extension
+# offers and protocols, the 101 response, autobahn's transport details (for WAMP), daphne's headers, query
+# string and server address (the application's scope has its own references).
+_HANDSHAKE_ATTRIBUTES = (
+    "http_request_data",
+    "http_status_line",
+    "http_request_uri",
+    "http_request_host",
+    "http_request_path",
+    "http_headers",
+    "http_request_params",
+    "http_response_data",
+    "websocket_extensions",
+    "websocket_extensions_in_use",
+    "websocket_protocols",
+    "_wskey",
+    "_transport_details",
+    "clean_headers",
+    "_raw_query_string",
+    "server_addr",
+)
+
+
+def _forget_handshake(protocol: WebSocketProtocol) -> None:
+    """Let go of what only the opening handshake needed (~4 KiB a connection, docs/performance.md)."""
+    transport = protocol.transport
+    if isinstance(getattr(transport, "producer", None), HTTPChannel):
+        # The HTTP channel that read the upgrade request stays the TCP transport's producer, and holds that
+        # request (its headers, body buffer, addresses). Its pause and resume do nothing once its request became
+        # a WebSocket (that request never finishes, so it never pauses the transport): unregistering it only
+        # frees it. Through TLS the producer is another object, and stays.
+        transport.unregisterProducer()
+    for name in _HANDSHAKE_ATTRIBUTES:
+        setattr(protocol, name, None)
+    protocol.request = _OpenRequest(protocol.request.path)
+
+
+class _Inbox:
+    """A connection's incoming ASGI messages for its one reader: asyncio.Queue's put_nowait() and get() without
+    the Queue's four deques, which take ~3 KiB a connection (each allocates its first block up front)."""
+
+    __slots__ = ("_messages", "_waiter")
+
+    def __init__(self) -> None:
+        self._messages: list[dict] = []
+        self._waiter: asyncio.Future | None = None
+
+    def put_nowait(self, message: dict) -> None:
+        """Add a message; wakes the reader."""
+        self._messages.append(message)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> dict:
+        """The oldest message, once there is one (a cancelled wait takes none)."""
+        while not self._messages:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._messages.pop(0)
+
+
+def _create_application(self: Server, protocol: WebSocketProtocol, scope: dict) -> "_Inbox | asyncio.Queue | None":
+    if scope.get("type") != "websocket":
+        return _original_create_application(self, protocol, scope)
+    # daphne's create_application, with an _Inbox for its queue; and the connection goes into daphne's own scope,
+    # which is the connection's alone (a copy would cost each connection ~0.5 KiB).
+    assert "application_instance" not in self.connections[protocol]
+    inbox = _Inbox()
+    scope.setdefault("asgi", {"version": "3.0"})
+    scope[CONNECTION] = protocol
+    application_instance = self.application(
+        scope=scope, receive=inbox.get, send=functools.partial(self.handle_reply, protocol)
+    )
+    if protocol not in self.connections:
+        return None
+    self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+        application_instance, loop=asyncio.get_event_loop()
+    )
+    return inbox
 
 
 def install() -> None:
@@ -373,6 +471,7 @@ def install() -> None:
     WebSocketProtocol.onClose = _on_close
     WebSocketProtocol._fail_connection = _fail_connection
     WebSocketFactory.__init__ = _websocket_factory_init
+    WebSocketFactory.protocol = Connection
     PerMessageDeflate.start_compress_message = _start_compress_message
     PerMessageDeflate.end_compress_message = _end_compress_message
     PerMessageDeflate.end_decompress_message = _end_decompress_message

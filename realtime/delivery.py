@@ -37,6 +37,18 @@ class ResumeRunning(Exception):
 class Delivery:
     """One connection's position in its tenant's stream, and the frames that keep it exactly-once and in order."""
 
+    __slots__ = (
+        "encoding",
+        "held",
+        "live_from",
+        "live_upto",
+        "outbox",
+        "overflow",
+        "replayed_upto",
+        "resuming",
+        "viewer",
+    )
+
     def __init__(
         self, outbox: Outbox, viewer: Callable[[], Principal], encoding: str, overflow: Callable[[], None]
     ) -> None:

@@ -235,6 +235,8 @@ class LocalConnectionRegistry:
 class SlidingWindow:
     """Counts events in the last `seconds`; one per connection, so no locking."""
 
+    __slots__ = ("seconds", "times")
+
     def __init__(self, seconds: float = 60.0) -> None:
         self.seconds = seconds
         # A list, oldest first: a connection has three windows, and a deque's first block alone
@@ -261,6 +263,8 @@ class SlidingWindow:
 
 class Throttle:
     """Lets one event a key through per interval; one per connection, so no locking."""
+
+    __slots__ = ("last", "seconds")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from django.conf import settings
 
 from realtime import metrics
-from realtime.daphne import DROP, SEND_TEXT, UNSENT_BYTES
+from realtime.daphne import Connection
 
 Frame = str | bytes
 
@@ -17,10 +17,12 @@ WRITE_WAIT_SECONDS = 0.005
 class Outbox:
     """A connection's frames in send order; what waits unsent is bounded in bytes (daphne) or frames (the queue)."""
 
-    def __init__(self, scope: dict, send: Callable[[Frame], Awaitable[None]], overflow: Callable[[], None]) -> None:
-        self.send_now = scope.get(SEND_TEXT)  # under daphne (realtime/daphne.py); None under a test communicator
-        self.unsent = scope.get(UNSENT_BYTES)
-        self.drop = scope.get(DROP)
+    __slots__ = ("connection", "overflow", "queue", "send", "writer", "writing")
+
+    def __init__(
+        self, connection: Connection | None, send: Callable[[Frame], Awaitable[None]], overflow: Callable[[], None]
+    ) -> None:
+        self.connection = connection  # daphne's (realtime/daphne.py), from the scope; None under a test communicator
         self.send = send  # the ASGI send, for the writer task
         self.overflow = overflow  # called when the client does not read: the connection closes
         self.queue: asyncio.Queue | None = None  # made when a frame first has to wait: an idle connection holds none
@@ -29,9 +31,9 @@ class Outbox:
 
     def put(self, frame: Frame) -> bool:
         """Send a frame now (daphne) or queue it for the writer task; returns whether it was sent now."""
-        if self.send_now is not None:
+        if self.connection is not None:
             # No task wake-up and no send chain per frame; daphne's unsent-bytes limits drop a client that lags.
-            self.send_now(frame)
+            self.connection.send_text(frame)
             return True
         try:
             self._queue().put_nowait(frame)
@@ -53,8 +55,8 @@ class Outbox:
             if least is None or pending < least:
                 least, since = pending, loop.time()  # the client read something: wait on
             elif loop.time() - since > settings.PUOMEMO_WS_STALL_SECONDS:
-                if self.drop is not None:
-                    self.drop()  # aborts the TCP connection; daphne then reports the disconnect
+                if self.connection is not None:
+                    self.connection.drop()  # aborts the TCP connection; daphne then reports the disconnect
                 else:
                     self.overflow()
                 return False
@@ -65,7 +67,8 @@ class Outbox:
     def _pending(self) -> int:
         """What the client has yet to take: bytes unsent, and frames queued counted as past the high-water mark."""
         queued = self.queue.qsize() if self.queue is not None else 0
-        return (self.unsent() if self.unsent is not None else 0) + queued * settings.PUOMEMO_WS_MAX_BUFFERED_BYTES
+        unsent = self.connection.unsent_bytes() if self.connection is not None else 0
+        return unsent + queued * settings.PUOMEMO_WS_MAX_BUFFERED_BYTES
 
     def _queue(self) -> asyncio.Queue:
         if self.queue is None:

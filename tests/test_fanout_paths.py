@@ -11,7 +11,7 @@ from django.db import transaction
 
 from realtime import delivery
 from realtime.consumers import MemoryConsumer
-from realtime.daphne import SEND_TEXT
+from realtime.daphne import CONNECTION
 from realtime.routing import websocket_application
 from tests.support.auth import jwt_for
 from tests.support.factories import MemoryFactory
@@ -30,19 +30,32 @@ def write(owner, *titles: str) -> None:
             MemoryFactory(owner=owner, title=title)
 
 
+class DirectConnection:
+    """What daphne's Connection offers the application (realtime/daphne.py), sending into the communicator's stream."""
+
+    def __init__(self, output: asyncio.Queue, direct: list[str]) -> None:
+        self.output, self.direct = output, direct
+
+    def send_text(self, text: str) -> None:
+        self.direct.append(text)
+        self.output.put_nowait({"type": "websocket.send", "text": text})
+
+    def unsent_bytes(self) -> int:
+        return 0
+
+    def drop(self) -> None:
+        raise AssertionError("a client of these tests reads all it is sent")
+
+
 async def connect_with_direct_send(token: str) -> tuple[WebsocketCommunicator, list[str]]:
     """A connection whose scope offers a direct send, as daphne's does (realtime/daphne.py), into the same stream."""
     application = websocket_application()
     direct: list[str] = []
 
     async def with_direct_send(scope, receive, send):
-        output = send.__self__  # the communicator's output queue: direct and queued frames share one stream
-
-        def send_text(text: str) -> None:
-            direct.append(text)
-            output.put_nowait({"type": "websocket.send", "text": text})
-
-        await application({**scope, SEND_TEXT: send_text}, receive, send)
+        # The communicator's output queue: direct and queued frames share one stream.
+        connection = DirectConnection(send.__self__, direct)
+        await application({**scope, CONNECTION: connection}, receive, send)
 
     comm = WebsocketCommunicator(with_direct_send, f"/ws?token={token}")
     assert (await comm.connect())[0]

@@ -118,13 +118,27 @@ def test_a_sliding_window_counts_the_last_seconds_only(monkeypatch):
     assert window.retry_after() == pytest.approx(5.0)
 
 
-def test_daphne_scope_gets_the_send_functions_without_a_copy(monkeypatch):
+def test_daphne_scope_gets_the_connection_without_a_copy():
     handed = []
-    monkeypatch.setattr(daphne, "_original_create_application", lambda server, protocol, scope: handed.append(scope))
+
+    class Server:
+        connections = {"protocol": {}}
+
+        def application(self, scope, receive, send):
+            handed.append((scope, receive))
+            return asyncio.sleep(0)
+
+        def handle_reply(self, protocol, message): ...
+
     scope = {"type": "websocket", "path": "/ws"}
-    daphne._create_application(object(), object(), scope)
-    assert handed == [scope] and handed[0] is scope  # daphne's own per-connection scope: no second dict
-    assert {daphne.UNSENT_BYTES, daphne.SEND_TEXT, daphne.DROP} <= scope.keys()
+
+    async def create() -> None:
+        inbox = daphne._create_application(Server(), "protocol", scope)
+        await Server.connections["protocol"]["application_instance"]
+        assert handed == [(scope, inbox.get)] and handed[0][0] is scope  # daphne's own per-connection scope
+        assert scope[daphne.CONNECTION] == "protocol"
+
+    asyncio.run(create())
 
 
 class Transport:
