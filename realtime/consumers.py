@@ -52,6 +52,7 @@ class MemoryConsumer(AsyncWebsocketConsumer):
     groups = ()  # none; Channels would give each connection an empty list of its own
 
     def __init__(self) -> None:
+        super().__init__()
         # Every attribute of a connection, set here and always in this order. CPython shares one table of
         # attribute names among a class's instances, but takes new names into it only while few instances
         # exist; connections come in bursts, made before they set up, and one that then set a name the table
