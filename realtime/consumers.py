@@ -176,7 +176,8 @@ class MemoryConsumer(AsyncWebsocketConsumer):
         for timer in (self.idle_timer, self.expiry_timer):
             if timer is not None:
                 timer.cancel()
-        await node().release(self, announced=self.announced)
+        # Shielded: daphne cancels a connection's task that outlives its client; the count must go back all the same.
+        await asyncio.shield(node().release(self, announced=self.announced))
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # An exception escaping a handler would end the application without

@@ -56,14 +56,14 @@ class Node:
     async def release(self, connection: Connection, *, announced: bool) -> None:
         """Undo admit(): every step runs even when one before it failed (Redis down or restarting)."""
         steps = [
-            self.hub().leave(connection),
-            self.registry.release(connection.connection_id, connection.user_id, connection.tenant_id),
+            lambda: self.hub().leave(connection),
+            lambda: self.registry.release(connection.connection_id, connection.user_id, connection.tenant_id),
         ]
         if announced:
-            steps.append(self._presence("tenant.user_left", connection))
+            steps.append(lambda: self._presence("tenant.user_left", connection))
         for step in steps:
             try:
-                await step
+                await step()  # made only when its turn comes: a release cut short leaves no coroutine unawaited
             except Exception:
                 logger.exception("Cleaning up WebSocket connection %s failed", connection.connection_id)
 
