@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from accounts.authentication import BearerAuthentication
 from realtime.log import resync_reason
 from realtime.node import node
+from realtime.protocol import MAX_EPOCH_LENGTH
 from realtime.replay import replay
 from realtime.tickets import ticket_issue
 
@@ -87,7 +88,9 @@ class EventListApi(APIView):
     class FilterSerializer(serializers.Serializer):
         after_seq = serializers.IntegerField(min_value=0)
         limit = serializers.IntegerField(min_value=1, max_value=EVENTS_MAX_LIMIT, default=EVENTS_DEFAULT_LIMIT)
-        epoch = serializers.CharField(max_length=100, required=False, help_text="The epoch `after_seq` belongs to.")
+        epoch = serializers.CharField(
+            max_length=MAX_EPOCH_LENGTH, required=False, help_text="The epoch `after_seq` belongs to."
+        )
 
     @extend_schema(
         parameters=[FilterSerializer],

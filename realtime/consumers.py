@@ -25,14 +25,11 @@ from realtime.limits import SlidingWindow, Throttle
 from realtime.log import Position
 from realtime.node import node
 from realtime.outbox import Outbox
-from realtime.protocol import CHANNELS, MEMORIES, CloseCode
+from realtime.protocol import CHANNELS, MAX_EPOCH_LENGTH, MEMORIES, CloseCode
 from realtime.relay import Refused, channels_named, relay_custom, relay_typing
 from realtime.rendering import EventFrames
 
 logger = logging.getLogger(__name__)
-
-# An epoch is ours (realtime.models.new_epoch and the file node): far shorter than this.
-MAX_EPOCH_LENGTH = 100
 
 # Each set of channels a connection can subscribe to, as one tuple shared by every connection (sorted, as the
 # `subscribed` reply lists them): a set per connection would weigh 216 bytes.

@@ -7,6 +7,10 @@ TENANT_UPDATES = "tenant.updates"
 CUSTOM = "custom"
 CHANNELS = (MEMORIES, TENANT_UPDATES, CUSTOM)
 
+# The longest epoch a resume (over /ws or GET /events) may name: ours (realtime.models.new_epoch and the
+# counter table's file node) are far shorter.
+MAX_EPOCH_LENGTH = 100
+
 # The channel-layer message type that each process's fan-out reads.
 LAYER_MESSAGE_TYPE = "tenant.event"
 # An event for the server processes, not for clients: a user's access changed.
