@@ -1,8 +1,9 @@
 """Embedding memories: take what is due, encode it in batches, store each vector unless its text changed meanwhile."""
 
 import logging
+import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import Q
@@ -34,15 +35,15 @@ def embed_due_memories(
     *,
     batch_size: int = BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
-    schedule_retry: Callable[[datetime], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
-    """Embed everything due, a batch at a time; return how many embeddings were stored.
+    """Embed everything due, a batch at a time, until none is left or `stop` is set; return how many were stored.
 
-    A memory whose encoding fails is marked failed, and `schedule_retry` is told when it may be retried.
+    A memory whose encoding fails is marked failed, due again at its retry time.
     """
     stored = 0
     failed_ids: set = set()
-    while True:
+    while stop is None or not stop.is_set():
         batch = list(
             Memory.objects.filter(due_for_embedding())
             .exclude(pk__in=failed_ids)
@@ -56,7 +57,7 @@ def embed_due_memories(
             vectors = list(embeddings.encode(texts))
         except Exception:
             # One bad text must not sink the batch: encode one at a time and mark what fails.
-            vectors = [_encode_one(memory, text, schedule_retry) for memory, text in zip(batch, texts, strict=True)]
+            vectors = [_encode_one(memory, text) for memory, text in zip(batch, texts, strict=True)]
         for memory, vector in zip(batch, vectors, strict=True):
             if vector is None:
                 failed_ids.add(memory["id"])
@@ -64,21 +65,20 @@ def embed_due_memories(
                 stored += 1
         if progress:
             progress(stored)
+    return stored
 
 
-def _encode_one(memory: dict, text: str, schedule_retry: Callable[[datetime], None] | None):
+def _encode_one(memory: dict, text: str):
     try:
         return embeddings.encode([text])[0]
     except Exception as error:
         logger.exception("Embedding memory %s failed", memory["id"])
-        retry_at = _mark_failed(memory, error)
-        if retry_at is not None and schedule_retry is not None:
-            schedule_retry(retry_at)
+        _mark_failed(memory, error)
         return None
 
 
-def _mark_failed(memory: dict, error: Exception) -> datetime | None:
-    """Record the failure; return when to retry, or None after the last attempt."""
+def _mark_failed(memory: dict, error: Exception) -> None:
+    """Record the failure and when it is due again (after the last attempt, never)."""
     current = Memory.objects.filter(pk=memory["id"], text_version=memory["text_version"])
     attempts = (current.values_list("embedding_attempts", flat=True).first() or 0) + 1
     retry_at = timezone.now() + RETRY_BASE * 2 ** (attempts - 1)
@@ -88,13 +88,14 @@ def _mark_failed(memory: dict, error: Exception) -> datetime | None:
         embedding_attempts=attempts,
         embedding_retry_at=retry_at,
     )
-    return retry_at if attempts < MAX_ATTEMPTS else None
 
 
 @transaction.atomic
 def _store(memory: dict, vector) -> bool:
-    # Store only if the text is still the one we embedded; an edit meanwhile queued its own run.
-    updated = Memory.objects.filter(pk=memory["id"], text_version=memory["text_version"]).update(
+    # Store only if the text is still the one we embedded (an edit meanwhile made it due again), and
+    # not embedded already: two workers may take the same batch, and one event is enough.
+    current = Memory.objects.filter(pk=memory["id"], text_version=memory["text_version"])
+    updated = current.exclude(embedding_status=EmbeddingStatus.READY).update(
         embedding=embeddings.to_bytes(vector),
         embedding_model=embeddings.MODEL_NAME,
         embedding_status=EmbeddingStatus.READY,

@@ -77,8 +77,6 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's assets, served locally (no CDN)
     "django_prometheus",
     "channels",
-    "django_tasks",
-    "django_tasks_db",
     "accounts",
     "memories",
     "realtime",
@@ -328,11 +326,6 @@ PUOMEMO_WS_COMPRESSION_MIN_BYTES = env_int("PUOMEMO_WS_COMPRESSION_MIN_BYTES", 2
 PUOMEMO_CUSTOM_MAX_PAYLOAD_BYTES = env_int("PUOMEMO_CUSTOM_MAX_PAYLOAD_BYTES", 16_384)
 PUOMEMO_CUSTOM_RATE_PER_MINUTE = env_int("PUOMEMO_CUSTOM_RATE_PER_MINUTE", 60)
 PUOMEMO_CUSTOM_ALLOW_GUESTS = env_bool("PUOMEMO_CUSTOM_ALLOW_GUESTS")
-
-# --- Embeddings --------------------------------------------------------------
-
-# A durable queue in the database itself: no extra server (docs/embeddings.md).
-TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 # --- REST API --------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The embeddings worker as a real process: killed mid-batch and restarted, it embeds each latest text once."""
+"""The embeddings worker as a real process: it finds what is due by itself, and killed mid-batch and restarted,
+it embeds each latest text once."""
 
 import os
 import signal
@@ -11,7 +12,6 @@ import pytest
 
 from memories import embeddings
 from memories.models import EmbeddingStatus, Memory
-from memories.tasks import embed_memories
 from tests.support.live import ROOT, shared_test_database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]  # a real worker process
@@ -48,7 +48,7 @@ def test_killed_worker_resumes_and_embeds_each_latest_text_once(make_user, tmp_p
         Memory(tenant=owner.membership.tenant, owner=owner, title=f"note {i}", content=f"thought number {i}")
         for i in range(COUNT)
     )
-    embed_memories.enqueue()  # bulk_create sends no signals; queue as a bulk import would
+    # bulk_create sends no signals and queues nothing: the worker finds these by their status.
 
     with (tmp_path / "worker.log").open("w") as log:
         worker = start_worker(log)
@@ -69,9 +69,12 @@ def test_killed_worker_resumes_and_embeds_each_latest_text_once(make_user, tmp_p
         worker = start_worker(log)
         try:
             wait_for(lambda: ready_count() == COUNT)
+            # A memory written once the worker is idle is taken by its next look (0.2 s here).
+            late = Memory.objects.create(tenant=owner.membership.tenant, owner=owner, title="late", content="idle")
+            wait_for(lambda: Memory.objects.get(pk=late.pk).embedding_status == EmbeddingStatus.READY, timeout=30)
         finally:
             worker.terminate()
-            worker.wait(20)
+            assert worker.wait(20) == 0  # SIGTERM ends it cleanly
 
     after = dict(Memory.objects.values_list("id", "embedded_at"))
     kept = {pk for pk in done_before if pk != edited_done.pk}

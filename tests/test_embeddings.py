@@ -2,20 +2,20 @@
 
 import json
 import shutil
+import threading
+import time
 from io import StringIO
 from pathlib import Path
 
 import numpy as np
 import pytest
 from django.core.management import call_command
-from django.db import transaction
-from django_tasks_db.models import DBTaskResult
 
 from accounts.models import Role
 from memories import embeddings
 from memories.embedding_service import embed_due_memories
 from memories.models import EmbeddingStatus, Memory
-from memories.tasks import embed_memories
+from memories.worker import EmbeddingWorker
 from tests.support.factories import MemoryFactory
 
 pytestmark = pytest.mark.django_db
@@ -203,8 +203,7 @@ def test_a_model_failure_marks_failed_with_the_reason_and_retries_with_backoff(m
         return real_encode(texts)
 
     monkeypatch.setattr(embeddings, "encode", flaky)
-    with transaction.atomic():  # the retry is queued on commit
-        assert embed_memories.call() == 1
+    assert embed_due_memories() == 1
     bad.refresh_from_db()
     good.refresh_from_db()
     assert good.embedding_status == EmbeddingStatus.READY
@@ -212,8 +211,6 @@ def test_a_model_failure_marks_failed_with_the_reason_and_retries_with_backoff(m
     assert bad.embedding_error == "RuntimeError: model exploded"
     assert bad.embedding_attempts == 1 and bad.embedding_retry_at is not None
     assert embed_due_memories() == 0  # not due before its retry time
-    # The two creates queued a run each (run_after "now", stored as the latest date); the failure one to run later.
-    assert DBTaskResult.objects.filter(run_after=bad.embedding_retry_at).count() == 1
 
     Memory.objects.filter(pk=bad.pk).update(embedding_retry_at=bad.created_at)
     monkeypatch.setattr(embeddings, "encode", real_encode)
@@ -235,3 +232,32 @@ def test_backfill_command_embeds_pending_failed_and_missing(make_user):
     for memory in (pending, failed, missing):
         memory.refresh_from_db()
         assert memory.embedding_status == EmbeddingStatus.READY and len(memory.embedding) == 384 * 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_finds_due_memories_by_itself_survives_a_failed_look_and_stops(make_user, monkeypatch, caplog):
+    from memories import worker as worker_module
+
+    looks = []
+
+    def look(**kwargs):
+        looks.append(kwargs)
+        if len(looks) == 1:
+            raise RuntimeError("database gone")  # the first look fails; the next ones must still come
+        return embed_due_memories(**kwargs)
+
+    monkeypatch.setattr(worker_module, "embed_due_memories", look)
+    worker = EmbeddingWorker(interval=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        memory = MemoryFactory(owner=make_user(), title="written while the worker runs")
+        deadline = time.monotonic() + 30
+        while Memory.objects.get(pk=memory.pk).embedding_status != EmbeddingStatus.READY:
+            assert time.monotonic() < deadline, "the worker never embedded it"
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert "Embedding poll failed" in caplog.text and len(looks) >= 2

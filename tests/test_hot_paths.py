@@ -8,16 +8,13 @@ import tracemalloc
 
 import pytest
 from django.core import signals
-from django.db import transaction
 from django.db.models.signals import post_save
-from django_tasks_db.models import DBTaskResult
 
 from memories.models import Memory
-from memories.services import memory_create
 from puomemo.http_handler import OneHopASGIHandler
 from realtime import daphne
 from realtime.limits import SlidingWindow
-from tests.support.factories import api_key, principal
+from tests.support.factories import api_key
 
 
 async def asgi_post(handler, path: str, body: dict, token: str) -> tuple[int, dict]:
@@ -76,20 +73,6 @@ def test_a_rest_request_runs_its_signals_middleware_and_view_on_one_pooled_threa
     assert status == 201 and body["title"] == "one hop", body
     # Started, the memory saved in the view, finished: the same long-lived thread of the handler's pool.
     assert len(threads) == 3 and len(set(threads)) == 1 and threads[0].startswith("http"), threads
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_write_queues_its_embedding_in_its_own_transaction(make_user):
-    author = principal(make_user())
-    before = DBTaskResult.objects.count()
-    with transaction.atomic():
-        memory_create(author=author, title="queued", visibility="team")
-        # Queued before the commit, so that the write commits once (one flush to disk, not two).
-        assert DBTaskResult.objects.count() == before + 1
-    with pytest.raises(RuntimeError), transaction.atomic():
-        memory_create(author=author, title="rolled back", visibility="team")
-        raise RuntimeError
-    assert DBTaskResult.objects.count() == before + 1  # a rolled-back write queues nothing
 
 
 def test_a_sliding_window_with_a_few_hits_weighs_little():

@@ -1,18 +1,21 @@
 """Run the embeddings worker in its own process."""
 
+import signal
+
 from django.core.management.base import BaseCommand
 
-from memories.worker import embedding_worker, run_worker
+from memories.worker import EmbeddingWorker
 
 
 class Command(BaseCommand):
-    help = "Run the embeddings worker: embed anything left pending, then every memory queued, until stopped."
+    help = "Run the embeddings worker: embed every memory that is due, looking again every --interval s, until stopped."
 
     def add_arguments(self, parser):
-        parser.add_argument("--interval", type=float, default=1.0, help="Seconds between polls when idle.")
+        parser.add_argument("--interval", type=float, default=1.0, help="Seconds between looks for due memories.")
 
     def handle(self, *args, interval: float, **options):
-        worker = embedding_worker(interval=interval)
-        worker.configure_signals()
+        worker = EmbeddingWorker(interval=interval)
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda *_: worker.stop())
         self.stdout.write("Embeddings worker started.")
-        run_worker(worker)
+        worker.run()

@@ -16,7 +16,7 @@ from django.db import connections
 from accounts.access import prune_access_changes
 from memories import embeddings
 from memories.services import trash_purge
-from memories.worker import embedding_worker, run_worker
+from memories.worker import EmbeddingWorker
 from puomemo import draining, patches, prefork
 from realtime.log import prune_events
 from realtime.node import node
@@ -249,9 +249,9 @@ class Command(BaseCommand):
         if not no_worker and first:
             from twisted.internet import reactor
 
-            worker = embedding_worker()
-            reactor.addSystemEventTrigger("before", "shutdown", setattr, worker, "running", False)
-            _on_a_thread_once_running(run_worker, worker)
+            worker = EmbeddingWorker()
+            reactor.addSystemEventTrigger("before", "shutdown", worker.stop)
+            _on_a_thread_once_running(worker.run)
         if not worker_endpoint:
             self.stdout.write(f"Serving PUO Memo on http://{host}:{port} (WebSocket at ws://{host}:{port}/ws)")
         CommandLineInterface().run(argv)
