@@ -34,16 +34,46 @@ def record_event(
     """Store an event with the tenant's next sequence number, inside the caller's transaction; and its epoch."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("Events are recorded in the transaction of the write that causes them.")
+    event = Event(tenant_id=tenant_id, type=event_type, memory_id=memory_id, data=data, audience=audience)
     # The UPDATE locks the tenant's counter row until commit: the tenant's writers take turns,
     # so numbers are given in commit order and a rolled-back write gives its number back.
-    position = _next_seq(tenant_id)
-    if position is None:  # the tenant's first event
+    epoch = _number_and_insert(event)
+    if epoch is None:  # the tenant's first event
         TenantSequence.objects.bulk_create([TenantSequence(tenant_id=tenant_id)], ignore_conflicts=True)
-        position = _next_seq(tenant_id)
-    event = Event.objects.create(
-        tenant_id=tenant_id, seq=position.seq, type=event_type, memory_id=memory_id, data=data, audience=audience
-    )
-    return event, position.epoch
+        epoch = _number_and_insert(event)
+    return event, epoch
+
+
+def _number_and_insert(event: Event) -> str | None:
+    # On PostgreSQL the increment and the INSERT are one statement: the counter's lock, held
+    # until commit, then spans one round trip less. None when the tenant has no counter yet.
+    if connection.vendor != "postgresql":
+        position = _next_seq(event.tenant_id)
+        if position is None:
+            return None
+        event.seq = position.seq
+        event.save(force_insert=True)
+        return position.epoch
+    quote = connection.ops.quote_name
+    fields = [f for f in Event._meta.concrete_fields if not f.primary_key and f.name != "seq"]
+    columns = ", ".join(quote(f.column) for f in fields)
+    values = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
+    counter, events = quote(TenantSequence._meta.db_table), quote(Event._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH next AS (UPDATE {counter} SET last_seq = last_seq + 1 WHERE tenant_id = %s"  # noqa: S608
+            f" RETURNING last_seq, {epoch_sql()} AS epoch),"
+            f" row AS (INSERT INTO {events} (seq, {columns}) SELECT last_seq, {', '.join(['%s'] * len(fields))}"
+            f" FROM next RETURNING id, seq)"
+            f" SELECT row.id, row.seq, next.epoch FROM row, next",
+            [event.tenant_id, *values],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    event.id, event.seq, epoch = row
+    event._state.adding = False
+    return epoch
 
 
 def _next_seq(tenant_id: int) -> Position | None:

@@ -33,6 +33,21 @@ def test_create_returns_the_memory_owned_by_the_caller(make_user, client_for):
     assert (memory.owner, memory.tenant) == (alice, alice.membership.tenant)
 
 
+@pytest.mark.parametrize("microsecond", [0, 123456])
+def test_a_memory_is_rendered_as_drf_itself_renders_it(make_user, microsecond):
+    from datetime import UTC, datetime
+
+    from rest_framework.serializers import ModelSerializer
+
+    from memories.serializers import MemoryOutputSerializer
+
+    memory = MemoryFactory(owner=make_user(), title="Ünïcode ✓", content="x" * 3, tags=["a", "b"], visibility="private")
+    Memory.objects.filter(pk=memory.pk).update(created_at=datetime(2026, 3, 1, 12, 0, 5, microsecond, tzinfo=UTC))
+    memory = Memory.objects.select_related("owner").get(pk=memory.pk)  # as the database gives it back
+    serializer = MemoryOutputSerializer()
+    assert serializer.to_representation(memory) == ModelSerializer.to_representation(serializer, memory)
+
+
 def test_list_is_newest_first_and_paginated(make_user, client_for):
     alice = make_user()
     memories = [MemoryFactory(owner=alice) for _ in range(25)]
