@@ -89,7 +89,7 @@ bench-workers: install-test
 # A reconnect storm: 1,000 clients, one of two instances behind nginx SIGKILLed under 50 writes/s (docs/storms.md).
 # A fresh database beside DATABASE_URL's (PostgreSQL for the query rate) and a Redis of its own; needs nginx.
 bench-storm: install-test
-	$(PY) -m bench.storm --clients 1000
+	$(PY) -m bench.storm --clients 1000 --tenants 20
 
 # The docs site (mkdocs.yml): docs/ built into site/; strict, so a broken link or anchor fails.
 docs: install-test

@@ -48,7 +48,14 @@ from tests.support.live import (  # noqa: E402
 )
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-USERS = {"writer": ("storm", "admin"), "reader": ("storm", "member")}
+
+
+def users(tenants: int) -> dict[str, tuple[str, str]]:
+    """A writer (admin) and a reader (member) in each tenant: {name: (tenant, role)}."""
+    return {f"{role}-{t}": (f"storm-{t}", kind) for t in range(tenants) for role, kind in USER_ROLES}
+
+
+USER_ROLES = (("writer", "admin"), ("reader", "member"))
 
 
 @dataclass
@@ -56,6 +63,7 @@ class Watched:
     """One client and what it saw: the seq of every memory event, its closes, its resumes, its resyncs."""
 
     client: PuoMemoClient
+    tenant: int
     seqs: list[int] = field(default_factory=list)
     closes: list[tuple[float, int]] = field(default_factory=list)
     resumed: list[float] = field(default_factory=list)
@@ -71,11 +79,12 @@ class Watched:
 
 
 class Writer:
-    """REST creates through nginx at a steady rate, each on a thread of its own pool; counts what failed."""
+    """REST creates through nginx at a steady rate, each on a thread of its own pool, in each tenant in turn
+    (one key per tenant); counts what failed."""
 
-    def __init__(self, url: str, key: str, rate: float) -> None:
+    def __init__(self, url: str, keys: list[str], rate: float) -> None:
         self.url = url
-        self.key, self.rate = key, rate
+        self.keys, self.rate = keys, rate
         self.statuses: Counter[int] = Counter()
         self.running = True
         # Enough threads for a second of writes in flight: slow answers must not delay the next writes.
@@ -100,7 +109,8 @@ class Writer:
     def _post(self, number: int) -> int:
         """One create; its HTTP status (nginx's 502 when the instance died under it), or 0 for no answer."""
         body = json.dumps({"title": f"storm {number}", "visibility": "team"}).encode()
-        headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
+        key = self.keys[number % len(self.keys)]
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         request = urllib.request.Request(f"{self.url}/api/v4/memories/", data=body, headers=headers)  # noqa: S310
         try:
             # A slow answer is no failure: on SQLite a write can wait for the database's lock while an instance stops.
@@ -181,6 +191,7 @@ async def storm(
     clients: int,
     rate: float = 50,
     mode: str = "kill",
+    tenants: int = 1,
     warmup: float = 6,
     settle: float = 120,
     settings: dict[str, str] | None = None,
@@ -188,40 +199,48 @@ async def storm(
     """Run one storm (see the module's docstring) in `tmp`; return its figures."""
     cap = str(4 * clients)  # a killed instance's connections count until their entries expire
     env = {
+        "DEBUG": "0",  # as deployed: DEBUG keeps every query's SQL in memory
+        "SECRET_KEY": "storm-bench-only-not-a-secret",
         "PUOMEMO_WS_MAX_CONNECTIONS_PER_USER": cap,
         "PUOMEMO_WS_MAX_CONNECTIONS_PER_TENANT": cap,
         **(settings or {}),
     }
-    cluster = start_cluster(tmp, users=USERS, settings=env, count=2, args=("--no-worker", "--workers", "1"))
+    cluster = start_cluster(tmp, users=users(tenants), settings=env, count=2, args=("--no-worker", "--workers", "1"))
     nginx = None
     try:
         nginx = start_nginx([server.port for server in cluster.servers], connections=4 * clients + 64)
-        return await _storm(cluster, nginx, clients=clients, rate=rate, mode=mode, warmup=warmup, settle=settle)
+        return await _storm(
+            cluster, nginx, clients=clients, rate=rate, mode=mode, tenants=tenants, warmup=warmup, settle=settle
+        )
     finally:
         if nginx is not None:
             nginx.stop()
         cluster.stop()
 
 
-async def _storm(cluster: Cluster, nginx, *, clients: int, rate: float, mode: str, warmup: float, settle: float):
+async def _storm(
+    cluster: Cluster, nginx, *, clients: int, rate: float, mode: str, tenants: int, warmup: float, settle: float
+):
     keys = cluster.keys
-    start = await asyncio.to_thread(position, nginx.http, keys["reader"])
+    readers = [keys[f"reader-{t}"] for t in range(tenants)]
+    start = [await asyncio.to_thread(position, nginx.http, key) for key in readers]
     watched = [
         Watched(
             PuoMemoClient(
-                keys["reader"],
+                readers[i % tenants],
                 nginx.ws,
                 channels=["memories"],
-                last_seq=start["seq"],
-                epoch=start["epoch"],
+                last_seq=start[i % tenants]["seq"],
+                epoch=start[i % tenants]["epoch"],
                 keepalive=None,
                 compression=None,
-            )
+            ),
+            tenant=i % tenants,
         ).watch()
-        for _ in range(clients)
+        for i in range(clients)
     ]
     tasks = [asyncio.create_task(w.client.connect()) for w in watched]
-    writer = Writer(nginx.http, keys["writer"], rate)
+    writer = Writer(nginx.http, [keys[f"writer-{t}"] for t in range(tenants)], rate)
     writing = None
     try:
         await until(lambda: all(w.client.connected for w in watched), settle, "every client connected")
@@ -238,13 +257,15 @@ async def _storm(cluster: Cluster, nginx, *, clients: int, rate: float, mode: st
         await asyncio.sleep(2)  # writes go on after the last client is back
         writer.running = False
         await writing
-        final = (await asyncio.to_thread(position, nginx.http, keys["reader"]))["seq"]
-        expected = set(range(start["seq"] + 1, final + 1))
-        progress(f"writes stopped at seq {final}; waiting for every event at every client")
+        final = [(await asyncio.to_thread(position, nginx.http, key))["seq"] for key in readers]
+        expected = [set(range(start[t]["seq"] + 1, final[t] + 1)) for t in range(tenants)]
+        progress(f"writes stopped at seq {max(final)}; waiting for every event at every client")
         stopped, caught_up = time.monotonic(), None
         with contextlib.suppress(TimeoutError):
             # The newest event at every client (a cheap test, made often); what came before is counted after.
-            done = await until(lambda: all(w.seqs and w.seqs[-1] >= final for w in watched), settle, "every event")
+            done = await until(
+                lambda: all(w.seqs and w.seqs[-1] >= final[w.tenant] for w in watched), settle, "every event"
+            )
             caught_up = round(done - stopped, 1)
         progress("counted")
         codes = Counter(code for w in watched for _, code in w.closes)
@@ -252,11 +273,14 @@ async def _storm(cluster: Cluster, nginx, *, clients: int, rate: float, mode: st
             "mode": mode,
             "clients": clients,
             "rate": rate,
+            "tenants": tenants,
+            # Each event reaches the clients of its tenant: at --rate, this many deliveries a second.
+            "deliveries_per_second": round(rate * clients / tenants),
             **figures,
-            "events": len(expected),
+            "events": sum(map(len, expected)),
             # How far behind the clients were when the writes stopped: 0 when the machine keeps up.
             "seconds_to_catch_up": caught_up,
-            "lost": sum(len(expected - set(w.seqs)) for w in watched),
+            "lost": sum(len(expected[w.tenant] - set(w.seqs)) for w in watched),
             "duplicated": sum(len(w.seqs) - len(set(w.seqs)) for w in watched),
             "resyncs": sum(len(w.resyncs) for w in watched),
             "close_codes": {str(code): count for code, count in sorted(codes.items())},
@@ -343,11 +367,16 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=50, help="REST creates a second, through nginx")
     parser.add_argument("--mode", choices=("kill", "rolling", "steady"), default="kill")
+    parser.add_argument("--tenants", type=int, default=1, help="clients and writes spread evenly over this many")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a setting of the servers")
     args = parser.parse_args()
     settings = dict(item.split("=", 1) for item in args.set)
     with tempfile.TemporaryDirectory(prefix="puomemo-storm-") as tmp:
-        result = asyncio.run(storm(Path(tmp), clients=args.clients, rate=args.rate, mode=args.mode, settings=settings))
+        result = asyncio.run(
+            storm(
+                Path(tmp), clients=args.clients, rate=args.rate, mode=args.mode, tenants=args.tenants, settings=settings
+            )
+        )
     result["settings"] = settings
     print(json.dumps(result, indent=2))
 
