@@ -17,6 +17,7 @@ ROWS = [
     ("rest", "PUO Memo create"),
     ("rest", "PUO Memo create, 4 tenants"),
     ("rest", "PUO Memo / bare DRF creates/s"),
+    ("rest", "PUO Memo / bare DRF creates/s, 4 tenants"),
     ("latency", "write-to-receipt, 20 creates/s x 5 subscribers"),
     ("latency", "write-to-receipt, 10 creates/s x 5 subscribers"),
     ("embedded", "creates/s (SQLite, no Redis, 1 process)"),
