@@ -59,10 +59,10 @@ def embed_due_memories(
             # One bad text must not sink the batch: encode one at a time and mark what fails.
             vectors = [_encode_one(memory, text) for memory, text in zip(batch, texts, strict=True)]
         for memory, vector in zip(batch, vectors, strict=True):
-            if vector is None:
+            if vector is None or (kept := _stored(memory, vector)) is None:
                 failed_ids.add(memory["id"])
-            elif _store(memory, vector):
-                stored += 1
+            else:
+                stored += kept
         if progress:
             progress(stored)
     return stored
@@ -88,6 +88,17 @@ def _mark_failed(memory: dict, error: Exception) -> None:
         embedding_attempts=attempts,
         embedding_retry_at=retry_at,
     )
+
+
+def _stored(memory: dict, vector) -> bool | None:
+    # None when storing failed: the memory is marked failed like one that cannot be encoded,
+    # else it would stay first in line and every look would encode its batch again.
+    try:
+        return _store(memory, vector)
+    except Exception as error:
+        logger.exception("Storing the embedding of memory %s failed", memory["id"])
+        _mark_failed(memory, error)
+        return None
 
 
 @transaction.atomic

@@ -1,5 +1,3 @@
-from datetime import UTC, datetime
-
 from rest_framework import serializers
 
 from memories.models import (
@@ -61,9 +59,7 @@ class MemoryOutputSerializer(serializers.ModelSerializer):
         }
 
 
-def _drf_datetime(value: datetime) -> str:
-    # As DRF's DateTimeField renders an aware UTC datetime (the database's, with USE_TZ).
-    return value.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
+_drf_datetime = serializers.DateTimeField().to_representation  # one, not one per serialized memory
 
 
 class MemoryInputSerializer(serializers.Serializer):

@@ -170,8 +170,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "max_size": PUOMEMO_DB_POOL_SIZE,
         "timeout": 10,  # seconds a request waits for a free connection before it fails
     }
-    # Parameters sent apart from the statement, not quoted into it by psycopg: quoting a write's
-    # JSON took a sixth of its CPU (docs/performance.md), and a pooled connection prepares what repeats.
+    # Parameters sent apart from the statement, not quoted into it by psycopg in Python: quoting
+    # a create's event JSON was 7% of its samples (docs/performance.md).
     DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

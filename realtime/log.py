@@ -45,47 +45,43 @@ def record_event(
 
 
 def _number_and_insert(event: Event) -> str | None:
-    # On PostgreSQL the increment and the INSERT are one statement: the counter's lock, held
-    # until commit, then spans one round trip less. None when the tenant has no counter yet.
+    # Numbered and stamped under the counter's lock, so that seq order is also time order: pruning
+    # by age must never keep an event and delete a later one. On PostgreSQL the increment and the
+    # INSERT are one statement: the lock, held until commit, spans one round trip less.
+    # None when the tenant has no counter yet.
+    increment = _INCREMENT.format(counter=connection.ops.quote_name(TenantSequence._meta.db_table), epoch=epoch_sql())
     if connection.vendor != "postgresql":
-        position = _next_seq(event.tenant_id)
-        if position is None:
+        with connection.cursor() as cursor:
+            cursor.execute(increment, [event.tenant_id])
+            row = cursor.fetchone()
+        if row is None:
             return None
-        event.seq = position.seq
+        (event.seq, epoch), event.created_at = row, timezone.now()
         event.save(force_insert=True)
-        return position.epoch
+        return epoch
     quote = connection.ops.quote_name
-    fields = [f for f in Event._meta.concrete_fields if not f.primary_key and f.name != "seq"]
+    fields = [f for f in Event._meta.concrete_fields if not f.primary_key and f.name not in ("seq", "created_at")]
     columns = ", ".join(quote(f.column) for f in fields)
     values = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
-    counter, events = quote(TenantSequence._meta.db_table), quote(Event._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH next AS (UPDATE {counter} SET last_seq = last_seq + 1 WHERE tenant_id = %s"  # noqa: S608
-            f" RETURNING last_seq, {epoch_sql()} AS epoch),"
-            f" row AS (INSERT INTO {events} (seq, {columns}) SELECT last_seq, {', '.join(['%s'] * len(fields))}"
-            f" FROM next RETURNING id, seq)"
-            f" SELECT row.id, row.seq, next.epoch FROM row, next",
+            f"WITH next AS ({increment}),"  # noqa: S608
+            f" row AS (INSERT INTO {quote(Event._meta.db_table)} (seq, created_at, {columns})"
+            f" SELECT last_seq, clock_timestamp(), {', '.join(['%s'] * len(fields))} FROM next"
+            f" RETURNING id, seq, created_at)"
+            f" SELECT row.id, row.seq, row.created_at, next.epoch FROM row, next",
             [event.tenant_id, *values],
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    event.id, event.seq, epoch = row
-    event._state.adding = False
+    event.id, event.seq, event.created_at, epoch = row
+    event._state.adding, event._state.db = False, connection.alias
     return epoch
 
 
-def _next_seq(tenant_id: int) -> Position | None:
-    # One statement for the increment and its result (PostgreSQL, and SQLite since 3.35).
-    table = connection.ops.quote_name(TenantSequence._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET last_seq = last_seq + 1 WHERE tenant_id = %s RETURNING last_seq, {epoch_sql()}",  # noqa: S608
-            [tenant_id],
-        )
-        row = cursor.fetchone()
-    return Position(*row) if row else None
+# One statement for the increment and its result (PostgreSQL, and SQLite since 3.35).
+_INCREMENT = "UPDATE {counter} SET last_seq = last_seq + 1 WHERE tenant_id = %s RETURNING last_seq, {epoch} AS epoch"
 
 
 def position(tenant_id: int) -> Position:

@@ -219,6 +219,27 @@ def test_a_model_failure_marks_failed_with_the_reason_and_retries_with_backoff(m
     assert (bad.embedding_status, bad.embedding_error, bad.embedding_attempts) == (EmbeddingStatus.READY, "", 0)
 
 
+def test_a_vector_that_cannot_be_stored_marks_its_memory_failed_and_the_others_go_on(make_user, monkeypatch):
+    from memories import embedding_service
+
+    owner = make_user()
+    stuck, fine = MemoryFactory(owner=owner, title="stuck"), MemoryFactory(owner=owner, title="fine")
+    real_store = embedding_service._store
+
+    def store(memory, vector):
+        if memory["id"] == stuck.pk:
+            raise RuntimeError("disk full")
+        return real_store(memory, vector)
+
+    monkeypatch.setattr(embedding_service, "_store", store)
+    assert embed_due_memories() == 1
+    stuck.refresh_from_db()
+    fine.refresh_from_db()
+    assert fine.embedding_status == EmbeddingStatus.READY
+    assert (stuck.embedding_status, stuck.embedding_error) == (EmbeddingStatus.FAILED, "RuntimeError: disk full")
+    assert embed_due_memories() == 0  # not first in line again before its retry time
+
+
 def test_backfill_command_embeds_pending_failed_and_missing(make_user):
     owner = make_user()
     pending = MemoryFactory(owner=owner)

@@ -191,6 +191,31 @@ def test_a_new_counter_row_starts_a_new_epoch(make_user, client_for):
     assert api.get("/api/v4/events", {"after_seq": 0, "epoch": after.json()["epoch"]}).status_code == 200
 
 
+def test_an_event_is_stamped_when_it_is_numbered_not_before_it_waited_for_the_number(make_user):
+    """seq order is time order, so that pruning by age never keeps an event and deletes a later one."""
+    owner = make_user()
+    numbered, done = threading.Event(), {}
+
+    def second_writer() -> None:
+        numbered.wait(10)
+        try:  # waits for the counter (PostgreSQL: its row's lock; SQLite: the database's) until the first commits
+            done["memory"] = MemoryFactory(owner=owner, title="second")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=second_writer)
+    thread.start()
+    with transaction.atomic():
+        MemoryFactory(owner=owner, title="first")
+        numbered.set()
+        threading.Event().wait(0.5)  # the second writer is waiting meanwhile
+        first_committed_around = timezone.now()
+    thread.join(10)
+    first, second = Event.objects.filter(tenant=owner.membership.tenant).order_by("seq")
+    assert second.seq == first.seq + 1 and "memory" in done
+    assert second.created_at >= first_committed_around - timedelta(milliseconds=50), (first, second)
+
+
 def test_retention_keeps_the_last_events_and_the_young_ones(make_user, settings):
     settings.PUOMEMO_EVENT_LOG_MIN_EVENTS = 3
     owner = make_user()

@@ -1,6 +1,7 @@
 """Run the embeddings worker in its own process."""
 
 import signal
+import threading
 
 from django.core.management.base import BaseCommand
 
@@ -15,7 +16,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, interval: float, **options):
         worker = EmbeddingWorker(interval=interval)
+
+        def stop(*_) -> None:
+            # From a thread: the handler runs on the main thread, which may hold the stop event's
+            # own lock (inside its wait) when the signal lands.
+            threading.Thread(target=worker.stop).start()
+
         for number in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(number, lambda *_: worker.stop())
+            signal.signal(number, stop)
         self.stdout.write("Embeddings worker started.")
         worker.run()
