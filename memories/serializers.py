@@ -46,17 +46,24 @@ class MemoryOutputSerializer(serializers.ModelSerializer):
         """The fields above, written out: DRF builds a ModelSerializer's fields anew for each instance, which
         was a tenth of a create's CPU (tests/test_memories_api.py compares this with DRF's own rendering)."""
         return {
-            "id": str(memory.id),
-            "title": memory.title,
-            "content": memory.content,
-            "tags": list(memory.tags),
-            "visibility": memory.visibility,
+            **memory_data(memory),
             "owner": self.get_owner(memory),
             "embedding_status": memory.embedding_status,
-            "version": memory.version,
-            "created_at": _drf_datetime(memory.created_at),
-            "updated_at": _drf_datetime(memory.updated_at),
         }
+
+
+def memory_data(memory: Memory) -> dict:
+    """The memory as every client sees it: in REST responses (with its owner and embedding status) and in events."""
+    return {
+        "id": str(memory.id),
+        "title": memory.title,
+        "content": memory.content,
+        "tags": list(memory.tags),
+        "visibility": memory.visibility,
+        "version": memory.version,
+        "created_at": _drf_datetime(memory.created_at),
+        "updated_at": _drf_datetime(memory.updated_at),
+    }
 
 
 _drf_datetime = serializers.DateTimeField().to_representation  # one, not one per serialized memory

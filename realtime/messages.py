@@ -3,26 +3,11 @@
 from typing import Any
 
 from accounts.principal import Actor
-from memories.models import Memory
 from memories.visibility import Audience
 from realtime import catalogue
 from realtime.frames import iso, new_id, now_iso
 from realtime.models import Event
 from realtime.protocol import LAYER_MESSAGE_TYPE, MEMORIES
-
-
-def memory_payload(memory: Memory) -> dict[str, Any]:
-    """The memory object as events carry it."""
-    return {
-        "id": str(memory.id),
-        "title": memory.title,
-        "content": memory.content,
-        "tags": list(memory.tags),
-        "visibility": memory.visibility,
-        "version": memory.version,
-        "created_at": iso(memory.created_at),
-        "updated_at": iso(memory.updated_at),
-    }
 
 
 def actor_data(actor: Actor) -> dict[str, str]:

@@ -10,9 +10,10 @@ from accounts.models import ApiKey, Membership, Tenant
 from memories.changes import MemoryChange
 from memories.embeddings import MODEL_NAME
 from memories.models import Memory
+from memories.serializers import memory_data
 from memories.signals import embedding_ready
 from memories.visibility import Audience
-from realtime.messages import actor_data, change_audience, memory_payload
+from realtime.messages import actor_data, change_audience
 from realtime.models import TenantSequence
 from realtime.protocol import ACCESS_CHANGED
 from realtime.publish import log_and_publish, publish_on_commit
@@ -49,15 +50,15 @@ def memory_saved(sender, instance: Memory, created: bool, raw: bool = False, **k
         return
     if trash == "restored":
         change = MemoryChange.restored(instance)
-        _publish(change, "memory.restored", {"memory": memory_payload(instance)})
+        _publish(change, "memory.restored", {"memory": memory_data(instance)})
         return
     if instance.in_trash:
         return  # a write to a memory in the trash is news to no one
     change = MemoryChange.saved(instance, created=created)
     if created:
-        _publish(change, "memory.created", {"memory": memory_payload(instance)})
+        _publish(change, "memory.created", {"memory": memory_data(instance)})
     elif change.is_news:  # saves that touch only the embedding are not news to clients
-        _publish(change, "memory.updated", {"memory": memory_payload(instance), "changes": change.changes})
+        _publish(change, "memory.updated", {"memory": memory_data(instance), "changes": change.changes})
 
 
 @receiver(post_delete, sender=Memory, dispatch_uid="realtime.memory_deleted")
