@@ -48,14 +48,12 @@ from tests.support.live import (  # noqa: E402
 )
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+USER_ROLES = (("writer", "admin"), ("reader", "member"))
 
 
 def users(tenants: int) -> dict[str, tuple[str, str]]:
     """A writer (admin) and a reader (member) in each tenant: {name: (tenant, role)}."""
     return {f"{role}-{t}": (f"storm-{t}", kind) for t in range(tenants) for role, kind in USER_ROLES}
-
-
-USER_ROLES = (("writer", "admin"), ("reader", "member"))
 
 
 @dataclass

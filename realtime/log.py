@@ -44,6 +44,10 @@ def record_event(
     return event, epoch
 
 
+# One statement for the increment and its result (PostgreSQL, and SQLite since 3.35).
+_INCREMENT = "UPDATE {counter} SET last_seq = last_seq + 1 WHERE tenant_id = %s RETURNING last_seq, {epoch} AS epoch"
+
+
 def _number_and_insert(event: Event) -> str | None:
     # Numbered and stamped under the counter's lock, so that seq order is also time order: pruning
     # by age must never keep an event and delete a later one. On PostgreSQL the increment and the
@@ -78,10 +82,6 @@ def _number_and_insert(event: Event) -> str | None:
     event.id, event.seq, event.created_at, epoch = row
     event._state.adding, event._state.db = False, connection.alias
     return epoch
-
-
-# One statement for the increment and its result (PostgreSQL, and SQLite since 3.35).
-_INCREMENT = "UPDATE {counter} SET last_seq = last_seq + 1 WHERE tenant_id = %s RETURNING last_seq, {epoch} AS epoch"
 
 
 def position(tenant_id: int) -> Position:

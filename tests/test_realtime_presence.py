@@ -64,6 +64,9 @@ async def test_presence_while_redis_is_down_is_an_error_frame_and_the_connection
         )
         await comm.send_json_to({"type": "ping"})
         assert (await comm.receive_json_from())["type"] == "pong"
+        redis_server.start()  # back (empty, as a restarted Redis without persistence is): presence answers again
+        await comm.send_json_to({"type": "presence"})
+        assert (await comm.receive_json_from(timeout=10))["type"] == "presence"
         await comm.disconnect()
     finally:
         redis_server.stop()
