@@ -131,7 +131,7 @@ class EventListApi(APIView):
                 "epoch": current.epoch,
             }
             return Response(body, status=status.HTTP_410_GONE)
-        page = replay(request.auth, after_seq, limit=limit)
+        page = replay(request.auth, after_seq, epoch=current.epoch, limit=limit)
         events = [json.loads(text) for text in page.frames]
         return Response(
             {"events": events, "last_seq": page.last_seq, "current_seq": current.seq, "epoch": current.epoch}

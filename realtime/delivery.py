@@ -107,7 +107,7 @@ class Delivery:
             if reason is not None:
                 self._emit("resync_required", {"reason": reason, "current_seq": current.seq, "epoch": current.epoch})
                 return
-            upto = await self._replay(last_seq)
+            upto = await self._replay(last_seq, current.epoch)
             if upto is not None:
                 self._emit("resumed", {"last_seq": max(upto, self.live_upto), "epoch": current.epoch})
         except Exception:
@@ -122,7 +122,7 @@ class Delivery:
                     if frame is not None:
                         self.outbox.put(frame)
 
-    async def _replay(self, after: int) -> int | None:
+    async def _replay(self, after: int, epoch: str | None) -> int | None:
         """Send the log after `after` page by page; the last seq looked at, or None if the client stopped reading."""
         # Events from live_from on reached this connection live already: replay only what came before.
         before, limit = self.live_from, FIRST_PAGE_EVENTS
@@ -130,6 +130,7 @@ class Delivery:
             page = await database_sync_to_async(replay, thread_sensitive=False, executor=_replay_threads)(
                 self.viewer(),
                 after,
+                epoch=epoch,
                 before=before,
                 limit=limit,
                 max_bytes=settings.PUOMEMO_WS_REPLAY_PAGE_BYTES,
@@ -138,10 +139,10 @@ class Delivery:
             for frame in page.frames:
                 if not await self.outbox.put_paced(frame):
                     return None  # it is being dropped
-            if not page.looked_at:
-                return after
             after = page.last_seq
             self.replayed_upto = max(self.replayed_upto, after)
+            if page.finished:
+                return after
             # Grow pages of small events; a page cut short by its bytes read rows it did not use.
             limit = min(settings.PUOMEMO_WS_REPLAY_PAGE_EVENTS, 2 * page.looked_at)
 

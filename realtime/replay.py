@@ -6,7 +6,7 @@ from accounts.principal import Principal
 from memories.models import Memory
 from memories.visibility import Audience, can_view, seen_as
 from realtime.frames import JSON
-from realtime.log import events_after, position
+from realtime.log import events_after
 from realtime.messages import logged_message
 from realtime.rendering import EventFrames
 
@@ -16,12 +16,14 @@ class Replay:
     frames: list[str | bytes]  # the frames the viewer may see, in seq order, in the encoding asked for
     last_seq: int  # the last logged event looked at, seen or not
     looked_at: int  # how many logged events that was: 0 when none is left
+    finished: bool  # no event is left to look at (before `before`): no next page to ask for
 
 
 def replay(
     viewer: Principal,
     after_seq: int,
     *,
+    epoch: str | None,
     before: int | None = None,
     limit: int | None = None,
     max_bytes: int | None = None,
@@ -30,10 +32,10 @@ def replay(
     """The viewer's frames of the events after `after_seq` (and before `before`): each as they would have seen it
     live with the role they have now, and only while the memory is still theirs to see.
 
+    Each frame carries `epoch`, the stream's as the caller read it (resync_reason) before replaying.
     At most `limit` events are looked at, and no more once the frames reach `max_bytes`.
     """
     events = events_after(viewer.tenant_id, after_seq, before=before, limit=limit)
-    epoch = position(viewer.tenant_id).epoch if events else None
     now = {
         row["id"]: Audience(tenant_id=row["tenant_id"], owner_id=row["owner_id"], visibility=row["visibility"])
         for row in Memory.objects.filter(pk__in={e.memory_id for e in events}).values(
@@ -55,7 +57,8 @@ def replay(
         if text is not None:
             frames.append(text)
             size += len(text)
-    return Replay(frames=frames, last_seq=last_seq, looked_at=looked_at)
+    finished = looked_at == len(events) and (limit is None or len(events) < limit)
+    return Replay(frames=frames, last_seq=last_seq, looked_at=looked_at, finished=finished)
 
 
 def _may_see(viewer: Principal, audience: Audience | None) -> bool:

@@ -8,10 +8,12 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Membership, Role
 from memories.models import Memory, Visibility
+from realtime import delivery
 from realtime.log import position, prune_events
 from realtime.models import Event, TenantSequence
 from tests.support.auth import jwt_for
@@ -81,6 +83,31 @@ async def test_resume_replays_what_the_viewer_may_see_in_order_then_live_events(
     assert {f["epoch"] for f in received[:-1]} == {live["epoch"]}
     await sync(MemoryFactory, owner=owner, visibility=Visibility.PUBLIC)
     assert [f["seq"] for f in await frames(comm)] == [5]
+    await comm.disconnect()
+
+
+async def test_a_resume_of_a_short_gap_takes_four_queries(make_user, monkeypatch):
+    """Where the stream stands and its oldest event, then one page: its events and their memories."""
+    queries = []
+
+    def counted(read):
+        def run(*args, **kwargs):
+            with CaptureQueriesContext(connection) as captured:  # on the thread the read runs on
+                result = read(*args, **kwargs)
+            queries.extend(query["sql"] for query in captured)
+            return result
+
+        return run
+
+    owner = await sync(make_user)
+    for title in ("one", "two"):
+        await sync(MemoryFactory, owner=owner, title=title)
+    monkeypatch.setattr(delivery, "resync_reason", counted(delivery.resync_reason))
+    monkeypatch.setattr(delivery, "replay", counted(delivery.replay))
+    comm = await connect(jwt_for(owner), subscribe=["memories"])
+    received = await resume(comm, 0)
+    assert [f["data"].get("memory", {}).get("title") for f in received] == ["one", "two", None]
+    assert len(queries) == 4, queries
     await comm.disconnect()
 
 

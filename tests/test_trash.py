@@ -186,7 +186,7 @@ def test_the_event_log_replays_a_deleted_memory_as_gone_and_a_restored_one_as_ba
     trashed(memory)
 
     def types():
-        return [frame.split('"type":"')[1].split('"')[0] for frame in replay(viewer, 0).frames]
+        return [frame.split('"type":"')[1].split('"')[0] for frame in replay(viewer, 0, epoch=None).frames]
 
     assert types() == ["memory.deleted"]  # its creation is not replayed: the memory is gone
     memory_restore(actor=principal(owner), memory=memory.pk)
