@@ -1,10 +1,13 @@
 """Against real daphne processes sharing real Redis: close codes, limits across processes, cross-instance events."""
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -178,9 +181,14 @@ def test_tokens_never_reach_the_logs(cluster):
 
     asyncio.run(use_everywhere())
     api(cluster["a"], "GET", "/api/v4/memories/", tokens["access"])
+    # In the query string of plain HTTP requests too: a /ws request that was not upgraded, a token as a parameter.
+    in_queries = ["wst_not-a-real-ticket", "pm_query-secret"]
+    for path in (f"/ws?token={tokens['access']}", f"/ws/?ticket={in_queries[0]}", f"/api/v4/?q={in_queries[1]}"):
+        with contextlib.suppress(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{cluster['a'].http}{path}", timeout=10)
     logs = "".join(server.log.read_text() for server in (cluster["a"], cluster["b"]))
-    assert "WSCONNECT /ws" in logs  # the access log is on, and it is what we read
-    for secret in [*cluster["keys"].values(), tokens["access"], "pm_not-a-real-key-but-secret"]:
+    assert "WSCONNECT /ws" in logs and '"GET /ws/" 404' in logs  # the access log is on, and it is what we read
+    for secret in [*cluster["keys"].values(), tokens["access"], "pm_not-a-real-key-but-secret", *in_queries]:
         assert secret not in logs
 
 

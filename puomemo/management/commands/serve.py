@@ -9,6 +9,7 @@ import time
 
 from asgiref.sync import sync_to_async
 from daphne.cli import CommandLineInterface
+from daphne.server import Server
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
@@ -45,6 +46,21 @@ SHUTDOWN_DRAIN_SECONDS = 10
 # Longer than the proxy keeps an idle upstream connection (docker/nginx.conf: keepalive_timeout 2s), so that the
 # proxy closes the idle ones itself rather than the process closing one under a request the proxy is writing.
 SHUTDOWN_IDLE_SECONDS = 4
+
+
+class _Server(Server):
+    """daphne's server, whose access log leaves out query strings: a ?token= or ?ticket= never reaches it."""
+
+    def log_action(self, protocol: str, action: str, details: dict) -> None:
+        # WebSocket lines have only the path; HTTP lines had the whole URI, so a /ws request
+        # that was not upgraded (a proxy dropping the header) logged its token.
+        if "path" in details:
+            details = {**details, "path": details["path"].split("?", 1)[0]}
+        super().log_action(protocol, action, details)
+
+
+class _CommandLineInterface(CommandLineInterface):
+    server_class = _Server
 
 
 def _close_connections_on_shutdown() -> None:
@@ -252,9 +268,11 @@ class Command(BaseCommand):
             worker = EmbeddingWorker()
             reactor.addSystemEventTrigger("before", "shutdown", worker.stop)
             _on_a_thread_once_running(worker.run)
+        # The access log goes to stdout: a line each, as it happens, also when stdout is a file or a pipe.
+        sys.stdout.reconfigure(line_buffering=True)
         if not worker_endpoint:
             self.stdout.write(f"Serving PUO Memo on http://{host}:{port} (WebSocket at ws://{host}:{port}/ws)")
-        CommandLineInterface().run(argv)
+        _CommandLineInterface().run(argv)
 
     def supervise(
         self,
