@@ -100,6 +100,8 @@ class Delivery:
             self.resuming.cancel()
 
     async def _resume(self, tenant_id: int, last_seq: int, epoch: str | None) -> None:
+        # An earlier resume on this connection sent the events up to replayed_upto: not again.
+        last_seq = max(last_seq, self.replayed_upto)
         try:
             reason, current = await database_sync_to_async(resync_reason)(tenant_id, last_seq, epoch)
             if reason is None and current.seq - last_seq > settings.PUOMEMO_WS_RESUME_MAX_EVENTS:

@@ -99,6 +99,10 @@ async def test_every_frame_goes_straight_to_the_socket_in_order_and_a_resume_rep
     ]
     assert received[4]["data"] == {"last_seq": 7, "epoch": received[1]["epoch"]}
     assert seqs(direct) == [4, 5, 1, 2, 3, 6, 7]  # no queue under daphne
+
+    # Another resume from as far back: neither what the first replayed nor what came live is sent again.
+    await comm.send_json_to({"type": "resume", "data": {"last_seq": 0}})
+    assert [(f["type"], f["data"]) for f in await frames(comm, quiet=1.0)] == [("resumed", received[4]["data"])]
     await comm.disconnect()
 
 
