@@ -195,8 +195,13 @@ def test_tokens_never_reach_the_logs(cluster):
 async def test_sigterm_closes_connections_with_1012_service_restart(cluster):
     server = await asyncio.to_thread(cluster["cluster"].start_server, "server-c", ())
     ws = await ready(server.ws, cluster["keys"]["bob"])
-    await asyncio.to_thread(server.stop)  # SIGTERM, as a rolling restart sends
+    # SIGTERM, as a rolling restart sends; twice, as `make run` stopped with its process group passes it on.
+    server.process.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.05)
+    server.process.send_signal(signal.SIGTERM)
     assert await close_code(ws) == 1012
+    assert await asyncio.to_thread(server.process.wait, 30) == 0
+    assert "Traceback" not in server.log.read_text()
 
 
 def test_sigterm_refuses_new_connections_and_answers_the_requests_already_there(cluster):

@@ -85,10 +85,17 @@ def _close_connections_on_shutdown() -> None:
         try:
             await _drain(close_all)
         finally:
-            reactor.stop()
+            if reactor.running:  # a SIGINT meanwhile may have stopped it
+                reactor.stop()
+
+    stopping: list[asyncio.Future] = []
 
     def on_sigterm() -> None:
-        _background.add(asyncio.ensure_future(drain_then_stop()))
+        # Once is enough: a second SIGTERM (`make run` passes its own on to serve, in the group that got one)
+        # would start a second drain and stop the reactor twice.
+        if not stopping:
+            stopping.append(asyncio.ensure_future(drain_then_stop()))
+            _background.add(stopping[0])
 
     # Twisted's own SIGTERM handler would stop the reactor at once: in-flight requests would be cut off.
     reactor.callWhenRunning(lambda: asyncio.get_event_loop().add_signal_handler(signal.SIGTERM, on_sigterm))
