@@ -1,4 +1,4 @@
-"""The spec's Python client (spec/realtime-sync-spec.md), kept exactly as published.
+"""The spec's Python client (the real-time sync spec's, docs/clients.md), kept exactly as published.
 
 Usage: docs/clients.md ("The spec's client") and docs/protocol.md.
 """
