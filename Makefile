@@ -37,12 +37,15 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+# The development key's warning once, from serve, not from each command before it.
+QUIET_KEY := PYTHONWARNINGS="ignore:SECRET_KEY is not set"
+
 migrate: install
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(QUIET_KEY) $(PY) manage.py migrate --noinput
+	$(QUIET_KEY) $(PY) manage.py collectstatic --noinput --verbosity 0
 
 run: migrate
-	$(PY) manage.py demo --url http://$(HOST):$(PORT)
+	$(QUIET_KEY) $(PY) manage.py demo --url http://$(HOST):$(PORT)
 	$(PY) manage.py serve --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
 
 lint: install-test

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -34,6 +35,8 @@ urlpatterns = [
     # Staff change their own password on the web page, where a wrong current password counts as a failed login.
     path("admin/password_change/", RedirectView.as_view(pattern_name="web:password_change")),
     path("admin/", admin.site.urls),
+    # Asked for by browsers on pages without an icon of their own (Django admin's).
+    path("favicon.ico", RedirectView.as_view(url=static("web/icon.svg"))),
     path("api/v4/", include(api_v4)),
     path("metrics", metrics, name="prometheus-django-metrics"),
     path("", include("web.urls")),

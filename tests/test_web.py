@@ -6,6 +6,7 @@ import re
 import pytest
 from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.staticfiles import finders
 from django.test import Client
 
 from accounts.access import revalidate
@@ -47,6 +48,13 @@ def test_pages_need_a_login(db):
         response = Client().get(path)
         assert response.status_code == 302
         assert response["Location"].startswith("/login/?next=")
+
+
+def test_the_icon_is_served_to_pages_and_to_browsers_that_ask_for_favicon_ico(db):
+    response = Client().get("/favicon.ico")
+    assert (response.status_code, response["Location"]) == (302, "/static/web/icon.svg")
+    assert finders.find("web/icon.svg") is not None
+    assert 'href="/static/web/icon.svg"' in Client().get("/login/").content.decode()
 
 
 def test_login_with_the_form_then_logout_by_post_only(make_user):
