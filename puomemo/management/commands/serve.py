@@ -88,14 +88,15 @@ def _close_connections_on_shutdown() -> None:
             if reactor.running:  # a SIGINT meanwhile may have stopped it
                 reactor.stop()
 
-    stopping: list[asyncio.Future] = []
+    draining_started = False
 
     def on_sigterm() -> None:
         # Once is enough: a second SIGTERM (`make run` passes its own on to serve, in the group that got one)
         # would start a second drain and stop the reactor twice.
-        if not stopping:
-            stopping.append(asyncio.ensure_future(drain_then_stop()))
-            _background.add(stopping[0])
+        nonlocal draining_started
+        if not draining_started:
+            draining_started = True
+            _background.add(asyncio.ensure_future(drain_then_stop()))
 
     # Twisted's own SIGTERM handler would stop the reactor at once: in-flight requests would be cut off.
     reactor.callWhenRunning(lambda: asyncio.get_event_loop().add_signal_handler(signal.SIGTERM, on_sigterm))
