@@ -11,6 +11,7 @@ from accounts.authentication import BearerAuthentication
 from realtime.log import resync_reason
 from realtime.node import node
 from realtime.protocol import MAX_EPOCH_LENGTH
+from realtime.redis_clients import log_failure
 from realtime.replay import replay
 from realtime.tickets import ticket_issue
 
@@ -44,8 +45,8 @@ class WebSocketStatusApi(APIView):
         """Open WebSocket connections of the caller, their tenant and everyone, across all server processes."""
         try:
             counts = node().registry.counts(request.auth.user_id, request.auth.tenant_id)
-        except RedisError:
-            logger.exception("Reading connection counts from Redis failed")
+        except RedisError as error:
+            log_failure(logger, error, "Reading connection counts from Redis failed")
             detail = "Connection counts are unavailable: Redis cannot be reached. Try again shortly."
             return Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response({**counts, "websocket_url": "/ws"})

@@ -17,6 +17,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from realtime import metrics
 from realtime.messages import event_message
 from realtime.protocol import TENANT_UPDATES, tenant_group
+from realtime.redis_clients import log_failure
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ async def asend(messages: list[dict[str, Any]]) -> list[bool]:
         if isinstance(result, asyncio.CancelledError):
             raise result
         if isinstance(result, BaseException):
-            logger.error("Publishing %s for tenant %s failed", message["event"], message["tenant_id"], exc_info=result)
+            log_failure(logger, result, "Publishing %s for tenant %s failed", message["event"], message["tenant_id"])
             metrics.publish_failures.labels(event=message["event"]).inc()
         sent.append(not isinstance(result, BaseException))
     return sent

@@ -18,6 +18,7 @@ from realtime.log import Position, current_positions, events_after, position, re
 from realtime.messages import logged_message
 from realtime.models import Event
 from realtime.protocol import ACCESS_CHANGED, tenant_group
+from realtime.redis_clients import log_failure
 from realtime.rendering import EventFrames
 
 logger = logging.getLogger(__name__)
@@ -225,8 +226,8 @@ class Hub:
                             connection_id=connection_id,
                             origin=None,
                         )
-            except Exception:
-                logger.exception("Refreshing connection counts failed; retrying")
+            except Exception as error:
+                log_failure(logger, error, "Refreshing connection counts failed; retrying")
 
     async def _poll_log(self) -> None:
         # One query for every tenant this process feeds: writes whose publish was

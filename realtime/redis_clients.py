@@ -2,6 +2,7 @@
 blocking pool of PUOMEMO_REDIS_POOL_SIZE connections, to the Redis that REDIS_URL or Sentinel names."""
 
 import asyncio
+import logging
 import threading
 import weakref
 from dataclasses import dataclass
@@ -11,6 +12,18 @@ import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
 from django.conf import settings
+
+# What Redis being away raises: expected, counted and healed (the log, the next refresh), so it is logged in one
+# line: a traceback per call made thousands of lines of an outage of a few seconds.
+OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+def log_failure(logger: logging.Logger, error: BaseException, message: str, *args: object) -> None:
+    """Log a failed Redis call: one line when Redis is away, with the traceback for anything else."""
+    if isinstance(error, OUTAGE_ERRORS):
+        logger.error(message + ": %s", *args, f"{type(error).__name__}: {error}")
+    else:
+        logger.error(message, *args, exc_info=error)
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ def _unreachable_redis(settings) -> str:
     return url
 
 
-def test_a_write_commits_and_answers_201_when_publishing_fails(member, client_for, settings):
+def test_a_write_commits_and_answers_201_when_publishing_fails(member, client_for, settings, caplog):
     _unreachable_redis(settings)
     failures = metrics.publish_failures.labels(event="memory.created")
     before = failures._value.get()
@@ -141,14 +141,22 @@ def test_a_write_commits_and_answers_201_when_publishing_fails(member, client_fo
     assert Memory.objects.filter(pk=response.json()["id"], title="kept").exists()
     node().publisher.wait()
     assert failures._value.get() == before + 1
+    assert_one_line_each(caplog, "Publishing memory.created for tenant")
 
 
-def test_status_answers_json_503_when_redis_is_down(member, client_for, settings):
+def assert_one_line_each(caplog, message: str) -> None:
+    """Redis being away is logged in one line a failure, with the error, and no traceback."""
+    [record] = [record for record in caplog.records if record.getMessage().startswith(message)]
+    assert "ConnectionError" in record.getMessage() and record.exc_info is None
+
+
+def test_status_answers_json_503_when_redis_is_down(member, client_for, settings, caplog):
     settings.REDIS_URL = _unreachable_redis(settings)  # the node follows REDIS_URL
     response = client_for(member).get("/api/v4/ws/status")
     assert response.status_code == 503
     assert response["Content-Type"] == "application/json"
     assert "Redis" in response.json()["detail"]
+    assert_one_line_each(caplog, "Reading connection counts from Redis failed")
 
 
 async def test_the_embedded_layer_keeps_a_feed_past_its_group_expiry(member, settings):
