@@ -73,8 +73,8 @@ class WebSocketTicketApi(APIView):
         """A ticket that opens `/ws?ticket=` once as the caller within `expires_in` seconds, for browsers."""
         try:
             ticket, expires_in = ticket_issue(principal=request.auth)
-        except RedisError:
-            logger.exception("Storing a WebSocket ticket in Redis failed")
+        except RedisError as error:
+            log_failure(logger, error, "Storing a WebSocket ticket in Redis failed")
             detail = "Tickets are unavailable: Redis cannot be reached. Try again shortly."
             return Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         # The ticket is a credential: no cache may keep it.

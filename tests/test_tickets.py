@@ -22,6 +22,7 @@ from tests.support.auth import bearer
 from tests.support.clock import Clock
 from tests.support.factories import api_key, principal
 from tests.support.live import free_port
+from tests.support.logs import assert_one_line
 
 URL = "/api/v4/ws/ticket"
 
@@ -231,12 +232,13 @@ def test_the_openapi_schema_documents_the_ticket_endpoint(client):
     assert "WebSocketTicket" in text
 
 
-def test_while_redis_is_down_tickets_are_503_and_redeeming_is_not_a_refusal(make_user, client_for, settings):
+def test_while_redis_is_down_tickets_are_503_and_redeeming_is_not_a_refusal(make_user, client_for, settings, caplog):
     ticket, _ = ticket_issue(principal=principal(make_user()))
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     response = client_for(make_user()).post(URL)
     assert response.status_code == 503
     assert "Redis" in response.json()["detail"]
+    assert_one_line(caplog, "Storing a WebSocket ticket in Redis failed")
     # Not InvalidToken: the client should retry (the consumer closes with 1013), not fetch a new token.
     with pytest.raises(RedisError):
         principal_from_ticket(ticket)
